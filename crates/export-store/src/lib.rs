@@ -1,1 +1,26 @@
+//! The volumes on disk, with no knowledge of any wire protocol.
+//!
+//! This crate owns:
+//! - [`registry`]: the persistent list of volumes (id, generation, options) kept in the export
+//!   root's state directory and changed atomically while the server runs;
+//! - [`handle`]: persistent file handles built from the kernel's own handles, tagged with the
+//!   volume id and generation and authenticated with a per-export-root key;
+//! - [`cred`]: per-thread file-system credentials (fsuid/fsgid/groups) and squashing;
+//! - [`store`]: resolving handles to open objects inside exactly one volume;
+//! - [`ops`]: the file-system operations, run under the caller's credentials and made durable
+//!   before they return.
+//!
+//! Every function here blocks: callers run them on worker threads, never on an async reactor.
 
+pub mod cred;
+pub mod handle;
+pub mod ops;
+pub mod registry;
+pub mod store;
+mod sys;
+
+pub use cred::{Identity, Squash};
+pub use handle::HandleError;
+pub use ops::{Attr, CreateHow, DirEntry, NodeKind, NodeSpec, SetAttr, TimeSet, WriteStability};
+pub use registry::{Registry, RegistryError, VolumeOptions, VolumeRecord};
+pub use store::{ExportStore, Object, StoreError, Volume};

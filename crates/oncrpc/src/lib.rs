@@ -1,1 +1,18 @@
+//! ONC RPC (RFC 5531) over TCP, knowing nothing about NFS.
+//!
+//! This crate owns the wire framing and the call/reply envelope:
+//! - [`record`]: record marking with a hard bound on record size, so a peer cannot make us
+//!   allocate more than the bound;
+//! - [`message`]: decoding a call header (including AUTH_SYS credentials) and encoding replies,
+//!   as pure functions over byte buffers;
+//! - [`server`]: the TCP accept loop and per-connection pipeline (many calls in flight, replies
+//!   matched by xid) dispatching to [`RpcService`] implementations;
+//! - [`portmap`]: a portmapper v2 service answering for the programs this process serves.
 
+pub mod message;
+pub mod portmap;
+pub mod record;
+pub mod server;
+
+pub use message::{AuthSys, CallHeader, Credential, DecodeError, Reply};
+pub use server::{CallContext, RpcService, Server, ServiceFuture};

@@ -1,0 +1,822 @@
+//! File-system operations on resolved objects, run under the caller's identity.
+//!
+//! Permission checks are the kernel's: each operation switches the worker thread to the
+//! caller's fsuid/fsgid/groups first. Two knfsd-compatible exceptions run as root: a file's
+//! owner may read, write and truncate it whatever its mode bits ("owner override", needed for
+//! `open(O_CREAT|O_RDWR, 0444)` followed by writes), and COMMIT never fails on permissions.
+//! Directory-changing operations fsync the directory before returning.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use crate::cred::{self, Identity};
+use crate::store::{ExportStore, Object};
+use crate::sys::{self, cvt};
+
+/// Longest file name accepted.
+pub const NAME_MAX: usize = 255;
+
+/// File type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    Regular,
+    Directory,
+    Block,
+    Char,
+    Symlink,
+    Socket,
+    Fifo,
+}
+
+/// Attributes of an object, in the units NFS needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub kind: NodeKind,
+    /// Permission bits including setuid/setgid/sticky.
+    pub mode: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub used: u64,
+    pub rdev_major: u32,
+    pub rdev_minor: u32,
+    /// The volume id: each volume is its own file system to clients.
+    pub fsid: u64,
+    pub fileid: u64,
+    pub atime: (i64, u32),
+    pub mtime: (i64, u32),
+    pub ctime: (i64, u32),
+}
+
+impl Attr {
+    pub fn from_stat(st: &libc::stat, fsid: u64) -> Self {
+        let kind = match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => NodeKind::Directory,
+            libc::S_IFBLK => NodeKind::Block,
+            libc::S_IFCHR => NodeKind::Char,
+            libc::S_IFLNK => NodeKind::Symlink,
+            libc::S_IFSOCK => NodeKind::Socket,
+            libc::S_IFIFO => NodeKind::Fifo,
+            _ => NodeKind::Regular,
+        };
+        Self {
+            kind,
+            mode: st.st_mode & 0o7777,
+            nlink: st.st_nlink as u32,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: st.st_size as u64,
+            used: (st.st_blocks as u64).saturating_mul(512),
+            rdev_major: libc::major(st.st_rdev),
+            rdev_minor: libc::minor(st.st_rdev),
+            fsid,
+            fileid: st.st_ino,
+            atime: (st.st_atime, st.st_atime_nsec as u32),
+            mtime: (st.st_mtime, st.st_mtime_nsec as u32),
+            ctime: (st.st_ctime, st.st_ctime_nsec as u32),
+        }
+    }
+}
+
+/// How a time attribute is set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeSet {
+    Keep,
+    ServerNow,
+    Client(i64, u32),
+}
+
+/// Attributes a client asks to set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: TimeSet,
+    pub mtime: TimeSet,
+}
+
+impl Default for SetAttr {
+    fn default() -> Self {
+        Self {
+            mode: None,
+            uid: None,
+            gid: None,
+            size: None,
+            atime: TimeSet::Keep,
+            mtime: TimeSet::Keep,
+        }
+    }
+}
+
+/// CREATE modes (RFC 1813 section 3.3.8).
+#[derive(Clone, Copy, Debug)]
+pub enum CreateHow {
+    Unchecked(SetAttr),
+    Guarded(SetAttr),
+    /// The verifier is kept in the file's atime/mtime seconds until the client sets them,
+    /// so a retransmitted CREATE finds it and succeeds.
+    Exclusive([u8; 8]),
+}
+
+/// Special files MKNOD can make.
+#[derive(Clone, Copy, Debug)]
+pub enum NodeSpec {
+    Fifo,
+    Socket,
+    Char(u32, u32),
+    Block(u32, u32),
+}
+
+/// Write stability levels (UNSTABLE, DATA_SYNC, FILE_SYNC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum WriteStability {
+    Unstable,
+    DataSync,
+    FileSync,
+}
+
+/// One directory entry; `cookie` resumes the listing after it.
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    pub name: Vec<u8>,
+    pub fileid: u64,
+    pub cookie: u64,
+}
+
+fn errno(code: i32) -> io::Error {
+    io::Error::from_raw_os_error(code)
+}
+
+/// Checks a single path component from a client and makes it a C string.
+pub fn component(name: &[u8]) -> io::Result<CString> {
+    if name.is_empty() {
+        return Err(errno(libc::ENOENT));
+    }
+    if name.len() > NAME_MAX {
+        return Err(errno(libc::ENAMETOOLONG));
+    }
+    if name.contains(&b'/') {
+        return Err(errno(libc::EINVAL));
+    }
+    CString::new(name).map_err(|_| errno(libc::EINVAL))
+}
+
+/// A name that creates something: `.` and `..` already exist.
+fn new_component(name: &[u8]) -> io::Result<CString> {
+    let c = component(name)?;
+    if name == b"." || name == b".." {
+        return Err(errno(libc::EEXIST));
+    }
+    Ok(c)
+}
+
+fn check_writable(obj: &Object) -> io::Result<()> {
+    if obj.volume.options().read_only {
+        Err(errno(libc::EROFS))
+    } else {
+        Ok(())
+    }
+}
+
+/// Attributes of an object.
+pub fn getattr(obj: &Object) -> io::Result<Attr> {
+    Ok(Attr::from_stat(
+        &sys::fstatat(obj.fd.as_fd(), c"")?,
+        obj.volume.id() as u64,
+    ))
+}
+
+/// LOOKUP: the handle and attributes of `name` in `dir`. `..` of a volume root is the root.
+pub fn lookup(
+    store: &ExportStore,
+    dir: &Object,
+    name: &[u8],
+    id: &Identity,
+) -> io::Result<(Vec<u8>, Attr)> {
+    let cname = component(name)?;
+    cred::become_identity(id)?;
+    let dst = sys::fstatat(dir.fd.as_fd(), c"")?;
+    if dst.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Err(errno(libc::ENOTDIR));
+    }
+    let target: &CStr = if name == b"." || (name == b".." && dir.volume.is_root(&dst)) {
+        // Still require search permission on the directory, as a real lookup would.
+        sys::fstatat(dir.fd.as_fd(), c".")?;
+        c""
+    } else {
+        &cname
+    };
+    let st = sys::fstatat(dir.fd.as_fd(), target)?;
+    let handle = store.handle_of(&dir.volume, dir.fd.as_fd(), target)?;
+    Ok((handle, Attr::from_stat(&st, dir.volume.id() as u64)))
+}
+
+/// ACCESS: which of the requested bits (RFC 1813 ACCESS3_*) the caller would be granted.
+pub fn access(obj: &Object, id: &Identity, requested: u32) -> io::Result<(u32, Attr)> {
+    const READ: u32 = 1;
+    const LOOKUP: u32 = 2;
+    const MODIFY: u32 = 4;
+    const EXTEND: u32 = 8;
+    const DELETE: u32 = 16;
+    const EXECUTE: u32 = 32;
+    let attr = getattr(obj)?;
+    let bits = if id.is_root() {
+        7
+    } else if attr.uid == id.uid {
+        (attr.mode >> 6) & 7
+    } else if id.in_group(attr.gid) {
+        (attr.mode >> 3) & 7
+    } else {
+        attr.mode & 7
+    };
+    let (r, w, x) = (bits & 4 != 0, bits & 2 != 0, bits & 1 != 0);
+    // Root may execute only what somebody may execute.
+    let x = if id.is_root() && attr.kind != NodeKind::Directory {
+        attr.mode & 0o111 != 0
+    } else {
+        x
+    };
+    let dir = attr.kind == NodeKind::Directory;
+    let mut granted = 0;
+    if r {
+        granted |= READ;
+    }
+    if w && !obj.volume.options().read_only {
+        granted |= MODIFY | EXTEND;
+        if dir {
+            granted |= DELETE;
+        }
+    }
+    if x {
+        granted |= if dir { LOOKUP } else { EXECUTE };
+    }
+    Ok((granted & requested, attr))
+}
+
+/// READLINK.
+pub fn readlink(obj: &Object) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: buf is writable for its length; an empty path reads the link `fd` refers to.
+    let n = unsafe {
+        libc::readlinkat(
+            obj.fd.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        // readlinkat on something that is not a link reports ENOENT.
+        return Err(if e.raw_os_error() == Some(libc::ENOENT) {
+            errno(libc::EINVAL)
+        } else {
+            e
+        });
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// Opens a regular file for I/O as `id`, falling back to root for the file's owner.
+fn open_for_io(obj: &Object, id: &Identity, flags: libc::c_int) -> io::Result<(OwnedFd, Attr)> {
+    let attr = getattr(obj)?;
+    match attr.kind {
+        NodeKind::Regular => {}
+        NodeKind::Directory => return Err(errno(libc::EISDIR)),
+        _ => return Err(errno(libc::EINVAL)),
+    }
+    cred::become_identity(id)?;
+    match sys::reopen(obj.fd.as_fd(), flags) {
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) && attr.uid == id.uid => {
+            cred::become_root()?;
+            Ok((sys::reopen(obj.fd.as_fd(), flags)?, attr))
+        }
+        other => Ok((other?, attr)),
+    }
+}
+
+/// READ: up to `count` bytes at `offset`; returns the data, whether it reached end of file,
+/// and the attributes after the read.
+pub fn read(
+    obj: &Object,
+    id: &Identity,
+    offset: u64,
+    count: u32,
+) -> io::Result<(Vec<u8>, bool, Attr)> {
+    let (fd, _) = open_for_io(obj, id, libc::O_RDONLY)?;
+    let mut buf = vec![0u8; count as usize];
+    let mut done = 0usize;
+    while done < buf.len() {
+        let pos = offset.saturating_add(done as u64);
+        if pos > i64::MAX as u64 {
+            break;
+        }
+        // SAFETY: the destination range is inside buf.
+        let n = unsafe {
+            libc::pread(
+                fd.as_raw_fd(),
+                buf[done..].as_mut_ptr().cast(),
+                buf.len() - done,
+                pos as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            break;
+        }
+        done += n as usize;
+    }
+    buf.truncate(done);
+    let after = Attr::from_stat(&sys::fstatat(fd.as_fd(), c"")?, obj.volume.id() as u64);
+    let eof = offset.saturating_add(done as u64) >= after.size;
+    Ok((buf, eof, after))
+}
+
+/// WRITE: writes all of `data` at `offset`, then syncs as `stable` asks.
+/// Returns the attributes before and after.
+pub fn write(
+    obj: &Object,
+    id: &Identity,
+    offset: u64,
+    data: &[u8],
+    stable: WriteStability,
+) -> io::Result<(Attr, Attr)> {
+    check_writable(obj)?;
+    let (fd, before) = open_for_io(obj, id, libc::O_WRONLY)?;
+    if offset
+        .checked_add(data.len() as u64)
+        .is_none_or(|end| end > i64::MAX as u64)
+    {
+        return Err(errno(libc::EFBIG));
+    }
+    let mut done = 0usize;
+    while done < data.len() {
+        // SAFETY: the source range is inside data.
+        let n = unsafe {
+            libc::pwrite(
+                fd.as_raw_fd(),
+                data[done..].as_ptr().cast(),
+                data.len() - done,
+                (offset + done as u64) as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        done += n as usize;
+    }
+    match stable {
+        WriteStability::Unstable => {}
+        WriteStability::DataSync => sys::fdatasync(fd.as_fd())?,
+        WriteStability::FileSync => sys::fsync(fd.as_fd())?,
+    }
+    let after = Attr::from_stat(&sys::fstatat(fd.as_fd(), c"")?, obj.volume.id() as u64);
+    Ok((before, after))
+}
+
+/// COMMIT: data and metadata of the file on stable storage.
+pub fn commit(obj: &Object) -> io::Result<Attr> {
+    cred::become_root()?;
+    sync_object(obj)?;
+    getattr(obj)
+}
+
+/// Fsyncs any object: files and directories directly, special files through their file system.
+fn sync_object(obj: &Object) -> io::Result<()> {
+    let attr = getattr(obj)?;
+    match attr.kind {
+        NodeKind::Regular | NodeKind::Directory => {
+            cred::become_root()?;
+            let fd = sys::reopen(obj.fd.as_fd(), libc::O_RDONLY | libc::O_NONBLOCK)?;
+            sys::fsync(fd.as_fd())
+        }
+        _ => {
+            cred::become_root()?;
+            let fd = sys::reopen(obj.volume.root_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+            // SAFETY: plain syscall on an open descriptor.
+            cvt(unsafe { libc::syncfs(fd.as_raw_fd()) }).map(drop)
+        }
+    }
+}
+
+fn timespec(t: TimeSet) -> libc::timespec {
+    match t {
+        TimeSet::Keep => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        TimeSet::ServerNow => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        TimeSet::Client(s, ns) => libc::timespec {
+            tv_sec: s,
+            tv_nsec: i64::from(ns.min(999_999_999)),
+        },
+    }
+}
+
+/// Applies `set` to an object (owner, mode, size, times in that order: a chown clears
+/// setuid bits, so the mode comes after it) and makes the change durable.
+pub fn setattr(obj: &Object, id: &Identity, set: &SetAttr) -> io::Result<()> {
+    check_writable(obj)?;
+    let attr = getattr(obj)?;
+    cred::become_identity(id)?;
+    let path = sys::proc_path(obj.fd.as_fd());
+    if set.uid.is_some() || set.gid.is_some() {
+        // SAFETY: valid fd and empty path with AT_EMPTY_PATH.
+        cvt(unsafe {
+            libc::fchownat(
+                obj.fd.as_raw_fd(),
+                c"".as_ptr(),
+                set.uid.unwrap_or(u32::MAX),
+                set.gid.unwrap_or(u32::MAX),
+                libc::AT_EMPTY_PATH,
+            )
+        })?;
+    }
+    if let Some(mode) = set.mode
+        && attr.kind != NodeKind::Symlink
+    {
+        // SAFETY: valid C string.
+        cvt(unsafe { libc::chmod(path.as_ptr(), (mode & 0o7777) as libc::mode_t) })?;
+    }
+    if let Some(size) = set.size {
+        match attr.kind {
+            NodeKind::Regular => {}
+            NodeKind::Directory => return Err(errno(libc::EISDIR)),
+            _ => return Err(errno(libc::EINVAL)),
+        }
+        let size = i64::try_from(size).map_err(|_| errno(libc::EFBIG))?;
+        let (fd, _) = open_for_io(obj, id, libc::O_WRONLY)?;
+        // SAFETY: plain syscall on an open descriptor.
+        cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), size) })?;
+        cred::become_identity(id)?;
+    }
+    if set.atime != TimeSet::Keep || set.mtime != TimeSet::Keep {
+        let times = [timespec(set.atime), timespec(set.mtime)];
+        // SAFETY: valid C string and two timespecs.
+        cvt(unsafe { libc::utimensat(libc::AT_FDCWD, path.as_ptr(), times.as_ptr(), 0) })?;
+    }
+    sync_object(obj)
+}
+
+/// The result of creating something: its handle and attributes.
+pub type Created = (Vec<u8>, Attr);
+
+fn created(store: &ExportStore, dir: &Object, name: &CStr) -> io::Result<Created> {
+    sys::fsync(dir.fd.as_fd())?;
+    let st = sys::fstatat(dir.fd.as_fd(), name)?;
+    let handle = store.handle_of(&dir.volume, dir.fd.as_fd(), name)?;
+    Ok((handle, Attr::from_stat(&st, dir.volume.id() as u64)))
+}
+
+/// Applies the attributes a creating call carried to the new object `name` in `dir`.
+fn apply_initial(dir: &Object, name: &CStr, id: &Identity, set: &SetAttr) -> io::Result<()> {
+    let fd = sys::openat(dir.fd.as_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+    let obj = Object {
+        volume: dir.volume.clone(),
+        fd,
+    };
+    let rest = SetAttr { mode: None, ..*set };
+    if rest != SetAttr::default() {
+        setattr(&obj, id, &rest)?;
+    }
+    Ok(())
+}
+
+/// CREATE of a regular file. `dir` must be opened for reading (it is fsynced).
+pub fn create(
+    store: &ExportStore,
+    dir: &Object,
+    name: &[u8],
+    id: &Identity,
+    how: CreateHow,
+) -> io::Result<Created> {
+    check_writable(dir)?;
+    let cname = new_component(name)?;
+    cred::become_identity(id)?;
+    let mode = |set: &SetAttr| set.mode.unwrap_or(0o644) & 0o7777;
+    // SAFETY (all mknodat calls): valid fd and C string.
+    match how {
+        CreateHow::Unchecked(set) => {
+            let r = cvt(unsafe {
+                libc::mknodat(
+                    dir.fd.as_raw_fd(),
+                    cname.as_ptr(),
+                    libc::S_IFREG | mode(&set),
+                    0,
+                )
+            });
+            match r {
+                Ok(_) => apply_initial(dir, &cname, id, &set)?,
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    // An existing file is kept; only a requested size applies (RFC 1813).
+                    let st = sys::fstatat(dir.fd.as_fd(), &cname)?;
+                    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+                        return Err(e);
+                    }
+                    if set.size.is_some() {
+                        let size_only = SetAttr {
+                            size: set.size,
+                            ..SetAttr::default()
+                        };
+                        apply_initial(dir, &cname, id, &size_only)?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        CreateHow::Guarded(set) => {
+            cvt(unsafe {
+                libc::mknodat(
+                    dir.fd.as_raw_fd(),
+                    cname.as_ptr(),
+                    libc::S_IFREG | mode(&set),
+                    0,
+                )
+            })?;
+            apply_initial(dir, &cname, id, &set)?;
+        }
+        CreateHow::Exclusive(verf) => {
+            let (a, m) = (
+                u32::from_be_bytes([verf[0], verf[1], verf[2], verf[3]]),
+                u32::from_be_bytes([verf[4], verf[5], verf[6], verf[7]]),
+            );
+            let r =
+                cvt(unsafe { libc::mknodat(dir.fd.as_raw_fd(), cname.as_ptr(), libc::S_IFREG, 0) });
+            match r {
+                Ok(_) => {
+                    let times = [
+                        timespec(TimeSet::Client(i64::from(a), 0)),
+                        timespec(TimeSet::Client(i64::from(m), 0)),
+                    ];
+                    // SAFETY: valid fd, C string and two timespecs.
+                    cvt(unsafe {
+                        libc::utimensat(
+                            dir.fd.as_raw_fd(),
+                            cname.as_ptr(),
+                            times.as_ptr(),
+                            libc::AT_SYMLINK_NOFOLLOW,
+                        )
+                    })?;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    let st = sys::fstatat(dir.fd.as_fd(), &cname)?;
+                    let same = st.st_mode & libc::S_IFMT == libc::S_IFREG
+                        && st.st_atime == i64::from(a)
+                        && st.st_mtime == i64::from(m);
+                    if !same {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    created(store, dir, &cname)
+}
+
+/// MKDIR. `dir` must be opened for reading.
+pub fn mkdir(
+    store: &ExportStore,
+    dir: &Object,
+    name: &[u8],
+    id: &Identity,
+    set: &SetAttr,
+) -> io::Result<Created> {
+    check_writable(dir)?;
+    let cname = new_component(name)?;
+    cred::become_identity(id)?;
+    let mode = set.mode.unwrap_or(0o755) & 0o7777;
+    // SAFETY: valid fd and C string.
+    cvt(unsafe { libc::mkdirat(dir.fd.as_raw_fd(), cname.as_ptr(), mode) })?;
+    apply_initial(dir, &cname, id, set)?;
+    created(store, dir, &cname)
+}
+
+/// SYMLINK. `dir` must be opened for reading.
+pub fn symlink(
+    store: &ExportStore,
+    dir: &Object,
+    name: &[u8],
+    id: &Identity,
+    target: &[u8],
+) -> io::Result<Created> {
+    check_writable(dir)?;
+    let cname = new_component(name)?;
+    if target.len() >= libc::PATH_MAX as usize {
+        return Err(errno(libc::ENAMETOOLONG));
+    }
+    let ctarget = CString::new(target).map_err(|_| errno(libc::EINVAL))?;
+    cred::become_identity(id)?;
+    // SAFETY: valid fd and C strings.
+    cvt(unsafe { libc::symlinkat(ctarget.as_ptr(), dir.fd.as_raw_fd(), cname.as_ptr()) })?;
+    created(store, dir, &cname)
+}
+
+/// MKNOD of FIFOs and sockets; device nodes only for root (the kernel checks CAP_MKNOD).
+pub fn mknod(
+    store: &ExportStore,
+    dir: &Object,
+    name: &[u8],
+    id: &Identity,
+    spec: NodeSpec,
+    set: &SetAttr,
+) -> io::Result<Created> {
+    check_writable(dir)?;
+    let cname = new_component(name)?;
+    let (kind, dev) = match spec {
+        NodeSpec::Fifo => (libc::S_IFIFO, 0),
+        NodeSpec::Socket => (libc::S_IFSOCK, 0),
+        NodeSpec::Char(ma, mi) => (libc::S_IFCHR, libc::makedev(ma, mi)),
+        NodeSpec::Block(ma, mi) => (libc::S_IFBLK, libc::makedev(ma, mi)),
+    };
+    if dev != 0 || matches!(spec, NodeSpec::Char(..) | NodeSpec::Block(..)) {
+        if !id.is_root() {
+            return Err(errno(libc::EPERM));
+        }
+    }
+    cred::become_identity(id)?;
+    let mode = set.mode.unwrap_or(0o644) & 0o7777;
+    // SAFETY: valid fd and C string.
+    cvt(unsafe { libc::mknodat(dir.fd.as_raw_fd(), cname.as_ptr(), kind | mode, dev) })?;
+    apply_initial(dir, &cname, id, set)?;
+    created(store, dir, &cname)
+}
+
+/// REMOVE (non-directories) or RMDIR (`dir_only`). `dir` must be opened for reading.
+pub fn remove(dir: &Object, name: &[u8], id: &Identity, dir_only: bool) -> io::Result<()> {
+    check_writable(dir)?;
+    let cname = component(name)?;
+    if name == b"." {
+        return Err(errno(libc::EINVAL));
+    }
+    if name == b".." {
+        return Err(errno(libc::ENOTEMPTY));
+    }
+    cred::become_identity(id)?;
+    let flags = if dir_only { libc::AT_REMOVEDIR } else { 0 };
+    // SAFETY: valid fd and C string.
+    let r = cvt(unsafe { libc::unlinkat(dir.fd.as_raw_fd(), cname.as_ptr(), flags) });
+    match r {
+        // unlink(2) of a directory says EISDIR; NFS wants the same.
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Err(errno(libc::ENOTEMPTY)),
+        Err(e) => Err(e),
+        Ok(_) => sys::fsync(dir.fd.as_fd()),
+    }
+}
+
+/// RENAME within one volume. Both directories must be opened for reading.
+pub fn rename(
+    from: &Object,
+    from_name: &[u8],
+    to: &Object,
+    to_name: &[u8],
+    id: &Identity,
+) -> io::Result<()> {
+    check_writable(from)?;
+    if from.volume.id() != to.volume.id() {
+        return Err(errno(libc::EXDEV));
+    }
+    let (f, t) = (component(from_name)?, component(to_name)?);
+    for n in [from_name, to_name] {
+        if n == b"." || n == b".." {
+            return Err(errno(libc::EINVAL));
+        }
+    }
+    cred::become_identity(id)?;
+    // SAFETY: valid fds and C strings.
+    cvt(unsafe {
+        libc::renameat(
+            from.fd.as_raw_fd(),
+            f.as_ptr(),
+            to.fd.as_raw_fd(),
+            t.as_ptr(),
+        )
+    })?;
+    sys::fsync(to.fd.as_fd())?;
+    if from.fd.as_raw_fd() != to.fd.as_raw_fd() {
+        sys::fsync(from.fd.as_fd())?;
+    }
+    Ok(())
+}
+
+/// LINK `obj` as `name` in `dir` (same volume). `dir` must be opened for reading.
+pub fn link(obj: &Object, dir: &Object, name: &[u8], id: &Identity) -> io::Result<()> {
+    check_writable(dir)?;
+    if obj.volume.id() != dir.volume.id() {
+        return Err(errno(libc::EXDEV));
+    }
+    let cname = new_component(name)?;
+    if getattr(obj)?.kind == NodeKind::Directory {
+        return Err(errno(libc::EISDIR));
+    }
+    cred::become_identity(id)?;
+    let src = sys::proc_path(obj.fd.as_fd());
+    // SAFETY: valid C strings and fd.
+    cvt(unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            src.as_ptr(),
+            dir.fd.as_raw_fd(),
+            cname.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    })?;
+    sys::fsync(dir.fd.as_fd())
+}
+
+/// Lists `dir` from `cookie` (0: the start). `take` is offered each entry in order and
+/// returns false to stop before it; the result says whether the end was reached.
+pub fn readdir(
+    dir: &Object,
+    id: &Identity,
+    cookie: u64,
+    mut take: impl FnMut(&OwnedFd, DirEntry) -> io::Result<bool>,
+) -> io::Result<bool> {
+    cred::become_identity(id)?;
+    let fd = sys::reopen(dir.fd.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+    if cookie != 0 {
+        // SAFETY: plain syscall on an open descriptor.
+        let r = unsafe { libc::lseek(fd.as_raw_fd(), cookie as libc::off_t, libc::SEEK_SET) };
+        if r < 0 {
+            return Err(errno(libc::EINVAL));
+        }
+    }
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = sys::getdents(fd.as_fd(), &mut buf)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        let mut pos = 0;
+        while pos + 19 <= n {
+            let ino = u64::from_ne_bytes(buf[pos..pos + 8].try_into().unwrap_or([0; 8]));
+            let off = u64::from_ne_bytes(buf[pos + 8..pos + 16].try_into().unwrap_or([0; 8]));
+            let reclen = u16::from_ne_bytes([buf[pos + 16], buf[pos + 17]]) as usize;
+            if reclen == 0 || pos + reclen > n {
+                break;
+            }
+            let name_bytes = &buf[pos + 19..pos + reclen];
+            let len = name_bytes
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(name_bytes.len());
+            let entry = DirEntry {
+                name: name_bytes[..len].to_vec(),
+                fileid: ino,
+                cookie: off,
+            };
+            if !take(&fd, entry)? {
+                return Ok(false);
+            }
+            pos += reclen;
+        }
+    }
+}
+
+/// READDIRPLUS helper: handle and attributes of an entry listed in `dir` (None for `.`, `..`
+/// and entries that vanished meanwhile).
+pub fn entry_details(
+    store: &ExportStore,
+    dir: &Object,
+    listing: BorrowedFd<'_>,
+    name: &[u8],
+) -> Option<Created> {
+    if name == b"." || name == b".." {
+        return None;
+    }
+    let cname = CString::new(name).ok()?;
+    let st = sys::fstatat(listing, &cname).ok()?;
+    let handle = store.handle_of(&dir.volume, listing, &cname).ok()?;
+    Some((handle, Attr::from_stat(&st, dir.volume.id() as u64)))
+}
+
+/// FSSTAT: total, free and available bytes and files of the volume's file system.
+pub fn fsstat(obj: &Object) -> io::Result<libc::statvfs> {
+    // SAFETY: zeroed statvfs is a valid out-parameter; fstatvfs accepts O_PATH descriptors.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    cvt(unsafe { libc::fstatvfs(obj.fd.as_raw_fd(), &mut s) })?;
+    Ok(s)
+}
+
+/// Borrow helper for callers that hold an [`Object`].
+pub fn fd_of(obj: &Object) -> BorrowedFd<'_> {
+    obj.fd.as_fd()
+}

@@ -1,0 +1,347 @@
+//! The export store: the export root, its volumes, and resolving handles to objects.
+//!
+//! A request's handle is authenticated (see [`crate::handle`]), routed by its volume id to one
+//! registered volume, checked against that volume's generation, and opened with
+//! `open_by_handle_at` on the volume's file system. Handles are only minted for objects
+//! reached from a volume root through that volume, and the tag makes them unforgeable, so a
+//! resolved object is inside the volume its handle names.
+
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use thiserror::Error;
+use tracing::{info, warn};
+
+use crate::cred;
+use crate::handle::{FileHandle, HandleError, HandleKey};
+use crate::registry::{self, Registry, RegistryError, VolumeOptions, VolumeRecord};
+use crate::sys;
+
+/// errno-style code for "not a handle of ours" (the kernel's internal EBADHANDLE).
+pub const EBADHANDLE: i32 = 521;
+const KEY_FILE: &str = "handle.key";
+
+/// Errors opening or changing the store.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("export root {path}: {source}")]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A registered volume whose directory is open.
+#[derive(Debug)]
+pub struct Volume {
+    pub record: VolumeRecord,
+    pub path: PathBuf,
+    root: OwnedFd,
+    root_dev: u64,
+    root_ino: u64,
+    root_handle: Vec<u8>,
+}
+
+impl Volume {
+    pub fn id(&self) -> u32 {
+        self.record.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.record.name
+    }
+
+    pub fn options(&self) -> &VolumeOptions {
+        &self.record.options
+    }
+
+    /// The encoded handle of the volume's root directory.
+    pub fn root_handle(&self) -> &[u8] {
+        &self.root_handle
+    }
+
+    pub fn root_fd(&self) -> BorrowedFd<'_> {
+        self.root.as_fd()
+    }
+
+    /// Whether `st` is this volume's root directory.
+    pub fn is_root(&self, st: &libc::stat) -> bool {
+        st.st_dev == self.root_dev && st.st_ino == self.root_ino
+    }
+}
+
+/// A resolved handle: an open descriptor (`O_PATH` unless asked otherwise) inside `volume`.
+#[derive(Debug)]
+pub struct Object {
+    pub volume: Arc<Volume>,
+    pub fd: OwnedFd,
+}
+
+type VolumeMap = HashMap<u32, Arc<Volume>>;
+
+/// The export root and its registered volumes.
+pub struct ExportStore {
+    root: PathBuf,
+    registry: Registry,
+    key: HandleKey,
+    volumes: RwLock<Arc<VolumeMap>>,
+    registry_stamp: Mutex<Option<(i64, i64, u64, u64)>>,
+}
+
+impl ExportStore {
+    /// Opens the export root, creating its state directory and handle key on first use, and
+    /// loads the registered volumes.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        let root = fs::canonicalize(root).map_err(|source| StoreError::Root {
+            path: root.to_owned(),
+            source,
+        })?;
+        if !root.is_dir() {
+            return Err(StoreError::Root {
+                path: root,
+                source: io::Error::from_raw_os_error(libc::ENOTDIR),
+            });
+        }
+        // Modes sent by clients are applied exactly, never reduced by the process umask.
+        // SAFETY: umask cannot fail.
+        unsafe { libc::umask(0) };
+        let registry = Registry::open(&root)?;
+        let key = load_or_create_key(registry.state_dir())?;
+        let store = Self {
+            root,
+            registry,
+            key,
+            volumes: RwLock::new(Arc::new(HashMap::new())),
+            registry_stamp: Mutex::new(None),
+        };
+        store.reload()?;
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Re-reads the registry if it changed since the last load; returns whether it did.
+    pub fn reload(&self) -> Result<bool, StoreError> {
+        let path = self.registry.path();
+        let stamp = fs::metadata(&path)
+            .ok()
+            .map(|m| (m.mtime(), m.mtime_nsec(), m.ino(), m.size()));
+        {
+            let mut last = self
+                .registry_stamp
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_some() && *last == stamp {
+                return Ok(false);
+            }
+            *last = stamp;
+        }
+        let data = self.registry.load()?;
+        let current = self.snapshot();
+        let mut next = VolumeMap::new();
+        for record in data.volumes {
+            if let Some(v) = current.get(&record.id)
+                && v.record == record
+            {
+                next.insert(record.id, Arc::clone(v));
+                continue;
+            }
+            match self.open_volume(record.clone()) {
+                Ok(v) => {
+                    info!(volume = %record.name, id = record.id, "volume exported");
+                    next.insert(record.id, Arc::new(v));
+                }
+                Err(e) => warn!(volume = %record.name, error = %e, "volume not exported"),
+            }
+        }
+        for (id, v) in current.iter() {
+            if !next.contains_key(id) {
+                info!(volume = %v.name(), id, "volume unexported");
+            }
+        }
+        *self.volumes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        Ok(true)
+    }
+
+    fn open_volume(&self, record: VolumeRecord) -> io::Result<Volume> {
+        let path = self.root.join(&record.name);
+        let root = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&path)?;
+        let root = OwnedFd::from(root);
+        let st = sys::fstatat(root.as_fd(), c"")?;
+        let (kernel_type, kernel_bytes) = sys::name_to_handle(root.as_fd(), c"")?;
+        let root_handle = FileHandle {
+            volume_id: record.id,
+            generation: record.generation,
+            kernel_type,
+            kernel_bytes,
+        }
+        .encode(&self.key)
+        .map_err(|_| {
+            io::Error::other(
+                "the file system's handles are too large for NFSv3 (more than 41 bytes)",
+            )
+        })?;
+        Ok(Volume {
+            record,
+            path,
+            root,
+            root_dev: st.st_dev,
+            root_ino: st.st_ino,
+            root_handle,
+        })
+    }
+
+    fn snapshot(&self) -> Arc<VolumeMap> {
+        Arc::clone(&self.volumes.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Every exported volume, sorted by name.
+    pub fn volumes(&self) -> Vec<Arc<Volume>> {
+        let mut v: Vec<_> = self.snapshot().values().cloned().collect();
+        v.sort_by(|a, b| a.name().cmp(b.name()));
+        v
+    }
+
+    pub fn volume_by_name(&self, name: &str) -> Option<Arc<Volume>> {
+        self.snapshot().values().find(|v| v.name() == name).cloned()
+    }
+
+    /// Registers a volume and creates its directory (mode 0777, like the provisioner's
+    /// volumes) if it does not exist; a running server picks it up from the registry.
+    pub fn add_volume(
+        &self,
+        name: &str,
+        options: VolumeOptions,
+    ) -> Result<VolumeRecord, StoreError> {
+        registry::validate_name(name)?;
+        let path = self.root.join(name);
+        let io_err = |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
+        match fs::create_dir(&path) {
+            Ok(()) => {
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).map_err(io_err)?;
+                registry::sync_dir(&self.root).map_err(io_err)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
+            Err(e) => return Err(io_err(e)),
+        }
+        let record = self.registry.add(name, options)?;
+        self.reload()?;
+        Ok(record)
+    }
+
+    /// Unregisters a volume; its handles become stale at once. The data is left in place.
+    pub fn remove_volume(&self, name: &str) -> Result<VolumeRecord, StoreError> {
+        let record = self.registry.remove(name)?;
+        self.reload()?;
+        Ok(record)
+    }
+
+    /// Resolves a client's handle, as root, to an object opened with `flags`
+    /// (`O_PATH`, or e.g. `O_RDONLY | O_DIRECTORY` when a directory must be fsynced).
+    /// Errors: `EBADHANDLE` for handles that are not ours, `ESTALE` for ones that no longer
+    /// name anything, `ENOTDIR` when `O_DIRECTORY` was asked of a non-directory.
+    pub fn resolve(&self, handle: &[u8], flags: libc::c_int) -> io::Result<Object> {
+        let fh = FileHandle::decode(handle, &self.key).map_err(|e| match e {
+            HandleError::Bad => io::Error::from_raw_os_error(EBADHANDLE),
+            HandleError::Stale => io::Error::from_raw_os_error(libc::ESTALE),
+        })?;
+        let stale = || io::Error::from_raw_os_error(libc::ESTALE);
+        let volume = self
+            .snapshot()
+            .get(&fh.volume_id)
+            .cloned()
+            .ok_or_else(stale)?;
+        if volume.record.generation != fh.generation {
+            return Err(stale());
+        }
+        cred::become_root()?;
+        let fd = sys::open_by_handle(volume.root_fd(), fh.kernel_type, &fh.kernel_bytes, flags)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOTDIR) | Some(libc::EPERM) | Some(libc::EACCES) => e,
+                _ => {
+                    tracing::debug!(error = %e, volume = volume.name(), "handle no longer resolves");
+                    stale()
+                }
+            })?;
+        Ok(Object { volume, fd })
+    }
+
+    /// Mints the handle of `name` inside directory `dir` of `volume` (`name` empty: `dir`).
+    pub fn handle_of(
+        &self,
+        volume: &Volume,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+    ) -> io::Result<Vec<u8>> {
+        let (kernel_type, kernel_bytes) = sys::name_to_handle(dir, name)?;
+        FileHandle {
+            volume_id: volume.record.id,
+            generation: volume.record.generation,
+            kernel_type,
+            kernel_bytes,
+        }
+        .encode(&self.key)
+        .map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))
+    }
+}
+
+fn load_or_create_key(state_dir: &Path) -> Result<HandleKey, StoreError> {
+    let path = state_dir.join(KEY_FILE);
+    let io_err = |source| StoreError::Io {
+        path: path.clone(),
+        source,
+    };
+    match fs::read(&path) {
+        Ok(bytes) if bytes.len() == 16 => {
+            let mut k = [0u8; 16];
+            k.copy_from_slice(&bytes);
+            return Ok(HandleKey(k));
+        }
+        Ok(_) => {
+            return Err(io_err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "handle key must be 16 bytes; restore it from backup (without it every client handle is stale)",
+            )));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(e)),
+    }
+    let mut k = [0u8; 16];
+    getrandom::fill(&mut k).map_err(|e| io_err(io::Error::other(e.to_string())))?;
+    registry::write_atomically(&path, &k, 0o600).map_err(io_err)?;
+    // Another process may have won the race: whatever is on disk now is the key.
+    let bytes = fs::read(&path).map_err(io_err)?;
+    k.copy_from_slice(
+        bytes
+            .get(..16)
+            .ok_or_else(|| io_err(io::Error::from_raw_os_error(libc::EIO)))?,
+    );
+    Ok(HandleKey(k))
+}

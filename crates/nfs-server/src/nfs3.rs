@@ -1,0 +1,810 @@
+//! The 22 NFSv3 procedures (RFC 1813 section 3.3).
+//!
+//! Each call runs on a blocking worker thread: resolve the handle(s) as root, squash the
+//! caller's credential per the volume's options, perform the operation as that identity,
+//! and encode the reply with weak cache consistency data.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use export_store::ops::{self, NodeSpec};
+use export_store::{Attr, CreateHow, ExportStore, Identity, Object, WriteStability};
+use nfs3_types::nfs3::*;
+use nfs3_types::xdr_codec::{List, Opaque, Pack, Unpack};
+use oncrpc::message::XdrReader;
+use oncrpc::server::CallArgs;
+use oncrpc::{CallContext, Credential, Reply, RpcService, ServiceFuture};
+use tracing::{debug, error};
+
+use crate::convert::{fattr, post_op, set_attr, status, wcc};
+use crate::{MAX_IO, NFS_PROGRAM};
+
+/// The NFSv3 program.
+pub struct Nfs3Service {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<ExportStore>,
+    write_verifier: [u8; 8],
+}
+
+impl Nfs3Service {
+    pub fn new(store: Arc<ExportStore>) -> Self {
+        // Random per start and never derived from handles: after a restart, clients see a new
+        // verifier and resend their unstable writes.
+        let mut write_verifier = [0u8; 8];
+        if getrandom::fill(&mut write_verifier).is_err() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1);
+            write_verifier = now.to_be_bytes();
+        }
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                write_verifier,
+            }),
+        }
+    }
+}
+
+impl RpcService for Nfs3Service {
+    fn program(&self) -> u32 {
+        NFS_PROGRAM
+    }
+
+    fn versions(&self) -> (u32, u32) {
+        (3, 3)
+    }
+
+    fn call(&self, ctx: CallContext, args: CallArgs) -> ServiceFuture {
+        if ctx.proc_ == 0 {
+            return Box::pin(async { Reply::Success(Vec::new()) });
+        }
+        if ctx.proc_ > 21 {
+            return Box::pin(async { Reply::ProcUnavail });
+        }
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let proc_ = ctx.proc_;
+            match tokio::task::spawn_blocking(move || inner.dispatch(&ctx, args.bytes())).await {
+                Ok(reply) => reply,
+                Err(e) => {
+                    error!(proc_, error = %e, "NFS procedure failed unexpectedly");
+                    Reply::SystemErr
+                }
+            }
+        })
+    }
+}
+
+fn ok<T: Pack>(value: T) -> Reply {
+    let mut out = Vec::with_capacity(value.packed_size());
+    match value.pack(&mut out) {
+        Ok(_) => Reply::Success(out),
+        Err(_) => Reply::SystemErr,
+    }
+}
+
+fn decode<T: Unpack>(bytes: &[u8]) -> Option<T> {
+    let mut r = bytes;
+    T::unpack(&mut r).ok().map(|(v, _)| v)
+}
+
+/// Decodes the arguments or answers GARBAGE_ARGS.
+macro_rules! args {
+    ($ty:ty, $bytes:expr) => {
+        match decode::<$ty>($bytes) {
+            Some(a) => a,
+            None => return Reply::GarbageArgs,
+        }
+    };
+}
+
+/// Evaluates an `io::Result`, or returns the error reply built by `$fail(status)`.
+macro_rules! tri {
+    ($e:expr, $fail:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => {
+                let st = status(&e);
+                debug!(error = %e, ?st, "NFS error");
+                #[allow(clippy::redundant_closure_call)]
+                return ok($fail(st));
+            }
+        }
+    };
+}
+
+fn err<T>(st: nfsstat3, fail: T) -> Nfs3Result<Void, T> {
+    Nfs3Result::Err((st, fail))
+}
+
+use nfs3_types::xdr_codec::Void;
+
+const DIR_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY;
+
+impl Inner {
+    fn identity(&self, ctx: &CallContext, obj: &Object) -> Identity {
+        let opts = obj.volume.options();
+        match &ctx.credential {
+            Credential::Sys(s) => opts.squash.apply(
+                Identity {
+                    uid: s.uid,
+                    gid: s.gid,
+                    groups: s.gids.clone(),
+                },
+                opts.anonuid,
+                opts.anongid,
+            ),
+            Credential::None => Identity {
+                uid: opts.anonuid,
+                gid: opts.anongid,
+                groups: Vec::new(),
+            },
+        }
+    }
+
+    fn resolve(&self, fh: &nfs_fh3, flags: libc::c_int) -> io::Result<Object> {
+        self.store.resolve(&fh.data, flags)
+    }
+
+    fn dispatch(&self, ctx: &CallContext, a: &[u8]) -> Reply {
+        match ctx.proc_ {
+            1 => self.getattr(a),
+            2 => self.setattr(ctx, a),
+            3 => self.lookup(ctx, a),
+            4 => self.access(ctx, a),
+            5 => self.readlink(a),
+            6 => self.read(ctx, a),
+            7 => self.write(ctx, a),
+            8 => self.create(ctx, a),
+            9 => self.mkdir(ctx, a),
+            10 => self.symlink(ctx, a),
+            11 => self.mknod(ctx, a),
+            12 => self.remove(ctx, a, false),
+            13 => self.remove(ctx, a, true),
+            14 => self.rename(ctx, a),
+            15 => self.link(ctx, a),
+            16 => self.readdir(ctx, a),
+            17 => self.readdirplus(ctx, a),
+            18 => self.fsstat(a),
+            19 => self.fsinfo(a),
+            20 => self.pathconf(a),
+            21 => self.commit(a),
+            _ => Reply::ProcUnavail,
+        }
+    }
+
+    fn getattr(&self, a: &[u8]) -> Reply {
+        let args = args!(GETATTR3args, a);
+        let obj = tri!(self.resolve(&args.object, libc::O_PATH), |st| err(st, Void));
+        let attr = tri!(ops::getattr(&obj), |st| err(st, Void));
+        ok(GETATTR3res::Ok(GETATTR3resok {
+            obj_attributes: fattr(&attr),
+        }))
+    }
+
+    fn setattr(&self, ctx: &CallContext, a: &[u8]) -> Reply {
+        let args = args!(SETATTR3args, a);
+        let fail = |st, before: Option<&Attr>, after: Option<&Attr>| {
+            SETATTR3res::Err((
+                st,
+                SETATTR3resfail {
+                    obj_wcc: wcc(before, after),
+                },
+            ))
+        };
+        let obj = tri!(self.resolve(&args.object, libc::O_PATH), |st| fail(
+            st, None, None
+        ));
+        let before = ops::getattr(&obj).ok();
+        if let Nfs3Option::Some(guard) = args.guard
+            && let Some(b) = &before
+            && crate::convert::time(b.ctime) != guard
+        {
+            return ok(fail(
+                nfsstat3::NFS3ERR_NOT_SYNC,
+                before.as_ref(),
+                before.as_ref(),
+            ));
+        }
+        let id = self.identity(ctx, &obj);
+        let r = ops::setattr(&obj, &id, &set_attr(&args.new_attributes));
+        let after = ops::getattr(&obj).ok();
+        tri!(r, |st| fail(st, before.as_ref(), after.as_ref()));
+        ok(SETATTR3res::Ok(SETATTR3resok {
+            obj_wcc: wcc(before.as_ref(), after.as_ref()),
+        }))
+    }
+
+    fn lookup(&self, ctx: &CallContext, a: &[u8]) -> Reply {
+        let args = args!(LOOKUP3args, a);
+        let fail = |st, dir: Option<&Attr>| {
+            LOOKUP3res::Err((
+                st,
+                LOOKUP3resfail {
+                    dir_attributes: post_op(dir),
+                },
+            ))
+        };
+        let dir = tri!(self.resolve(&args.what.dir, libc::O_PATH), |st| fail(
+            st, None
+        ));
+        let id = self.identity(ctx, &dir);
+        let dir_attr = ops::getattr(&dir).ok();
+        let (handle, attr) = tri!(
+            ops::lookup(&self.store, &dir, args.what.name.as_ref(), &id),
+            |st| fail(st, dir_attr.as_ref())
+        );
+        ok(LOOKUP3res::Ok(LOOKUP3resok {
+            object: nfs_fh3 {
+                data: Opaque::owned(handle),
+            },
+            obj_attributes: post_op(Some(&attr)),
+            dir_attributes: post_op(dir_attr.as_ref()),
+        }))
+    }
+
+    fn access(&self, ctx: &CallContext, a: &[u8]) -> Reply {
+        let args = args!(ACCESS3args, a);
+        let fail = |st| ACCESS3res::Err((st, ACCESS3resfail::default()));
+        let obj = tri!(self.resolve(&args.object, libc::O_PATH), fail);
+        let id = self.identity(ctx, &obj);
+        let (granted, attr) = tri!(ops::access(&obj, &id, args.access), fail);
+        ok(ACCESS3res::Ok(ACCESS3resok {
+            obj_attributes: post_op(Some(&attr)),
+            access: granted,
+        }))
+    }
+
+    fn readlink(&self, a: &[u8]) -> Reply {
+        let args = args!(READLINK3args, a);
+        let fail = |st, attr: Option<&Attr>| {
+            READLINK3res::Err((
+                st,
+                READLINK3resfail {
+                    symlink_attributes: post_op(attr),
+                },
+            ))
+        };
+        let obj = tri!(self.resolve(&args.symlink, libc::O_PATH), |st| fail(
+            st, None
+        ));
+        let attr = ops::getattr(&obj).ok();
+        let target = tri!(ops::readlink(&obj), |st| fail(st, attr.as_ref()));
+        ok(READLINK3res::Ok(READLINK3resok {
+            symlink_attributes: post_op(attr.as_ref()),
+            data: nfspath3(Opaque::owned(target)),
+        }))
+    }
+
+    fn read(&self, ctx: &CallContext, a: &[u8]) -> Reply {
+        let args = args!(READ3args, a);
+        let fail = |st, attr: Option<&Attr>| {
+            READ3res::Err((
+                st,
+                READ3resfail {
+                    file_attributes: post_op(attr),
+                },
+            ))
+        };
+        let obj = tri!(self.resolve(&args.file, libc::O_PATH), |st| fail(st, None));
+        let id = self.identity(ctx, &obj);
+        let count = args.count.min(MAX_IO);
+        let r = ops::read(&obj, &id, args.offset, count);
+        let (data, eof, attr) = tri!(r, |st| fail(st, ops::getattr(&obj).ok().as_ref()));
+        ok(READ3res::Ok(READ3resok {
+            file_attributes: post_op(Some(&attr)),
+            count: data.len() as u32,
+            eof,
+            data: Opaque::owned(data),
+        }))
+    }
+
+    fn write(&self, ctx: &CallContext, a: &[u8]) -> Reply {
+        // Decoded by hand so the data is used in place, not copied out of the record.
+        let mut r = XdrReader::new(a);
+        let parsed = (|| {
+            let fh = r.opaque(NFS3_FHSIZE)?.to_vec();
+            let hi = u64::from(r.u32()?);
+            let offset = (hi << 32) | u64::from(r.u32()?);
+            let count = r.u32()?;
+            let stable = match r.u32()? {
+                0 => WriteStability::Unstable,
+                1 => WriteStability::DataSync,
+                2 => WriteStability::FileSync,
+                _ => return None,
+            };
+            let data = r.opaque(MAX_IO as usize)?;
+            Some((fh, offset, count, stable, data))
+        })();
+        let Some((fh, offset, count, stable, data)) = parsed else {
+            return Reply::GarbageArgs;
+        };
+        let data = &data[..data.len().min(count as usize)];
+        let fail = |st, before: Option<&Attr>, after: Option<&Attr>| {
+            WRITE3res::Err((
+                st,
+                WRITE3resfail {
+                    file_wcc: wcc(before, after),
+                },
+            ))
+        };
+        let obj = tri!(self.store.resolve(&fh, libc::O_PATH), |st| fail(
+            st, None, None
+        ));
+        let id = self.identity(ctx, &obj);
+        let (before, after) = tri!(ops::write(&obj, &id, offset, data, stable), |st| {
+            let now = ops::getattr(&obj).ok();
+            fail(st, now.as_ref(), now.as_ref())
+        });
+        ok(WRITE3res::Ok(WRITE3resok {
+            file_wcc: wcc(Some(&before), Some(&after)),
+            count: data.len() as u32,
+            committed: match stable {
+                WriteStability::Unstable => stable_how::UNSTABLE,
+                WriteStability::DataSync => stable_how::DATA_SYNC,
+                WriteStability::FileSync => stable_how::FILE_SYNC,
+            },
+            verf: writeverf3(self.write_verifier),
+        }))
+    }
+
+    /// Shared shape of CREATE, MKDIR, SYMLINK and MKNOD: resolve the directory, run `make`,
+    /// and answer with the new handle, its attributes and the directory's wcc data.
+    fn make(
+        &self,
+        ctx: &CallContext,
+        dir_fh: &nfs_fh3,
+        make: impl FnOnce(&Object, &Identity) -> io::Result<ops::Created>,
+    ) -> Result<(Vec<u8>, Attr, Option<Attr>, Option<Attr>), (nfsstat3, Option<Attr>, Option<Attr>)>
+    {
+        let dir = self
+            .resolve(dir_fh, DIR_FLAGS)
+            .map_err(|e| (status(&e), None, None))?;
+        let before = ops::getattr(&dir).ok();
+        let id = self.identity(ctx, &dir);
+        let r = make(&dir, &id);
+        let after = ops::getattr(&dir).ok();
+        match r {
+            Ok((handle, attr)) => Ok((handle, attr, before, after)),
+            Err(e) => {
+                debug!(error = %e, "create failed");
+                Err((status(&e), before, after))
+            }
+        }
+    }
+
+    fn create(&self, ctx: &CallContext, a: &[u8]) -> Reply {
+        let args = args!(CREATE3args, a);
+        let how = match &args.how {
+            createhow3::UNCHECKED(s) => CreateHow::Unchecked(set_attr(s)),
+            createhow3::GUARDED(s) => CreateHow::Guarded(set_attr(s)),
+            createhow3::EXCLUSIVE(v) => CreateHow::Exclusive(v.0),
+        };
+        let name = args.where_.name.as_ref();
+        match self.make(ctx, &args.where_.dir, |dir, id| {
+            ops::create(&self.store, dir, name, id, how)
+        }) {
+            Ok((h, attr, b, af)) => ok(CREATE3res::Ok(CREATE3resok {
+                obj: Nfs3Option::Some(nfs_fh3 {
+                    data: Opaque::owned(h),
+                }),
+                obj_attributes: post_op(Some(&attr)),
+                dir_wcc: wcc(b.as_ref(), af.as_ref()),
+            })),
+            Err((st, b, af)) => ok(CREATE3res::Err((
+                st,
+                CREATE3resfail {
+                    dir_wcc: wcc(b.as_ref(), af.as_ref()),
+                },
+            ))),
+        }
+    }
+
+    fn mkdir(&self, ctx: &CallContext, a: &[u8]) -> Reply {
+        let args = args!(MKDIR3args, a);
+        let set = set_attr(&args.attributes);
+        let name = args.where_.name.as_ref();
+        match self.make(ctx, &args.where_.dir, |dir, id| {
+            ops::mkdir(&self.store, dir, name, id, &set)
+        }) {
+            Ok((h, attr, b, af)) => ok(MKDIR3res::Ok(MKDIR3resok {
+                obj: Nfs3Option::Some(nfs_fh3 {
+                    data: Opaque::owned(h),
+                }),
+                obj_attributes: post_op(Some(&attr)),
+                dir_wcc: wcc(b.as_ref(), af.as_ref()),
+            })),
+            Err((st, b, af)) => ok(MKDIR3res::Err((
+                st,
+                MKDIR3resfail {
+                    dir_wcc: wcc(b.as_ref(), af.as_ref()),
+                },
+            ))),
+        }
+    }
+
+    fn symlink(&self, ctx: &CallContext, a: &[u8]) -> Reply {
+        let args = args!(SYMLINK3args, a);
+        let name = args.where_.name.as_ref();
+        let target = args.symlink.symlink_data.as_ref();
+        match self.make(ctx, &args.where_.dir, |dir, id| {
+            ops::symlink(&self.store, dir, name, id, target)
+        }) {
+            Ok((h, attr, b, af)) => ok(SYMLINK3res::Ok(SYMLINK3resok {
+                obj: Nfs3Option::Some(nfs_fh3 {
+                    data: Opaque::owned(h),
+                }),
+                obj_attributes: post_op(Some(&attr)),
+                dir_wcc: wcc(b.as_ref(), af.as_ref()),
+            })),
+            Err((st, b, af)) => ok(SYMLINK3res::Err((
+                st,
+                SYMLINK3resfail {
+                    dir_wcc: wcc(b.as_ref(), af.as_ref()),
+                },
+            ))),
+        }
+    }
+
+    fn mknod(&self, ctx: &CallContext, a: &[u8]) -> Reply {
+        let args = args!(MKNOD3args, a);
+        let (spec, set) = match &args.what {
+            mknoddata3::NF3FIFO(s) => (NodeSpec::Fifo, set_attr(s)),
+            mknoddata3::NF3SOCK(s) => (NodeSpec::Socket, set_attr(s)),
+            mknoddata3::NF3CHR(d) => (
+                NodeSpec::Char(d.spec.specdata1, d.spec.specdata2),
+                set_attr(&d.dev_attributes),
+            ),
+            mknoddata3::NF3BLK(d) => (
+                NodeSpec::Block(d.spec.specdata1, d.spec.specdata2),
+                set_attr(&d.dev_attributes),
+            ),
+            mknoddata3::default => {
+                return ok(MKNOD3res::Err((
+                    nfsstat3::NFS3ERR_BADTYPE,
+                    MKNOD3resfail {
+                        dir_wcc: wcc(None, None),
+                    },
+                )));
+            }
+        };
+        let name = args.where_.name.as_ref();
+        match self.make(ctx, &args.where_.dir, |dir, id| {
+            ops::mknod(&self.store, dir, name, id, spec, &set)
+        }) {
+            Ok((h, attr, b, af)) => ok(MKNOD3res::Ok(MKNOD3resok {
+                obj: Nfs3Option::Some(nfs_fh3 {
+                    data: Opaque::owned(h),
+                }),
+                obj_attributes: post_op(Some(&attr)),
+                dir_wcc: wcc(b.as_ref(), af.as_ref()),
+            })),
+            Err((st, b, af)) => ok(MKNOD3res::Err((
+                st,
+                MKNOD3resfail {
+                    dir_wcc: wcc(b.as_ref(), af.as_ref()),
+                },
+            ))),
+        }
+    }
+
+    fn remove(&self, ctx: &CallContext, a: &[u8], dir_only: bool) -> Reply {
+        let args = args!(REMOVE3args, a);
+        let fail = |st, b: Option<&Attr>, af: Option<&Attr>| {
+            REMOVE3res::Err((
+                st,
+                REMOVE3resfail {
+                    dir_wcc: wcc(b, af),
+                },
+            ))
+        };
+        let dir = tri!(self.resolve(&args.object.dir, DIR_FLAGS), |st| fail(
+            st, None, None
+        ));
+        let before = ops::getattr(&dir).ok();
+        let id = self.identity(ctx, &dir);
+        let r = ops::remove(&dir, args.object.name.as_ref(), &id, dir_only);
+        let after = ops::getattr(&dir).ok();
+        tri!(r, |st| fail(st, before.as_ref(), after.as_ref()));
+        // REMOVE3 and RMDIR3 results have the same encoding.
+        ok(REMOVE3res::Ok(REMOVE3resok {
+            dir_wcc: wcc(before.as_ref(), after.as_ref()),
+        }))
+    }
+
+    fn rename(&self, ctx: &CallContext, a: &[u8]) -> Reply {
+        let args = args!(RENAME3args, a);
+        let fail =
+            |st, fb: Option<&Attr>, fa: Option<&Attr>, tb: Option<&Attr>, ta: Option<&Attr>| {
+                RENAME3res::Err((
+                    st,
+                    RENAME3resfail {
+                        fromdir_wcc: wcc(fb, fa),
+                        todir_wcc: wcc(tb, ta),
+                    },
+                ))
+            };
+        let from = tri!(self.resolve(&args.from.dir, DIR_FLAGS), |st| fail(
+            st, None, None, None, None
+        ));
+        let to = tri!(self.resolve(&args.to.dir, DIR_FLAGS), |st| fail(
+            st, None, None, None, None
+        ));
+        let (fb, tb) = (ops::getattr(&from).ok(), ops::getattr(&to).ok());
+        let id = self.identity(ctx, &from);
+        let r = ops::rename(
+            &from,
+            args.from.name.as_ref(),
+            &to,
+            args.to.name.as_ref(),
+            &id,
+        );
+        let (fa, ta) = (ops::getattr(&from).ok(), ops::getattr(&to).ok());
+        tri!(r, |st| fail(
+            st,
+            fb.as_ref(),
+            fa.as_ref(),
+            tb.as_ref(),
+            ta.as_ref()
+        ));
+        ok(RENAME3res::Ok(RENAME3resok {
+            fromdir_wcc: wcc(fb.as_ref(), fa.as_ref()),
+            todir_wcc: wcc(tb.as_ref(), ta.as_ref()),
+        }))
+    }
+
+    fn link(&self, ctx: &CallContext, a: &[u8]) -> Reply {
+        let args = args!(LINK3args, a);
+        let fail = |st, f: Option<&Attr>, b: Option<&Attr>, af: Option<&Attr>| {
+            LINK3res::Err((
+                st,
+                LINK3resfail {
+                    file_attributes: post_op(f),
+                    linkdir_wcc: wcc(b, af),
+                },
+            ))
+        };
+        let file = tri!(self.resolve(&args.file, libc::O_PATH), |st| fail(
+            st, None, None, None
+        ));
+        let dir = tri!(self.resolve(&args.link.dir, DIR_FLAGS), |st| fail(
+            st, None, None, None
+        ));
+        let before = ops::getattr(&dir).ok();
+        let id = self.identity(ctx, &dir);
+        let r = ops::link(&file, &dir, args.link.name.as_ref(), &id);
+        let (fattr_now, after) = (ops::getattr(&file).ok(), ops::getattr(&dir).ok());
+        tri!(r, |st| fail(
+            st,
+            fattr_now.as_ref(),
+            before.as_ref(),
+            after.as_ref()
+        ));
+        ok(LINK3res::Ok(LINK3resok {
+            file_attributes: post_op(fattr_now.as_ref()),
+            linkdir_wcc: wcc(before.as_ref(), after.as_ref()),
+        }))
+    }
+
+    /// The cookie verifier of a directory listing. Cookies are the file system's own directory
+    /// offsets, which stay valid while the volume exists; the verifier ties them to this
+    /// volume incarnation.
+    fn cookieverf(dir: &Object) -> cookieverf3 {
+        let mut v = [0u8; 8];
+        v[..4].copy_from_slice(&dir.volume.record.generation.to_be_bytes());
+        v[4..].copy_from_slice(&dir.volume.record.id.to_be_bytes());
+        cookieverf3(v)
+    }
+
+    fn check_cookie(dir: &Object, cookie: u64, verf: &cookieverf3) -> bool {
+        cookie == 0 || verf.0 == [0; 8] || *verf == Self::cookieverf(dir)
+    }
+
+    fn readdir(&self, ctx: &CallContext, a: &[u8]) -> Reply {
+        let args = args!(READDIR3args, a);
+        let fail = |st, attr: Option<&Attr>| {
+            READDIR3res::Err((
+                st,
+                READDIR3resfail {
+                    dir_attributes: post_op(attr),
+                },
+            ))
+        };
+        let dir = tri!(self.resolve(&args.dir, libc::O_PATH), |st| fail(st, None));
+        let dir_attr = ops::getattr(&dir).ok();
+        if !Self::check_cookie(&dir, args.cookie, &args.cookieverf) {
+            return ok(fail(nfsstat3::NFS3ERR_BAD_COOKIE, dir_attr.as_ref()));
+        }
+        let id = self.identity(ctx, &dir);
+        // status + post_op_attr + verifier + list end + eof
+        let mut used = 4 + 88 + 8 + 4 + 4;
+        let limit = (args.count as usize).min(MAX_IO as usize);
+        let mut entries = Vec::new();
+        let eof = tri!(
+            ops::readdir(&dir, &id, args.cookie, |_, e| {
+                let size = 4 + 8 + 4 + e.name.len().div_ceil(4) * 4 + 8;
+                if used + size > limit {
+                    return Ok(false);
+                }
+                used += size;
+                entries.push(entry3 {
+                    fileid: e.fileid,
+                    name: filename3(Opaque::owned(e.name)),
+                    cookie: e.cookie,
+                });
+                Ok(true)
+            }),
+            |st| fail(st, dir_attr.as_ref())
+        );
+        if entries.is_empty() && !eof {
+            return ok(fail(nfsstat3::NFS3ERR_TOOSMALL, dir_attr.as_ref()));
+        }
+        ok(READDIR3res::Ok(READDIR3resok {
+            dir_attributes: post_op(dir_attr.as_ref()),
+            cookieverf: Self::cookieverf(&dir),
+            reply: dirlist3 {
+                entries: List(entries),
+                eof,
+            },
+        }))
+    }
+
+    fn readdirplus(&self, ctx: &CallContext, a: &[u8]) -> Reply {
+        let args = args!(READDIRPLUS3args, a);
+        let fail = |st, attr: Option<&Attr>| {
+            READDIRPLUS3res::Err((
+                st,
+                READDIRPLUS3resfail {
+                    dir_attributes: post_op(attr),
+                },
+            ))
+        };
+        let dir = tri!(self.resolve(&args.dir, libc::O_PATH), |st| fail(st, None));
+        let dir_attr = ops::getattr(&dir).ok();
+        if !Self::check_cookie(&dir, args.cookie, &args.cookieverf) {
+            return ok(fail(nfsstat3::NFS3ERR_BAD_COOKIE, dir_attr.as_ref()));
+        }
+        let id = self.identity(ctx, &dir);
+        let mut used = 4 + 88 + 8 + 4 + 4;
+        let mut dir_used = 0usize;
+        let limit = (args.maxcount as usize).min(MAX_IO as usize);
+        let dir_limit = args.dircount as usize;
+        let mut entries = Vec::new();
+        let store = &self.store;
+        let eof = tri!(
+            ops::readdir(&dir, &id, args.cookie, |listing, e| {
+                let name_size = e.name.len().div_ceil(4) * 4;
+                let dsize = 8 + 4 + name_size + 8;
+                let details = ops::entry_details(store, &dir, listing.as_fd(), &e.name);
+                let extra = match &details {
+                    Some((h, _)) => 4 + 84 + 4 + 4 + h.len().div_ceil(4) * 4,
+                    None => 4 + 4,
+                };
+                let size = 4 + dsize + extra;
+                if used + size > limit || (dir_limit > 0 && dir_used + dsize > dir_limit) {
+                    return Ok(false);
+                }
+                used += size;
+                dir_used += dsize;
+                let (attrs, handle) = match details {
+                    Some((h, attr)) => (
+                        post_op(Some(&attr)),
+                        Nfs3Option::Some(nfs_fh3 {
+                            data: Opaque::owned(h),
+                        }),
+                    ),
+                    None => (Nfs3Option::None, Nfs3Option::None),
+                };
+                entries.push(entryplus3 {
+                    fileid: e.fileid,
+                    name: filename3(Opaque::owned(e.name)),
+                    cookie: e.cookie,
+                    name_attributes: attrs,
+                    name_handle: handle,
+                });
+                Ok(true)
+            }),
+            |st| fail(st, dir_attr.as_ref())
+        );
+        if entries.is_empty() && !eof {
+            return ok(fail(nfsstat3::NFS3ERR_TOOSMALL, dir_attr.as_ref()));
+        }
+        ok(READDIRPLUS3res::Ok(READDIRPLUS3resok {
+            dir_attributes: post_op(dir_attr.as_ref()),
+            cookieverf: Self::cookieverf(&dir),
+            reply: dirlistplus3 {
+                entries: List(entries),
+                eof,
+            },
+        }))
+    }
+
+    fn fsstat(&self, a: &[u8]) -> Reply {
+        let args = args!(FSSTAT3args, a);
+        let fail = |st| FSSTAT3res::Err((st, FSSTAT3resfail::default()));
+        let obj = tri!(self.resolve(&args.fsroot, libc::O_PATH), fail);
+        let s = tri!(ops::fsstat(&obj), fail);
+        let attr = ops::getattr(&obj).ok();
+        let frsize = s.f_frsize;
+        ok(FSSTAT3res::Ok(FSSTAT3resok {
+            obj_attributes: post_op(attr.as_ref()),
+            tbytes: s.f_blocks.saturating_mul(frsize),
+            fbytes: s.f_bfree.saturating_mul(frsize),
+            abytes: s.f_bavail.saturating_mul(frsize),
+            tfiles: s.f_files,
+            ffiles: s.f_ffree,
+            afiles: s.f_favail,
+            invarsec: 0,
+        }))
+    }
+
+    fn fsinfo(&self, a: &[u8]) -> Reply {
+        let args = args!(FSINFO3args, a);
+        let fail = |st| FSINFO3res::Err((st, FSINFO3resfail::default()));
+        let obj = tri!(self.resolve(&args.fsroot, libc::O_PATH), fail);
+        let attr = ops::getattr(&obj).ok();
+        ok(FSINFO3res::Ok(FSINFO3resok {
+            obj_attributes: post_op(attr.as_ref()),
+            rtmax: MAX_IO,
+            rtpref: MAX_IO,
+            rtmult: 4096,
+            wtmax: MAX_IO,
+            wtpref: MAX_IO,
+            wtmult: 4096,
+            dtpref: 64 * 1024,
+            maxfilesize: i64::MAX as u64,
+            time_delta: nfstime3 {
+                seconds: 0,
+                nseconds: 1,
+            },
+            properties: FSF3_LINK | FSF3_SYMLINK | FSF3_HOMOGENEOUS | FSF3_CANSETTIME,
+        }))
+    }
+
+    fn pathconf(&self, a: &[u8]) -> Reply {
+        let args = args!(PATHCONF3args, a);
+        let fail = |st| PATHCONF3res::Err((st, PATHCONF3resfail::default()));
+        let obj = tri!(self.resolve(&args.object, libc::O_PATH), fail);
+        let attr = ops::getattr(&obj).ok();
+        ok(PATHCONF3res::Ok(PATHCONF3resok {
+            obj_attributes: post_op(attr.as_ref()),
+            linkmax: 65000,
+            name_max: ops::NAME_MAX as u32,
+            no_trunc: true,
+            chown_restricted: true,
+            case_insensitive: false,
+            case_preserving: true,
+        }))
+    }
+
+    fn commit(&self, a: &[u8]) -> Reply {
+        let args = args!(COMMIT3args, a);
+        let fail = |st, b: Option<&Attr>, af: Option<&Attr>| {
+            COMMIT3res::Err((
+                st,
+                COMMIT3resfail {
+                    file_wcc: wcc(b, af),
+                },
+            ))
+        };
+        let obj = tri!(self.resolve(&args.file, libc::O_PATH), |st| fail(
+            st, None, None
+        ));
+        let before = ops::getattr(&obj).ok();
+        let after = tri!(ops::commit(&obj), |st| fail(
+            st,
+            before.as_ref(),
+            before.as_ref()
+        ));
+        ok(COMMIT3res::Ok(COMMIT3resok {
+            file_wcc: wcc(before.as_ref(), Some(&after)),
+            verf: writeverf3(self.write_verifier),
+        }))
+    }
+}

@@ -1,0 +1,196 @@
+//! The TCP side of RPC: accept connections, read bounded records, dispatch each call to the
+//! [`RpcService`] registered for its program, and write replies as they complete.
+//!
+//! A connection carries many calls at once: each call runs in its own task (up to
+//! `max_in_flight` per connection, after which reading pauses) and replies go out in completion
+//! order, matched by xid. A malformed record closes that connection and nothing else.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{debug, warn};
+
+use crate::message::{self, AUTH_BADCRED, AUTH_TOOWEAK, Credential, DecodeError, Reply};
+use crate::record;
+
+/// The future a service returns for one call.
+pub type ServiceFuture = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+/// Everything about a call except its arguments.
+#[derive(Clone, Debug)]
+pub struct CallContext {
+    pub xid: u32,
+    pub vers: u32,
+    pub proc_: u32,
+    pub credential: Credential,
+    pub peer: SocketAddr,
+}
+
+/// The arguments of a call: the whole record, owned, and where the arguments start.
+#[derive(Debug)]
+pub struct CallArgs {
+    record: Vec<u8>,
+    offset: usize,
+}
+
+impl CallArgs {
+    pub fn new(record: Vec<u8>, offset: usize) -> Self {
+        Self { record, offset }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        self.record.get(self.offset..).unwrap_or(&[])
+    }
+}
+
+/// One RPC program (all of its versions in `versions()`).
+pub trait RpcService: Send + Sync + 'static {
+    fn program(&self) -> u32;
+    /// Lowest and highest version served.
+    fn versions(&self) -> (u32, u32);
+    /// Handles a call whose program and version were already checked.
+    fn call(&self, ctx: CallContext, args: CallArgs) -> ServiceFuture;
+}
+
+/// Dispatches calls to services; the same dispatcher serves every listening port.
+pub struct Server {
+    services: Vec<Arc<dyn RpcService>>,
+    max_record: usize,
+    max_in_flight: usize,
+}
+
+impl Server {
+    /// `max_record` bounds one request; `max_in_flight` bounds concurrent calls per connection.
+    pub fn new(
+        services: Vec<Arc<dyn RpcService>>,
+        max_record: usize,
+        max_in_flight: usize,
+    ) -> Self {
+        Self {
+            services,
+            max_record,
+            max_in_flight,
+        }
+    }
+
+    /// Accepts connections until the listener fails.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        loop {
+            let (stream, peer) = listener.accept().await?;
+            let server = Arc::clone(&self);
+            tokio::spawn(async move {
+                if let Err(e) = server.connection(stream, peer).await {
+                    debug!(%peer, error = %e, "connection closed");
+                }
+            });
+        }
+    }
+
+    async fn connection(&self, stream: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
+        stream.set_nodelay(true)?;
+        let (mut reader, writer) = stream.into_split();
+        let (tx, rx) = mpsc::unbounded_channel::<(Vec<u8>, Option<Vec<u8>>)>();
+        let writer_task = tokio::spawn(write_replies(writer, rx));
+        let permits = Arc::new(Semaphore::new(self.max_in_flight));
+        loop {
+            let mut buf = Vec::new();
+            match record::read_record(&mut reader, &mut buf, self.max_record).await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(record::RecordError::Io(e)) => {
+                    debug!(%peer, error = %e, "connection read failed");
+                    break;
+                }
+                Err(e) => {
+                    warn!(%peer, error = %e, "closing connection after a bad record");
+                    break;
+                }
+            }
+            let header = match message::decode_call(&buf) {
+                Ok(h) => h,
+                Err(DecodeError::Unreplyable) => {
+                    warn!(%peer, "closing connection after a message without an RPC header");
+                    break;
+                }
+                Err(DecodeError::NotACall(t)) => {
+                    debug!(%peer, msg_type = t, "ignoring a message that is not a call");
+                    continue;
+                }
+                Err(e) => {
+                    let xid = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+                    let reply = match e {
+                        DecodeError::RpcMismatch(_) => Reply::RpcMismatch,
+                        DecodeError::UnsupportedFlavor(_) => Reply::AuthError(AUTH_TOOWEAK),
+                        _ => Reply::AuthError(AUTH_BADCRED),
+                    };
+                    send(&tx, xid, reply);
+                    continue;
+                }
+            };
+            let Some(service) = self.services.iter().find(|s| s.program() == header.prog) else {
+                send(&tx, header.xid, Reply::ProgUnavail);
+                continue;
+            };
+            let (low, high) = service.versions();
+            if header.vers < low || header.vers > high {
+                send(&tx, header.xid, Reply::ProgMismatch { low, high });
+                continue;
+            }
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                break;
+            };
+            let ctx = CallContext {
+                xid: header.xid,
+                vers: header.vers,
+                proc_: header.proc_,
+                credential: header.credential,
+                peer,
+            };
+            let fut = service.call(ctx, CallArgs::new(buf, header.args_offset));
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let reply = fut.await;
+                send(&tx, header.xid, reply);
+                drop(permit);
+            });
+        }
+        drop(tx);
+        writer_task.await.unwrap_or(Ok(()))
+    }
+}
+
+fn send(tx: &mpsc::UnboundedSender<(Vec<u8>, Option<Vec<u8>>)>, xid: u32, reply: Reply) {
+    let mut head = vec![0u8; 4];
+    message::encode_reply_header(xid, &reply, &mut head);
+    let body = match reply {
+        Reply::Success(body) => Some(body),
+        _ => None,
+    };
+    // The receiver is gone only when the connection is already closing.
+    let _ = tx.send((head, body));
+}
+
+async fn write_replies(
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<(Vec<u8>, Option<Vec<u8>>)>,
+) -> std::io::Result<()> {
+    let mut out = BufWriter::with_capacity(64 * 1024, writer);
+    while let Some((mut head, body)) = rx.recv().await {
+        let body_len = body.as_ref().map_or(0, Vec::len);
+        let len = u32::try_from(head.len() - 4 + body_len).unwrap_or(0x7fff_ffff) | 0x8000_0000;
+        head[..4].copy_from_slice(&len.to_be_bytes());
+        out.write_all(&head).await?;
+        if let Some(body) = body {
+            out.write_all(&body).await?;
+        }
+        if rx.is_empty() {
+            out.flush().await?;
+        }
+    }
+    out.flush().await
+}
