@@ -647,10 +647,8 @@ pub fn mknod(
         NodeSpec::Char(ma, mi) => (libc::S_IFCHR, libc::makedev(ma, mi)),
         NodeSpec::Block(ma, mi) => (libc::S_IFBLK, libc::makedev(ma, mi)),
     };
-    if dev != 0 || matches!(spec, NodeSpec::Char(..) | NodeSpec::Block(..)) {
-        if !id.is_root() {
-            return Err(errno(libc::EPERM));
-        }
+    if matches!(spec, NodeSpec::Char(..) | NodeSpec::Block(..)) && !id.is_root() {
+        return Err(errno(libc::EPERM));
     }
     cred::become_identity(id)?;
     let mode = set.mode.unwrap_or(0o644) & 0o7777;

@@ -51,6 +51,19 @@ impl Nfs3Service {
     }
 }
 
+impl Nfs3Service {
+    /// Runs one call synchronously on the calling thread (which it may switch to other
+    /// credentials). The async path runs exactly this on a blocking worker; fuzzing and
+    /// tests call it directly.
+    pub fn call_blocking(&self, ctx: &CallContext, args: &[u8]) -> Reply {
+        match ctx.proc_ {
+            0 => Reply::Success(Vec::new()),
+            1..=21 => self.inner.dispatch(ctx, args),
+            _ => Reply::ProcUnavail,
+        }
+    }
+}
+
 impl RpcService for Nfs3Service {
     fn program(&self) -> u32 {
         NFS_PROGRAM
@@ -361,20 +374,20 @@ impl Inner {
         ctx: &CallContext,
         dir_fh: &nfs_fh3,
         make: impl FnOnce(&Object, &Identity) -> io::Result<ops::Created>,
-    ) -> Result<(Vec<u8>, Attr, Option<Attr>, Option<Attr>), (nfsstat3, Option<Attr>, Option<Attr>)>
-    {
-        let dir = self
-            .resolve(dir_fh, DIR_FLAGS)
-            .map_err(|e| (status(&e), None, None))?;
+    ) -> (Result<ops::Created, nfsstat3>, wcc_data) {
+        let dir = match self.resolve(dir_fh, DIR_FLAGS) {
+            Ok(dir) => dir,
+            Err(e) => return (Err(status(&e)), wcc(None, None)),
+        };
         let before = ops::getattr(&dir).ok();
         let id = self.identity(ctx, &dir);
         let r = make(&dir, &id);
-        let after = ops::getattr(&dir).ok();
+        let dir_wcc = wcc(before.as_ref(), ops::getattr(&dir).ok().as_ref());
         match r {
-            Ok((handle, attr)) => Ok((handle, attr, before, after)),
+            Ok(created) => (Ok(created), dir_wcc),
             Err(e) => {
                 debug!(error = %e, "create failed");
-                Err((status(&e), before, after))
+                (Err(status(&e)), dir_wcc)
             }
         }
     }
@@ -387,20 +400,21 @@ impl Inner {
             createhow3::EXCLUSIVE(v) => CreateHow::Exclusive(v.0),
         };
         let name = args.where_.name.as_ref();
-        match self.make(ctx, &args.where_.dir, |dir, id| {
+        let (outcome, dir_wcc) = self.make(ctx, &args.where_.dir, |dir, id| {
             ops::create(&self.store, dir, name, id, how)
-        }) {
-            Ok((h, attr, b, af)) => ok(CREATE3res::Ok(CREATE3resok {
+        });
+        match outcome {
+            Ok((h, attr)) => ok(CREATE3res::Ok(CREATE3resok {
                 obj: Nfs3Option::Some(nfs_fh3 {
                     data: Opaque::owned(h),
                 }),
                 obj_attributes: post_op(Some(&attr)),
-                dir_wcc: wcc(b.as_ref(), af.as_ref()),
+                dir_wcc,
             })),
-            Err((st, b, af)) => ok(CREATE3res::Err((
+            Err(st) => ok(CREATE3res::Err((
                 st,
                 CREATE3resfail {
-                    dir_wcc: wcc(b.as_ref(), af.as_ref()),
+                    dir_wcc,
                 },
             ))),
         }
@@ -410,20 +424,21 @@ impl Inner {
         let args = args!(MKDIR3args, a);
         let set = set_attr(&args.attributes);
         let name = args.where_.name.as_ref();
-        match self.make(ctx, &args.where_.dir, |dir, id| {
+        let (outcome, dir_wcc) = self.make(ctx, &args.where_.dir, |dir, id| {
             ops::mkdir(&self.store, dir, name, id, &set)
-        }) {
-            Ok((h, attr, b, af)) => ok(MKDIR3res::Ok(MKDIR3resok {
+        });
+        match outcome {
+            Ok((h, attr)) => ok(MKDIR3res::Ok(MKDIR3resok {
                 obj: Nfs3Option::Some(nfs_fh3 {
                     data: Opaque::owned(h),
                 }),
                 obj_attributes: post_op(Some(&attr)),
-                dir_wcc: wcc(b.as_ref(), af.as_ref()),
+                dir_wcc,
             })),
-            Err((st, b, af)) => ok(MKDIR3res::Err((
+            Err(st) => ok(MKDIR3res::Err((
                 st,
                 MKDIR3resfail {
-                    dir_wcc: wcc(b.as_ref(), af.as_ref()),
+                    dir_wcc,
                 },
             ))),
         }
@@ -433,20 +448,21 @@ impl Inner {
         let args = args!(SYMLINK3args, a);
         let name = args.where_.name.as_ref();
         let target = args.symlink.symlink_data.as_ref();
-        match self.make(ctx, &args.where_.dir, |dir, id| {
+        let (outcome, dir_wcc) = self.make(ctx, &args.where_.dir, |dir, id| {
             ops::symlink(&self.store, dir, name, id, target)
-        }) {
-            Ok((h, attr, b, af)) => ok(SYMLINK3res::Ok(SYMLINK3resok {
+        });
+        match outcome {
+            Ok((h, attr)) => ok(SYMLINK3res::Ok(SYMLINK3resok {
                 obj: Nfs3Option::Some(nfs_fh3 {
                     data: Opaque::owned(h),
                 }),
                 obj_attributes: post_op(Some(&attr)),
-                dir_wcc: wcc(b.as_ref(), af.as_ref()),
+                dir_wcc,
             })),
-            Err((st, b, af)) => ok(SYMLINK3res::Err((
+            Err(st) => ok(SYMLINK3res::Err((
                 st,
                 SYMLINK3resfail {
-                    dir_wcc: wcc(b.as_ref(), af.as_ref()),
+                    dir_wcc,
                 },
             ))),
         }
@@ -475,20 +491,21 @@ impl Inner {
             }
         };
         let name = args.where_.name.as_ref();
-        match self.make(ctx, &args.where_.dir, |dir, id| {
+        let (outcome, dir_wcc) = self.make(ctx, &args.where_.dir, |dir, id| {
             ops::mknod(&self.store, dir, name, id, spec, &set)
-        }) {
-            Ok((h, attr, b, af)) => ok(MKNOD3res::Ok(MKNOD3resok {
+        });
+        match outcome {
+            Ok((h, attr)) => ok(MKNOD3res::Ok(MKNOD3resok {
                 obj: Nfs3Option::Some(nfs_fh3 {
                     data: Opaque::owned(h),
                 }),
                 obj_attributes: post_op(Some(&attr)),
-                dir_wcc: wcc(b.as_ref(), af.as_ref()),
+                dir_wcc,
             })),
-            Err((st, b, af)) => ok(MKNOD3res::Err((
+            Err(st) => ok(MKNOD3res::Err((
                 st,
                 MKNOD3resfail {
-                    dir_wcc: wcc(b.as_ref(), af.as_ref()),
+                    dir_wcc,
                 },
             ))),
         }
