@@ -143,21 +143,24 @@ impl ExportStore {
 
     /// Re-reads the registry if it changed since the last load; returns whether it did.
     pub fn reload(&self) -> Result<bool, StoreError> {
+        // Worker threads may be running as a client's identity; the registry is root's.
+        cred::become_root().map_err(|source| StoreError::Io {
+            path: self.root.clone(),
+            source,
+        })?;
         let path = self.registry.path();
         let stamp = fs::metadata(&path)
             .ok()
             .map(|m| (m.mtime(), m.mtime_nsec(), m.ino(), m.size()));
-        {
-            let mut last = self
-                .registry_stamp
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if last.is_some() && *last == stamp {
-                return Ok(false);
-            }
-            *last = stamp;
+        let mut last = self
+            .registry_stamp
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if last.is_some() && *last == stamp {
+            return Ok(false);
         }
         let data = self.registry.load()?;
+        *last = stamp;
         let current = self.snapshot();
         let mut next = VolumeMap::new();
         for record in data.volumes {

@@ -411,12 +411,7 @@ impl Inner {
                 obj_attributes: post_op(Some(&attr)),
                 dir_wcc,
             })),
-            Err(st) => ok(CREATE3res::Err((
-                st,
-                CREATE3resfail {
-                    dir_wcc,
-                },
-            ))),
+            Err(st) => ok(CREATE3res::Err((st, CREATE3resfail { dir_wcc }))),
         }
     }
 
@@ -435,12 +430,7 @@ impl Inner {
                 obj_attributes: post_op(Some(&attr)),
                 dir_wcc,
             })),
-            Err(st) => ok(MKDIR3res::Err((
-                st,
-                MKDIR3resfail {
-                    dir_wcc,
-                },
-            ))),
+            Err(st) => ok(MKDIR3res::Err((st, MKDIR3resfail { dir_wcc }))),
         }
     }
 
@@ -459,12 +449,7 @@ impl Inner {
                 obj_attributes: post_op(Some(&attr)),
                 dir_wcc,
             })),
-            Err(st) => ok(SYMLINK3res::Err((
-                st,
-                SYMLINK3resfail {
-                    dir_wcc,
-                },
-            ))),
+            Err(st) => ok(SYMLINK3res::Err((st, SYMLINK3resfail { dir_wcc }))),
         }
     }
 
@@ -502,12 +487,7 @@ impl Inner {
                 obj_attributes: post_op(Some(&attr)),
                 dir_wcc,
             })),
-            Err(st) => ok(MKNOD3res::Err((
-                st,
-                MKNOD3resfail {
-                    dir_wcc,
-                },
-            ))),
+            Err(st) => ok(MKNOD3res::Err((st, MKNOD3resfail { dir_wcc }))),
         }
     }
 

@@ -70,5 +70,8 @@ fn random_arguments_never_panic_any_procedure() {
             }
         }
     }
-    assert!(garbage > 1000, "random bytes should mostly be garbage, got {garbage}");
+    assert!(
+        garbage > 1000,
+        "random bytes should mostly be garbage, got {garbage}"
+    );
 }
