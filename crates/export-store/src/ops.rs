@@ -486,16 +486,39 @@ fn created(store: &ExportStore, dir: &Object, name: &CStr) -> io::Result<Created
     Ok((handle, Attr::from_stat(&st, dir.volume.id() as u64)))
 }
 
-/// Applies the attributes a creating call carried to the new object `name` in `dir`.
+/// Refuses, before anything is created, initial attributes the caller could not set
+/// afterwards: an owner other than itself, or a group it is not in (unless root).
+fn precheck_initial(id: &Identity, set: &SetAttr) -> io::Result<()> {
+    let foreign_uid = set.uid.is_some_and(|u| u != id.uid);
+    let foreign_gid = set.gid.is_some_and(|g| !id.in_group(g));
+    if !id.is_root() && (foreign_uid || foreign_gid) {
+        return Err(errno(libc::EPERM));
+    }
+    Ok(())
+}
+
+/// Applies the attributes a creating call carried to the new object `name` in `dir`; if
+/// that fails, the new object is removed again so a failed call leaves nothing behind.
 fn apply_initial(dir: &Object, name: &CStr, id: &Identity, set: &SetAttr) -> io::Result<()> {
-    let fd = sys::openat(dir.fd.as_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-    let obj = Object {
-        volume: dir.volume.clone(),
-        fd,
-    };
     let rest = SetAttr { mode: None, ..*set };
-    if rest != SetAttr::default() {
-        setattr(&obj, id, &rest)?;
+    if rest == SetAttr::default() {
+        return Ok(());
+    }
+    let applied =
+        sys::openat(dir.fd.as_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0).and_then(|fd| {
+            let obj = Object {
+                volume: dir.volume.clone(),
+                fd,
+            };
+            setattr(&obj, id, &rest)
+        });
+    if let Err(e) = applied {
+        let is_dir = sys::fstatat(dir.fd.as_fd(), name)
+            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+        let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
+        // SAFETY: valid fd and C string.
+        unsafe { libc::unlinkat(dir.fd.as_raw_fd(), name.as_ptr(), flags) };
+        return Err(e);
     }
     Ok(())
 }
@@ -510,6 +533,9 @@ pub fn create(
 ) -> io::Result<Created> {
     check_writable(dir)?;
     let cname = new_component(name)?;
+    if let CreateHow::Unchecked(set) | CreateHow::Guarded(set) = &how {
+        precheck_initial(id, set)?;
+    }
     cred::become_identity(id)?;
     let mode = |set: &SetAttr| set.mode.unwrap_or(0o644) & 0o7777;
     // SAFETY (all mknodat calls): valid fd and C string.
@@ -602,6 +628,7 @@ pub fn mkdir(
 ) -> io::Result<Created> {
     check_writable(dir)?;
     let cname = new_component(name)?;
+    precheck_initial(id, set)?;
     cred::become_identity(id)?;
     let mode = set.mode.unwrap_or(0o755) & 0o7777;
     // SAFETY: valid fd and C string.
@@ -650,6 +677,7 @@ pub fn mknod(
     if matches!(spec, NodeSpec::Char(..) | NodeSpec::Block(..)) && !id.is_root() {
         return Err(errno(libc::EPERM));
     }
+    precheck_initial(id, set)?;
     cred::become_identity(id)?;
     let mode = set.mode.unwrap_or(0o644) & 0o7777;
     // SAFETY: valid fd and C string.

@@ -288,6 +288,10 @@ impl ExportStore {
         let fd = sys::open_by_handle(volume.root_fd(), fh.kernel_type, &fh.kernel_bytes, flags)
             .map_err(|e| match e.raw_os_error() {
                 Some(libc::ENOTDIR) | Some(libc::EPERM) | Some(libc::EACCES) => e,
+                // A symbolic link asked for as a directory.
+                Some(libc::ELOOP) if flags & libc::O_DIRECTORY != 0 => {
+                    io::Error::from_raw_os_error(libc::ENOTDIR)
+                }
                 _ => {
                     tracing::debug!(error = %e, volume = volume.name(), "handle no longer resolves");
                     stale()

@@ -9,6 +9,7 @@
 mod convert;
 pub mod mount;
 pub mod nfs3;
+mod shape;
 
 use std::sync::Arc;
 

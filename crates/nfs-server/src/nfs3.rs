@@ -166,6 +166,9 @@ impl Inner {
     }
 
     fn dispatch(&self, ctx: &CallContext, a: &[u8]) -> Reply {
+        if !crate::shape::well_formed(ctx.proc_, a) {
+            return Reply::GarbageArgs;
+        }
         match ctx.proc_ {
             1 => self.getattr(a),
             2 => self.setattr(ctx, a),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, warn};
 
 use crate::message::{self, AUTH_BADCRED, AUTH_TOOWEAK, Credential, DecodeError, Reply};
@@ -94,7 +94,7 @@ impl Server {
     async fn connection(&self, stream: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
         stream.set_nodelay(true)?;
         let (mut reader, writer) = stream.into_split();
-        let (tx, rx) = mpsc::unbounded_channel::<(Vec<u8>, Option<Vec<u8>>)>();
+        let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
         let writer_task = tokio::spawn(write_replies(writer, rx));
         let permits = Arc::new(Semaphore::new(self.max_in_flight));
         loop {
@@ -128,17 +128,17 @@ impl Server {
                         DecodeError::UnsupportedFlavor(_) => Reply::AuthError(AUTH_TOOWEAK),
                         _ => Reply::AuthError(AUTH_BADCRED),
                     };
-                    send(&tx, xid, reply);
+                    send(&tx, xid, reply, None);
                     continue;
                 }
             };
             let Some(service) = self.services.iter().find(|s| s.program() == header.prog) else {
-                send(&tx, header.xid, Reply::ProgUnavail);
+                send(&tx, header.xid, Reply::ProgUnavail, None);
                 continue;
             };
             let (low, high) = service.versions();
             if header.vers < low || header.vers > high {
-                send(&tx, header.xid, Reply::ProgMismatch { low, high });
+                send(&tx, header.xid, Reply::ProgMismatch { low, high }, None);
                 continue;
             }
             let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
@@ -155,8 +155,9 @@ impl Server {
             let tx = tx.clone();
             tokio::spawn(async move {
                 let reply = fut.await;
-                send(&tx, header.xid, reply);
-                drop(permit);
+                // The permit travels with the reply and is released once it is written, so
+                // a client that stops reading cannot make replies pile up without bound.
+                send(&tx, header.xid, reply, Some(permit));
             });
         }
         drop(tx);
@@ -164,7 +165,15 @@ impl Server {
     }
 }
 
-fn send(tx: &mpsc::UnboundedSender<(Vec<u8>, Option<Vec<u8>>)>, xid: u32, reply: Reply) {
+/// A reply on its way out: header, results, and the in-flight permit it holds.
+type Outgoing = (Vec<u8>, Option<Vec<u8>>, Option<OwnedSemaphorePermit>);
+
+fn send(
+    tx: &mpsc::UnboundedSender<Outgoing>,
+    xid: u32,
+    reply: Reply,
+    permit: Option<OwnedSemaphorePermit>,
+) {
     let mut head = vec![0u8; 4];
     message::encode_reply_header(xid, &reply, &mut head);
     let body = match reply {
@@ -172,15 +181,15 @@ fn send(tx: &mpsc::UnboundedSender<(Vec<u8>, Option<Vec<u8>>)>, xid: u32, reply:
         _ => None,
     };
     // The receiver is gone only when the connection is already closing.
-    let _ = tx.send((head, body));
+    let _ = tx.send((head, body, permit));
 }
 
 async fn write_replies(
     writer: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<(Vec<u8>, Option<Vec<u8>>)>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
 ) -> std::io::Result<()> {
     let mut out = BufWriter::with_capacity(64 * 1024, writer);
-    while let Some((mut head, body)) = rx.recv().await {
+    while let Some((mut head, body, permit)) = rx.recv().await {
         let body_len = body.as_ref().map_or(0, Vec::len);
         let len = u32::try_from(head.len() - 4 + body_len).unwrap_or(0x7fff_ffff) | 0x8000_0000;
         head[..4].copy_from_slice(&len.to_be_bytes());
@@ -191,6 +200,7 @@ async fn write_replies(
         if rx.is_empty() {
             out.flush().await?;
         }
+        drop(permit);
     }
     out.flush().await
 }
