@@ -98,7 +98,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         loop {
             tick.tick().await;
             let store = Arc::clone(&watched);
-            match tokio::task::spawn_blocking(move || store.reload()).await {
+            let reloaded = tokio::task::spawn_blocking(move || {
+                store.sweep_cache();
+                store.reload()
+            });
+            match reloaded.await {
                 Ok(Err(e)) => warn!(error = %e, "cannot reload the registry"),
                 Err(e) => warn!(error = %e, "registry reload failed"),
                 Ok(Ok(_)) => {}

@@ -89,6 +89,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
         Command::Serve {
@@ -149,6 +150,8 @@ fn volume(command: VolumeCommand) -> anyhow::Result<()> {
             anongid,
         } => {
             let squash: Squash = squash.parse().map_err(anyhow::Error::msg)?;
+            std::fs::create_dir_all(&export_root)
+                .with_context(|| format!("cannot create {}", export_root.display()))?;
             let store = open(&export_root)?;
             let record = store.add_volume(
                 &name,

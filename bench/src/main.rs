@@ -1,15 +1,18 @@
 //! `nfs-bench`: one NFSv3 client (the `nfs3_client` crate) measures one or more servers on
-//! loopback, one after the other, in a single run, and prints a markdown table.
+//! loopback in a single run and prints a markdown table.
 //!
 //! Per server: sequential WRITE of `--size-mib` in `--chunk-kib` requests (UNSTABLE, one COMMIT
 //! at the end) with 1 and with `--streams` requests in flight, sequential READ of the same data
 //! (every byte checked) at 1 and `--streams` in flight, and CREATE + GETATTR + REMOVE of
 //! `--files` empty files with one request in flight. "N in flight" means N TCP connections, each
 //! with one outstanding request, each covering a disjoint 1/N of the same file: the client crate
-//! sends one call and waits for its reply, it does not pipeline.
+//! sends one call and waits for its reply, it does not pipeline. Each measurement runs
+//! `--repeat` times with the servers interleaved (so they share the same background load) and
+//! the median run is reported.
 //!
 //! With `pid=` in a target, the server's VmRSS/VmHWM (from /proc/PID/status) are sampled before
-//! any target is touched (idle) and after its run (peak = VmHWM).
+//! any server is touched (idle) and after all runs (peak = VmHWM), and its CPU time
+//! (/proc/PID/stat) is recorded for every run.
 //!
 //! The first target is "ours", the second the baseline; the table shows their ratio and whether
 //! the project's targets are met. Only loopback addresses are accepted; every call has a timeout,
@@ -26,7 +29,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 
 use crate::client::Endpoint;
-use crate::report::{Mem, TargetResult};
+use crate::report::{Measured, TargetResult};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -125,139 +128,141 @@ fn random_data(len: usize) -> Vec<u8> {
     out
 }
 
-/// Runs `f` `reps` times (stopping at the first error), prints each run and returns the run
-/// with the median `key`.
-async fn median<T, F, Fut>(
-    label: &str,
-    reps: usize,
-    key: fn(&T) -> f64,
-    fmt: &dyn Fn(&T) -> String,
-    f: F,
-) -> Result<T>
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<T>>,
-{
-    let mut runs = Vec::with_capacity(reps);
-    for i in 1..=reps {
-        match f().await {
-            Ok(v) => {
-                println!("   {label} [{i}/{reps}]: {}", fmt(&v));
-                runs.push(v);
-            }
-            Err(e) => {
-                println!("   {label} [{i}/{reps}]: FAILED: {e:#}");
-                return Err(e);
-            }
-        }
-    }
-    runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
-    let mid = runs.len() / 2;
-    runs.into_iter().nth(mid).context("no runs")
+/// The five timed measurements, in the order they run (the reads use the file the writes left).
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Write(usize),
+    Read(usize),
+    Meta(usize),
 }
 
-async fn run_target(
-    t: &Target,
-    args: &Args,
-    data: &Arc<Vec<u8>>,
-    idle: Option<Mem>,
-) -> TargetResult {
-    let mut res = TargetResult::new(&t.name, idle);
-    let mut chunk = args.chunk_kib.saturating_mul(1024);
-    println!(
-        "== {} ({}:{} mount {} export {})",
-        t.name, t.ep.addr, t.ep.nfs_port, t.ep.mount_port, t.ep.export
-    );
-    let probe = async {
-        let mut conn = client::mount(&t.ep).await?;
-        let root = conn.root_nfs_fh3();
-        let sizes = client::fsinfo(&mut conn, &root).await?;
-        client::unmount(conn).await;
-        anyhow::Ok(sizes)
-    };
-    match probe.await {
-        Ok((rtmax, wtmax)) => {
-            println!("   FSINFO rtmax {rtmax} wtmax {wtmax}");
-            if wtmax.min(rtmax) < chunk && wtmax.min(rtmax) > 0 {
-                chunk = wtmax.min(rtmax);
-                res.notes
-                    .push(format!("request size lowered to {chunk} bytes (FSINFO)"));
-            }
-        }
-        Err(e) => {
-            let e = e.context("MOUNT + FSINFO probe");
-            println!("   {e:#}");
-            res.fail_all(&format!("{e:#}"));
-            res.peak = t.pid.and_then(report::read_mem);
-            return res;
+impl Kind {
+    fn label(self) -> String {
+        match self {
+            Self::Write(n) => format!("seq write, {n} in flight"),
+            Self::Read(n) => format!("seq read, {n} in flight"),
+            Self::Meta(files) => format!("metadata, {files} files"),
         }
     }
-    res.chunk = chunk;
-    let n = args.streams;
-    let seq = |s: &workload::Seq| {
-        format!(
-            "{:.1} MiB/s ({} MiB in {:.2} s{})",
+}
+
+/// One run of `kind` against `ep`: (rate for the table, description for the log).
+async fn run_once(
+    kind: Kind,
+    ep: &Endpoint,
+    data: &Arc<Vec<u8>>,
+    chunk: u32,
+) -> Result<(f64, String)> {
+    let seq = |s: workload::Seq| {
+        let commit = if s.commit_secs > 0.0 {
+            format!(", COMMIT {:.2} s", s.commit_secs)
+        } else {
+            String::new()
+        };
+        let text = format!(
+            "{:.1} MiB/s ({} MiB in {:.2} s{commit})",
             s.mib_per_sec(),
             s.bytes >> 20,
-            s.secs,
-            if s.commit_secs > 0.0 {
-                format!(", COMMIT {:.2} s", s.commit_secs)
-            } else {
-                String::new()
-            }
-        )
-    };
-
-    let meta = |m: &workload::Meta| {
-        format!(
-            "{:.0} ops/s ({} files: CREATE {:.0}/s, GETATTR {:.0}/s, REMOVE {:.0}/s)",
-            m.ops_per_sec(),
-            m.files,
-            m.files as f64 / m.create_secs,
-            m.files as f64 / m.getattr_secs,
-            m.files as f64 / m.remove_secs
-        )
-    };
-    let reps = args.repeat;
-    let rate = workload::Seq::mib_per_sec;
-
-    let label = "seq write, 1 in flight";
-    res.write1 = median(label, reps, rate, &seq, || {
-        workload::seq_write(&t.ep, data, chunk, 1)
-    })
-    .await;
-    let label = format!("seq write, {n} in flight");
-    res.write_n = median(&label, reps, rate, &seq, || {
-        workload::seq_write(&t.ep, data, chunk, n)
-    })
-    .await;
-    let label = "seq read, 1 in flight";
-    res.read1 = median(label, reps, rate, &seq, || {
-        workload::seq_read(&t.ep, data, chunk, 1)
-    })
-    .await;
-    let label = format!("seq read, {n} in flight");
-    res.read_n = median(&label, reps, rate, &seq, || {
-        workload::seq_read(&t.ep, data, chunk, n)
-    })
-    .await;
-    if let Err(e) = workload::cleanup(&t.ep).await {
-        println!("   cleanup of {}: {e:#}", workload::DATA_FILE);
-    }
-    let ops = workload::Meta::ops_per_sec;
-    res.meta = median("metadata", reps, ops, &meta, || {
-        workload::metadata(&t.ep, args.files)
-    })
-    .await;
-    res.peak = t.pid.and_then(report::read_mem);
-    if let Some(m) = &res.peak {
-        println!(
-            "   memory after run: VmRSS {:.1} MB, VmHWM {:.1} MB",
-            m.rss_mb(),
-            m.hwm_mb()
+            s.secs
         );
+        (s.mib_per_sec(), text)
+    };
+    Ok(match kind {
+        Kind::Write(n) => seq(workload::seq_write(ep, data, chunk, n).await?),
+        Kind::Read(n) => seq(workload::seq_read(ep, data, chunk, n).await?),
+        Kind::Meta(files) => {
+            let m = workload::metadata(ep, files).await?;
+            let text = format!(
+                "{:.0} ops/s (CREATE {:.0}/s, GETATTR {:.0}/s, REMOVE {:.0}/s)",
+                m.ops_per_sec(),
+                m.files as f64 / m.create_secs,
+                m.files as f64 / m.getattr_secs,
+                m.files as f64 / m.remove_secs
+            );
+            (m.ops_per_sec(), text)
+        }
+    })
+}
+
+/// MOUNT + FSINFO: the request size to use with this server.
+async fn probe(t: &Target, wanted: u32) -> Result<(u32, Option<String>)> {
+    let mut conn = client::mount(&t.ep).await?;
+    let root = conn.root_nfs_fh3();
+    let (rtmax, wtmax) = client::fsinfo(&mut conn, &root).await?;
+    client::unmount(conn).await;
+    println!("{}: FSINFO rtmax {rtmax} wtmax {wtmax}", t.name);
+    let max = rtmax.min(wtmax);
+    if max > 0 && max < wanted {
+        return Ok((
+            max,
+            Some(format!("request size lowered to {max} bytes (FSINFO)")),
+        ));
     }
-    res
+    Ok((wanted, None))
+}
+
+/// Runs every measurement `reps` times, interleaving the targets run by run so that both see
+/// the same background load, and keeps the median run of each.
+async fn run_all(
+    targets: &[Target],
+    args: &Args,
+    data: &Arc<Vec<u8>>,
+    results: &mut [TargetResult],
+) {
+    let n = args.streams;
+    let kinds = [
+        Kind::Write(1),
+        Kind::Write(n),
+        Kind::Read(1),
+        Kind::Read(n),
+        Kind::Meta(args.files),
+    ];
+    for (row, kind) in kinds.into_iter().enumerate() {
+        let mut runs: Vec<Vec<Measured>> = vec![Vec::new(); targets.len()];
+        for rep in 1..=args.repeat {
+            for (i, t) in targets.iter().enumerate() {
+                let res = &mut results[i];
+                if res.chunk == 0 || res.rows[row].is_some() {
+                    continue; // probe failed, or this measurement already failed
+                }
+                let cpu_before = t.pid.and_then(report::read_cpu_secs);
+                let outcome = run_once(kind, &t.ep, data, res.chunk).await;
+                let cpu = cpu_before
+                    .zip(t.pid.and_then(report::read_cpu_secs))
+                    .map(|(a, b)| b - a);
+                let prefix = format!("{} {} [{rep}/{}]", t.name, kind.label(), args.repeat);
+                match outcome {
+                    Ok((rate, text)) => {
+                        let cpu_s =
+                            cpu.map_or_else(String::new, |c| format!(", server CPU {c:.2} s"));
+                        println!("{prefix}: {text}{cpu_s}");
+                        runs[i].push(Measured { rate, cpu });
+                    }
+                    Err(e) => {
+                        println!("{prefix}: FAILED: {e:#}");
+                        res.rows[row] = Some(Err(e));
+                    }
+                }
+            }
+        }
+        for (res, mut r) in results.iter_mut().zip(runs) {
+            if res.rows[row].is_none() && !r.is_empty() {
+                r.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+                res.rows[row] = Some(Ok(r.swap_remove(r.len() / 2)));
+            }
+        }
+        if row == 3 {
+            // The last read is done: the data file is no longer needed.
+            for (t, res) in targets.iter().zip(results.iter()) {
+                if res.chunk == 0 {
+                    continue;
+                }
+                if let Err(e) = workload::cleanup(&t.ep).await {
+                    println!("{}: cleanup of {}: {e:#}", t.name, workload::DATA_FILE);
+                }
+            }
+        }
+    }
 }
 
 #[tokio::main]
@@ -274,12 +279,10 @@ async fn main() -> Result<()> {
     let size = usize::try_from(args.size_mib << 20).context("--size-mib too large")?;
 
     // Idle memory of every server before any of them is touched.
-    let idle: Vec<Option<Mem>> = targets
-        .iter()
-        .map(|t| t.pid.and_then(report::read_mem))
-        .collect();
-    for (t, m) in targets.iter().zip(&idle) {
-        if let Some(m) = m {
+    let mut results = Vec::new();
+    for t in &targets {
+        let idle = t.pid.and_then(report::read_mem);
+        if let Some(m) = &idle {
             println!(
                 "{} idle: VmRSS {:.1} MB, VmHWM {:.1} MB",
                 t.name,
@@ -287,18 +290,43 @@ async fn main() -> Result<()> {
                 m.hwm_mb()
             );
         }
+        results.push(TargetResult::new(&t.name, idle));
+    }
+
+    let wanted = args.chunk_kib.saturating_mul(1024);
+    for (t, res) in targets.iter().zip(results.iter_mut()) {
+        match probe(t, wanted).await {
+            Ok((chunk, note)) => {
+                res.chunk = chunk;
+                res.notes.extend(note);
+            }
+            Err(e) => {
+                let e = e.context("MOUNT + FSINFO probe");
+                println!("{}: {e:#}", t.name);
+                res.fail_all(&format!("{e:#}"));
+            }
+        }
     }
 
     let data = Arc::new(random_data(size));
     println!(
         "data: {} MiB of pseudo-random bytes; {} in flight = {} TCP connections, one outstanding \
-         request each, disjoint regions of one file (the client does not pipeline)",
-        args.size_mib, args.streams, args.streams
+         request each, disjoint regions of one file (the client does not pipeline); \
+         {} runs each, targets interleaved, median shown",
+        args.size_mib, args.streams, args.streams, args.repeat
     );
+    run_all(&targets, &args, &data, &mut results).await;
 
-    let mut results = Vec::new();
-    for (t, idle) in targets.iter().zip(idle) {
-        results.push(run_target(t, &args, &data, idle).await);
+    for (t, res) in targets.iter().zip(results.iter_mut()) {
+        res.peak = t.pid.and_then(report::read_mem);
+        if let Some(m) = &res.peak {
+            println!(
+                "{} after the runs: VmRSS {:.1} MB, VmHWM {:.1} MB",
+                t.name,
+                m.rss_mb(),
+                m.hwm_mb()
+            );
+        }
     }
 
     println!();

@@ -9,6 +9,7 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 
 use crate::cred::{self, Identity};
 use crate::store::{ExportStore, Object};
@@ -282,8 +283,13 @@ pub fn readlink(obj: &Object) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Opens a regular file for I/O as `id`, falling back to root for the file's owner.
-fn open_for_io(obj: &Object, id: &Identity, flags: libc::c_int) -> io::Result<(OwnedFd, Attr)> {
+/// A descriptor of a regular file for reading (or writing) on behalf of `id`.
+///
+/// The kernel checks `id`'s permission on the file (`faccessat2` with the thread switched to
+/// `id`); the file's owner passes regardless of mode bits, as with knfsd. The descriptor
+/// itself is opened as root once and kept with the cached handle, so a stream of READs or
+/// WRITEs costs no open/close per call.
+fn open_for_io(obj: &Object, id: &Identity, write: bool) -> io::Result<(Arc<OwnedFd>, Attr)> {
     let attr = getattr(obj)?;
     match attr.kind {
         NodeKind::Regular => {}
@@ -291,37 +297,64 @@ fn open_for_io(obj: &Object, id: &Identity, flags: libc::c_int) -> io::Result<(O
         _ => return Err(errno(libc::EINVAL)),
     }
     cred::become_identity(id)?;
-    match sys::reopen(obj.fd.as_fd(), flags) {
-        Err(e) if e.raw_os_error() == Some(libc::EACCES) && attr.uid == id.uid => {
-            cred::become_root()?;
-            Ok((sys::reopen(obj.fd.as_fd(), flags)?, attr))
-        }
-        other => Ok((other?, attr)),
+    let mode = if write { libc::W_OK } else { libc::R_OK };
+    match sys::access(obj.fd.as_fd(), mode) {
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) && attr.uid == id.uid => {}
+        other => other?,
     }
+    let open = || -> io::Result<(Arc<OwnedFd>, bool)> {
+        cred::become_root()?;
+        match sys::reopen(obj.fd.as_fd(), libc::O_RDWR) {
+            Ok(fd) => Ok((Arc::new(fd), true)),
+            Err(e) if write => Err(e),
+            Err(_) => Ok((
+                Arc::new(sys::reopen(obj.fd.as_fd(), libc::O_RDONLY)?),
+                false,
+            )),
+        }
+    };
+    let Some(entry) = &obj.entry else {
+        return Ok((open()?.0, attr));
+    };
+    let mut io = entry.io.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((fd, writable)) = io.as_ref()
+        && (*writable || !write)
+    {
+        return Ok((Arc::clone(fd), attr));
+    }
+    let (fd, writable) = open()?;
+    *io = Some((Arc::clone(&fd), writable));
+    Ok((fd, attr))
 }
 
-/// READ: up to `count` bytes at `offset`; returns the data, whether it reached end of file,
-/// and the attributes after the read.
-pub fn read(
+/// READ: appends up to `count` bytes at `offset` to `out` (read straight into its spare
+/// capacity, never zero-filled or copied); returns how many, whether the read reached end of
+/// file, and the attributes after the read.
+pub fn read_into(
     obj: &Object,
     id: &Identity,
     offset: u64,
     count: u32,
-) -> io::Result<(Vec<u8>, bool, Attr)> {
-    let (fd, _) = open_for_io(obj, id, libc::O_RDONLY)?;
-    let mut buf = vec![0u8; count as usize];
-    let mut done = 0usize;
-    while done < buf.len() {
+    out: &mut Vec<u8>,
+) -> io::Result<(usize, bool, Attr)> {
+    let (fd, _) = open_for_io(obj, id, false)?;
+    let count = count as usize;
+    out.reserve(count);
+    let start = out.len();
+    while out.len() - start < count {
+        let done = out.len() - start;
         let pos = offset.saturating_add(done as u64);
         if pos > i64::MAX as u64 {
             break;
         }
-        // SAFETY: the destination range is inside buf.
+        let spare = out.spare_capacity_mut();
+        let want = (count - done).min(spare.len());
+        // SAFETY: the kernel writes at most `want` bytes into the spare capacity.
         let n = unsafe {
             libc::pread(
                 fd.as_raw_fd(),
-                buf[done..].as_mut_ptr().cast(),
-                buf.len() - done,
+                spare.as_mut_ptr().cast(),
+                want,
                 pos as libc::off_t,
             )
         };
@@ -330,17 +363,19 @@ pub fn read(
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
+            out.truncate(start);
             return Err(e);
         }
         if n == 0 {
             break;
         }
-        done += n as usize;
+        // SAFETY: the kernel initialised n more bytes.
+        unsafe { out.set_len(out.len() + n as usize) };
     }
-    buf.truncate(done);
+    let n = out.len() - start;
     let after = Attr::from_stat(&sys::fstatat(fd.as_fd(), c"")?, obj.volume.id() as u64);
-    let eof = offset.saturating_add(done as u64) >= after.size;
-    Ok((buf, eof, after))
+    let eof = offset.saturating_add(n as u64) >= after.size;
+    Ok((n, eof, after))
 }
 
 /// WRITE: writes all of `data` at `offset`, then syncs as `stable` asks.
@@ -353,7 +388,7 @@ pub fn write(
     stable: WriteStability,
 ) -> io::Result<(Attr, Attr)> {
     check_writable(obj)?;
-    let (fd, before) = open_for_io(obj, id, libc::O_WRONLY)?;
+    let (fd, before) = open_for_io(obj, id, true)?;
     if offset
         .checked_add(data.len() as u64)
         .is_none_or(|end| end > i64::MAX as u64)
@@ -463,7 +498,7 @@ pub fn setattr(obj: &Object, id: &Identity, set: &SetAttr) -> io::Result<()> {
             _ => return Err(errno(libc::EINVAL)),
         }
         let size = i64::try_from(size).map_err(|_| errno(libc::EFBIG))?;
-        let (fd, _) = open_for_io(obj, id, libc::O_WRONLY)?;
+        let (fd, _) = open_for_io(obj, id, true)?;
         // SAFETY: plain syscall on an open descriptor.
         cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), size) })?;
         cred::become_identity(id)?;
@@ -504,14 +539,8 @@ fn apply_initial(dir: &Object, name: &CStr, id: &Identity, set: &SetAttr) -> io:
     if rest == SetAttr::default() {
         return Ok(());
     }
-    let applied =
-        sys::openat(dir.fd.as_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0).and_then(|fd| {
-            let obj = Object {
-                volume: dir.volume.clone(),
-                fd,
-            };
-            setattr(&obj, id, &rest)
-        });
+    let applied = sys::openat(dir.fd.as_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+        .and_then(|fd| setattr(&Object::uncached(dir.volume.clone(), fd), id, &rest));
     if let Err(e) = applied {
         let is_dir = sys::fstatat(dir.fd.as_fd(), name)
             .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
@@ -687,7 +716,13 @@ pub fn mknod(
 }
 
 /// REMOVE (non-directories) or RMDIR (`dir_only`). `dir` must be opened for reading.
-pub fn remove(dir: &Object, name: &[u8], id: &Identity, dir_only: bool) -> io::Result<()> {
+pub fn remove(
+    store: &ExportStore,
+    dir: &Object,
+    name: &[u8],
+    id: &Identity,
+    dir_only: bool,
+) -> io::Result<()> {
     check_writable(dir)?;
     let cname = component(name)?;
     if name == b"." {
@@ -697,6 +732,7 @@ pub fn remove(dir: &Object, name: &[u8], id: &Identity, dir_only: bool) -> io::R
         return Err(errno(libc::ENOTEMPTY));
     }
     cred::become_identity(id)?;
+    let victim = sys::fstatat(dir.fd.as_fd(), &cname).ok();
     let flags = if dir_only { libc::AT_REMOVEDIR } else { 0 };
     // SAFETY: valid fd and C string.
     let r = cvt(unsafe { libc::unlinkat(dir.fd.as_raw_fd(), cname.as_ptr(), flags) });
@@ -704,12 +740,18 @@ pub fn remove(dir: &Object, name: &[u8], id: &Identity, dir_only: bool) -> io::R
         // unlink(2) of a directory says EISDIR; NFS wants the same.
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Err(errno(libc::ENOTEMPTY)),
         Err(e) => Err(e),
-        Ok(_) => sys::fsync(dir.fd.as_fd()),
+        Ok(_) => {
+            if let Some(st) = victim {
+                store.forget_inode(st.st_ino);
+            }
+            sys::fsync(dir.fd.as_fd())
+        }
     }
 }
 
 /// RENAME within one volume. Both directories must be opened for reading.
 pub fn rename(
+    store: &ExportStore,
     from: &Object,
     from_name: &[u8],
     to: &Object,
@@ -727,6 +769,7 @@ pub fn rename(
         }
     }
     cred::become_identity(id)?;
+    let replaced = sys::fstatat(to.fd.as_fd(), &t).ok();
     // SAFETY: valid fds and C strings.
     cvt(unsafe {
         libc::renameat(
@@ -736,6 +779,9 @@ pub fn rename(
             t.as_ptr(),
         )
     })?;
+    if let Some(st) = replaced {
+        store.forget_inode(st.st_ino);
+    }
     sys::fsync(to.fd.as_fd())?;
     if from.fd.as_raw_fd() != to.fd.as_raw_fd() {
         sys::fsync(from.fd.as_fd())?;

@@ -13,7 +13,9 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tracing::{info, warn};
@@ -85,11 +87,43 @@ impl Volume {
     }
 }
 
-/// A resolved handle: an open descriptor (`O_PATH` unless asked otherwise) inside `volume`.
+/// A resolved handle: an open descriptor inside `volume` — `O_RDONLY | O_DIRECTORY` for
+/// directories (so they can be listed and fsynced), `O_PATH` for everything else.
 #[derive(Debug)]
 pub struct Object {
     pub volume: Arc<Volume>,
-    pub fd: OwnedFd,
+    pub fd: Arc<OwnedFd>,
+    pub(crate) entry: Option<Arc<CacheEntry>>,
+}
+
+impl Object {
+    /// An object not kept in the handle cache.
+    pub fn uncached(volume: Arc<Volume>, fd: OwnedFd) -> Self {
+        Self {
+            volume,
+            fd: Arc::new(fd),
+            entry: None,
+        }
+    }
+}
+
+/// Resolved handles are cached so a busy file costs no `open_by_handle_at` per request.
+/// Entries idle for [`CACHE_IDLE`] are closed (an open descriptor keeps a deleted file's
+/// space allocated), as are entries of an inode that was just removed.
+const CACHE_MAX: usize = 1024;
+/// How long an unused cache entry is kept.
+pub const CACHE_IDLE: Duration = Duration::from_secs(2);
+
+#[derive(Debug)]
+pub(crate) struct CacheEntry {
+    generation: u32,
+    fd: Arc<OwnedFd>,
+    is_dir: bool,
+    ino: u64,
+    /// For regular files: a descriptor opened as root for reads and writes (and whether it
+    /// is writable). Callers check the client's permission before using it.
+    pub(crate) io: Mutex<Option<(Arc<OwnedFd>, bool)>>,
+    last_used: AtomicU64,
 }
 
 type VolumeMap = HashMap<u32, Arc<Volume>>;
@@ -101,6 +135,8 @@ pub struct ExportStore {
     key: HandleKey,
     volumes: RwLock<Arc<VolumeMap>>,
     registry_stamp: Mutex<Option<(i64, i64, u64, u64)>>,
+    cache: Mutex<HashMap<Vec<u8>, Arc<CacheEntry>>>,
+    epoch: Instant,
 }
 
 impl ExportStore {
@@ -128,6 +164,8 @@ impl ExportStore {
             key,
             volumes: RwLock::new(Arc::new(HashMap::new())),
             registry_stamp: Mutex::new(None),
+            cache: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
         };
         store.reload()?;
         Ok(store)
@@ -266,10 +304,10 @@ impl ExportStore {
         Ok(record)
     }
 
-    /// Resolves a client's handle, as root, to an object opened with `flags`
-    /// (`O_PATH`, or e.g. `O_RDONLY | O_DIRECTORY` when a directory must be fsynced).
+    /// Resolves a client's handle to an object inside the volume it names. With
+    /// `O_DIRECTORY` in `flags` the object must be a directory.
     /// Errors: `EBADHANDLE` for handles that are not ours, `ESTALE` for ones that no longer
-    /// name anything, `ENOTDIR` when `O_DIRECTORY` was asked of a non-directory.
+    /// name anything, `ENOTDIR` when a directory was required.
     pub fn resolve(&self, handle: &[u8], flags: libc::c_int) -> io::Result<Object> {
         let fh = FileHandle::decode(handle, &self.key).map_err(|e| match e {
             HandleError::Bad => io::Error::from_raw_os_error(EBADHANDLE),
@@ -284,20 +322,94 @@ impl ExportStore {
         if volume.record.generation != fh.generation {
             return Err(stale());
         }
+        let want_dir = flags & libc::O_DIRECTORY != 0;
+        let cached = self.cache_lock().get(handle).cloned();
+        let entry = match cached {
+            Some(entry) if entry.generation == fh.generation => {
+                // A removed file's descriptor still works; NFS says such handles are stale.
+                let st = sys::fstatat(entry.fd.as_fd(), c"")?;
+                if st.st_nlink == 0 {
+                    self.cache_lock().remove(handle);
+                    return Err(stale());
+                }
+                entry
+            }
+            _ => self.open_entry(&volume, &fh, handle)?,
+        };
+        if want_dir && !entry.is_dir {
+            return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+        }
+        entry.last_used.store(self.now_ms(), Ordering::Relaxed);
+        Ok(Object {
+            volume,
+            fd: Arc::clone(&entry.fd),
+            entry: Some(entry),
+        })
+    }
+
+    fn open_entry(
+        &self,
+        volume: &Volume,
+        fh: &FileHandle,
+        handle: &[u8],
+    ) -> io::Result<Arc<CacheEntry>> {
         cred::become_root()?;
-        let fd = sys::open_by_handle(volume.root_fd(), fh.kernel_type, &fh.kernel_bytes, flags)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ENOTDIR) | Some(libc::EPERM) | Some(libc::EACCES) => e,
-                // A symbolic link asked for as a directory.
-                Some(libc::ELOOP) if flags & libc::O_DIRECTORY != 0 => {
-                    io::Error::from_raw_os_error(libc::ENOTDIR)
-                }
-                _ => {
-                    tracing::debug!(error = %e, volume = volume.name(), "handle no longer resolves");
-                    stale()
-                }
-            })?;
-        Ok(Object { volume, fd })
+        let open = |flags| {
+            sys::open_by_handle(volume.root_fd(), fh.kernel_type, &fh.kernel_bytes, flags)
+                .map_err(|e| match e.raw_os_error() {
+                    Some(libc::EPERM) | Some(libc::EACCES) => e,
+                    _ => {
+                        tracing::debug!(error = %e, volume = volume.name(), "handle no longer resolves");
+                        io::Error::from_raw_os_error(libc::ESTALE)
+                    }
+                })
+        };
+        let mut fd = open(libc::O_PATH)?;
+        let st = sys::fstatat(fd.as_fd(), c"")?;
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        if is_dir {
+            fd = open(libc::O_RDONLY | libc::O_DIRECTORY)?;
+        }
+        let entry = Arc::new(CacheEntry {
+            generation: fh.generation,
+            fd: Arc::new(fd),
+            is_dir,
+            ino: st.st_ino,
+            io: Mutex::new(None),
+            last_used: AtomicU64::new(self.now_ms()),
+        });
+        let mut cache = self.cache_lock();
+        if cache.len() >= CACHE_MAX {
+            let now = self.now_ms();
+            cache.retain(|_, e| now - e.last_used.load(Ordering::Relaxed) < 100);
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(handle.to_vec(), Arc::clone(&entry));
+        Ok(entry)
+    }
+
+    fn cache_lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Arc<CacheEntry>>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Closes cached descriptors unused for [`CACHE_IDLE`]; the server calls this periodically.
+    pub fn sweep_cache(&self) {
+        let now = self.now_ms();
+        let idle = CACHE_IDLE.as_millis() as u64;
+        self.cache_lock()
+            .retain(|_, e| now.saturating_sub(e.last_used.load(Ordering::Relaxed)) < idle);
+    }
+
+    /// Drops cached descriptors of inode `ino`, which was just unlinked or replaced, so its
+    /// space is freed when the last name goes.
+    pub fn forget_inode(&self, ino: u64) {
+        self.cache_lock().retain(|_, e| e.ino != ino);
     }
 
     /// Mints the handle of `name` inside directory `dir` of `volume` (`name` empty: `dir`).

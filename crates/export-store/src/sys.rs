@@ -179,3 +179,23 @@ pub fn set_thread_creds(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// `faccessat2(fd, "", mode, AT_EACCESS | AT_EMPTY_PATH)`: the kernel's permission check of
+/// the object `fd` refers to, made with the calling thread's file-system credentials.
+pub fn access(fd: BorrowedFd<'_>, mode: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain syscall with a valid fd and an empty C string.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_faccessat2,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            mode,
+            libc::AT_EACCESS | libc::AT_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}

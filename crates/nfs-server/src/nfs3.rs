@@ -311,14 +311,27 @@ impl Inner {
         let obj = tri!(self.resolve(&args.file, libc::O_PATH), |st| fail(st, None));
         let id = self.identity(ctx, &obj);
         let count = args.count.min(MAX_IO);
-        let r = ops::read(&obj, &id, args.offset, count);
-        let (data, eof, attr) = tri!(r, |st| fail(st, ops::getattr(&obj).ok().as_ref()));
-        ok(READ3res::Ok(READ3resok {
-            file_attributes: post_op(Some(&attr)),
-            count: data.len() as u32,
-            eof,
-            data: Opaque::owned(data),
-        }))
+        // Encoded by hand: the data is read straight into the reply buffer, after a fixed-size
+        // head (status, post_op_attr, count, eof, data length) filled in once it is known.
+        const HEAD: usize = 4 + 4 + 84 + 4 + 4 + 4;
+        let mut out = Vec::with_capacity(HEAD + count as usize + 3);
+        out.resize(HEAD, 0);
+        let r = ops::read_into(&obj, &id, args.offset, count, &mut out);
+        let (n, eof, attr) = tri!(r, |st| fail(st, ops::getattr(&obj).ok().as_ref()));
+        let mut head = Vec::with_capacity(HEAD);
+        let packed = (
+            nfsstat3::NFS3_OK.pack(&mut head),
+            post_op(Some(&attr)).pack(&mut head),
+            (n as u32).pack(&mut head),
+            eof.pack(&mut head),
+            (n as u32).pack(&mut head),
+        );
+        if head.len() != HEAD || packed.0.is_err() {
+            return Reply::SystemErr;
+        }
+        out[..HEAD].copy_from_slice(&head);
+        out.resize(out.len() + (4 - n % 4) % 4, 0);
+        Reply::Success(out)
     }
 
     fn write(&self, ctx: &CallContext, a: &[u8]) -> Reply {
@@ -509,7 +522,7 @@ impl Inner {
         ));
         let before = ops::getattr(&dir).ok();
         let id = self.identity(ctx, &dir);
-        let r = ops::remove(&dir, args.object.name.as_ref(), &id, dir_only);
+        let r = ops::remove(&self.store, &dir, args.object.name.as_ref(), &id, dir_only);
         let after = ops::getattr(&dir).ok();
         tri!(r, |st| fail(st, before.as_ref(), after.as_ref()));
         // REMOVE3 and RMDIR3 results have the same encoding.
@@ -539,6 +552,7 @@ impl Inner {
         let (fb, tb) = (ops::getattr(&from).ok(), ops::getattr(&to).ok());
         let id = self.identity(ctx, &from);
         let r = ops::rename(
+            &self.store,
             &from,
             args.from.name.as_ref(),
             &to,

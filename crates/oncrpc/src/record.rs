@@ -49,15 +49,12 @@ pub async fn read_record<R: AsyncRead + Unpin>(
         if total > max_record {
             return Err(RecordError::TooLarge(total, max_record));
         }
-        let start = buf.len();
-        buf.resize(total, 0);
-        reader
-            .read_exact(&mut buf[start..])
-            .await
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => RecordError::Truncated,
-                _ => RecordError::Io(e),
-            })?;
+        // Read into spare capacity: a 1 MiB WRITE is not zero-filled before being overwritten.
+        buf.reserve_exact(len);
+        let got = (&mut *reader).take(len as u64).read_to_end(buf).await?;
+        if got < len {
+            return Err(RecordError::Truncated);
+        }
         if header & LAST_FRAGMENT != 0 {
             return Ok(true);
         }
