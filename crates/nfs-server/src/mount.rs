@@ -9,8 +9,7 @@ use nfs3_types::mount::{
     dirpath, export_node, exports, fhandle3, mountbody, mountres3, mountres3_ok, mountstat3,
 };
 use nfs3_types::xdr_codec::{List, Opaque, Pack, Unpack};
-use oncrpc::server::CallArgs;
-use oncrpc::{CallContext, Reply, RpcService, ServiceFuture};
+use oncrpc::{CallArgs, CallContext, Reply, ReplySender, RpcService};
 use tracing::info;
 
 use crate::{EXPORT_PREFIX, MOUNT_PROGRAM};
@@ -143,9 +142,8 @@ impl RpcService for MountService {
         (3, 3)
     }
 
-    fn call(&self, ctx: CallContext, args: CallArgs) -> ServiceFuture {
-        let reply = self.answer(&ctx, args.bytes());
-        Box::pin(async move { reply })
+    fn call(&self, ctx: CallContext, args: CallArgs, reply: ReplySender) {
+        reply.send(self.answer(&ctx, args.bytes()));
     }
 }
 

@@ -13,9 +13,8 @@ use export_store::{Attr, CreateHow, ExportStore, Identity, Object, WriteStabilit
 use nfs3_types::nfs3::*;
 use nfs3_types::xdr_codec::{List, Opaque, Pack, Unpack};
 use oncrpc::message::XdrReader;
-use oncrpc::server::CallArgs;
-use oncrpc::{CallContext, Credential, Reply, RpcService, ServiceFuture};
-use tracing::{debug, error};
+use oncrpc::{CallArgs, CallContext, Credential, Reply, ReplySender, RpcService};
+use tracing::debug;
 
 use crate::convert::{fattr, post_op, set_attr, status, wcc};
 use crate::{MAX_IO, NFS_PROGRAM};
@@ -73,24 +72,13 @@ impl RpcService for Nfs3Service {
         (3, 3)
     }
 
-    fn call(&self, ctx: CallContext, args: CallArgs) -> ServiceFuture {
-        if ctx.proc_ == 0 {
-            return Box::pin(async { Reply::Success(Vec::new()) });
-        }
-        if ctx.proc_ > 21 {
-            return Box::pin(async { Reply::ProcUnavail });
+    fn call(&self, ctx: CallContext, args: CallArgs, reply: ReplySender) {
+        if ctx.proc_ == 0 || ctx.proc_ > 21 {
+            return reply.send(self.call_blocking(&ctx, &[]));
         }
         let inner = Arc::clone(&self.inner);
-        Box::pin(async move {
-            let proc_ = ctx.proc_;
-            match tokio::task::spawn_blocking(move || inner.dispatch(&ctx, args.bytes())).await {
-                Ok(reply) => reply,
-                Err(e) => {
-                    error!(proc_, error = %e, "NFS procedure failed unexpectedly");
-                    Reply::SystemErr
-                }
-            }
-        })
+        // File-system work runs on a blocking worker, which sends the reply itself.
+        tokio::task::spawn_blocking(move || reply.send(inner.dispatch(&ctx, args.bytes())));
     }
 }
 

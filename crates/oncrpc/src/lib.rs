@@ -15,4 +15,4 @@ pub mod record;
 pub mod server;
 
 pub use message::{AuthSys, CallHeader, Credential, DecodeError, Reply};
-pub use server::{CallContext, RpcService, Server, ServiceFuture};
+pub use server::{CallArgs, CallContext, ReplySender, RpcService, Server};

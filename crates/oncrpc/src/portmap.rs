@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::message::{Reply, XdrReader};
-use crate::server::{CallArgs, CallContext, RpcService, ServiceFuture};
+use crate::server::{CallArgs, CallContext, ReplySender, RpcService};
 
 pub const PROGRAM: u32 = 100_000;
 pub const IPPROTO_TCP: u32 = 6;
@@ -82,9 +82,8 @@ impl RpcService for Portmapper {
         (2, 2)
     }
 
-    fn call(&self, ctx: CallContext, args: CallArgs) -> ServiceFuture {
-        let reply = self.answer(ctx.proc_, args.bytes());
-        Box::pin(async move { reply })
+    fn call(&self, ctx: CallContext, args: CallArgs, reply: ReplySender) {
+        reply.send(self.answer(ctx.proc_, args.bytes()));
     }
 }
 

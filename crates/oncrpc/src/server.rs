@@ -1,13 +1,14 @@
 //! The TCP side of RPC: accept connections, read bounded records, dispatch each call to the
 //! [`RpcService`] registered for its program, and write replies as they complete.
 //!
-//! A connection carries many calls at once: each call runs in its own task (up to
-//! `max_in_flight` per connection, after which reading pauses) and replies go out in completion
-//! order, matched by xid. A malformed record closes that connection and nothing else.
+//! A connection carries many calls at once (up to `max_in_flight` per connection, after which
+//! reading pauses): each call gets a [`ReplySender`] that the service completes from wherever
+//! it does the work — inline for cheap calls, from a blocking worker thread for file-system
+//! calls — and replies go out in completion order, matched by xid. Handing the reply straight
+//! to the connection's writer saves a task wake-up per call. A malformed record closes that
+//! connection and nothing else.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::io::{AsyncWriteExt, BufWriter};
@@ -18,8 +19,41 @@ use tracing::{debug, warn};
 use crate::message::{self, AUTH_BADCRED, AUTH_TOOWEAK, Credential, DecodeError, Reply};
 use crate::record;
 
-/// The future a service returns for one call.
-pub type ServiceFuture = Pin<Box<dyn Future<Output = Reply> + Send>>;
+/// Where a service sends the reply to one call. It may be moved to any thread; if it is
+/// dropped unanswered (a bug, or a panic in the handler), the caller gets SYSTEM_ERR rather
+/// than waiting forever.
+pub struct ReplySender {
+    inner: Option<(mpsc::UnboundedSender<Outgoing>, u32, Option<OwnedSemaphorePermit>)>,
+}
+
+impl ReplySender {
+    /// Sends the reply (the connection may already be gone; then it is dropped).
+    pub fn send(mut self, reply: Reply) {
+        if let Some((tx, xid, permit)) = self.inner.take() {
+            send(&tx, xid, reply, permit);
+        }
+    }
+
+    /// A sender whose reply goes to `tx` (for tests and fuzzing of services).
+    pub fn detached() -> (Self, mpsc::UnboundedReceiver<Outgoing>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Self {
+                inner: Some((tx, 0, None)),
+            },
+            rx,
+        )
+    }
+}
+
+impl Drop for ReplySender {
+    fn drop(&mut self) {
+        if let Some((tx, xid, permit)) = self.inner.take() {
+            warn!(xid, "call dropped without a reply; answering SYSTEM_ERR");
+            send(&tx, xid, Reply::SystemErr, permit);
+        }
+    }
+}
 
 /// Everything about a call except its arguments.
 #[derive(Clone, Debug)]
@@ -53,8 +87,9 @@ pub trait RpcService: Send + Sync + 'static {
     fn program(&self) -> u32;
     /// Lowest and highest version served.
     fn versions(&self) -> (u32, u32);
-    /// Handles a call whose program and version were already checked.
-    fn call(&self, ctx: CallContext, args: CallArgs) -> ServiceFuture;
+    /// Handles a call whose program and version were already checked, answering through
+    /// `reply`. Must not block: file-system work belongs on a blocking worker thread.
+    fn call(&self, ctx: CallContext, args: CallArgs, reply: ReplySender);
 }
 
 /// Dispatches calls to services; the same dispatcher serves every listening port.
@@ -151,14 +186,12 @@ impl Server {
                 credential: header.credential,
                 peer,
             };
-            let fut = service.call(ctx, CallArgs::new(buf, header.args_offset));
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let reply = fut.await;
-                // The permit travels with the reply and is released once it is written, so
-                // a client that stops reading cannot make replies pile up without bound.
-                send(&tx, header.xid, reply, Some(permit));
-            });
+            // The permit travels with the reply and is released once it is written, so a
+            // client that stops reading cannot make replies pile up without bound.
+            let reply = ReplySender {
+                inner: Some((tx.clone(), header.xid, Some(permit))),
+            };
+            service.call(ctx, CallArgs::new(buf, header.args_offset), reply);
         }
         drop(tx);
         writer_task.await.unwrap_or(Ok(()))
@@ -166,7 +199,7 @@ impl Server {
 }
 
 /// A reply on its way out: header, results, and the in-flight permit it holds.
-type Outgoing = (Vec<u8>, Option<Vec<u8>>, Option<OwnedSemaphorePermit>);
+pub type Outgoing = (Vec<u8>, Option<Vec<u8>>, Option<OwnedSemaphorePermit>);
 
 fn send(
     tx: &mpsc::UnboundedSender<Outgoing>,
