@@ -302,7 +302,7 @@ impl Inner {
         // Encoded by hand: the data is read straight into the reply buffer, after a fixed-size
         // head (status, post_op_attr, count, eof, data length) filled in once it is known.
         const HEAD: usize = 4 + 4 + 84 + 4 + 4 + 4;
-        let mut out = Vec::with_capacity(HEAD + count as usize + 3);
+        let mut out = oncrpc::buffers::take(HEAD + count as usize + 3);
         out.resize(HEAD, 0);
         let r = ops::read_into(&obj, &id, args.offset, count, &mut out);
         let (n, eof, attr) = tri!(r, |st| fail(st, ops::getattr(&obj).ok().as_ref()));

@@ -9,6 +9,7 @@
 //!   matched by xid) dispatching to [`RpcService`] implementations;
 //! - [`portmap`]: a portmapper v2 service answering for the programs this process serves.
 
+pub mod buffers;
 pub mod message;
 pub mod portmap;
 pub mod record;

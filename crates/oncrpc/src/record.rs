@@ -50,7 +50,11 @@ pub async fn read_record<R: AsyncRead + Unpin>(
             return Err(RecordError::TooLarge(total, max_record));
         }
         // Read into spare capacity: a 1 MiB WRITE is not zero-filled before being overwritten.
-        buf.reserve_exact(len);
+        if buf.capacity() < total {
+            let mut bigger = crate::buffers::take(total);
+            bigger.extend_from_slice(buf);
+            *buf = bigger;
+        }
         let got = (&mut *reader).take(len as u64).read_to_end(buf).await?;
         if got < len {
             return Err(RecordError::Truncated);

@@ -23,7 +23,11 @@ use crate::record;
 /// dropped unanswered (a bug, or a panic in the handler), the caller gets SYSTEM_ERR rather
 /// than waiting forever.
 pub struct ReplySender {
-    inner: Option<(mpsc::UnboundedSender<Outgoing>, u32, Option<OwnedSemaphorePermit>)>,
+    inner: Option<(
+        mpsc::UnboundedSender<Outgoing>,
+        u32,
+        Option<OwnedSemaphorePermit>,
+    )>,
 }
 
 impl ReplySender {
@@ -70,6 +74,12 @@ pub struct CallContext {
 pub struct CallArgs {
     record: Vec<u8>,
     offset: usize,
+}
+
+impl Drop for CallArgs {
+    fn drop(&mut self) {
+        crate::buffers::give(std::mem::take(&mut self.record));
+    }
 }
 
 impl CallArgs {
@@ -226,9 +236,18 @@ async fn write_replies(
         let body_len = body.as_ref().map_or(0, Vec::len);
         let len = u32::try_from(head.len() - 4 + body_len).unwrap_or(0x7fff_ffff) | 0x8000_0000;
         head[..4].copy_from_slice(&len.to_be_bytes());
-        out.write_all(&head).await?;
-        if let Some(body) = body {
-            out.write_all(&body).await?;
+        match body {
+            Some(body) if body.len() > 64 * 1024 => {
+                // A large reply goes out in one writev, after whatever is buffered.
+                out.flush().await?;
+                write_all_vectored(out.get_mut(), &head, &body).await?;
+                crate::buffers::give(body);
+            }
+            Some(body) => {
+                out.write_all(&head).await?;
+                out.write_all(&body).await?;
+            }
+            None => out.write_all(&head).await?,
         }
         if rx.is_empty() {
             out.flush().await?;
@@ -236,4 +255,23 @@ async fn write_replies(
         drop(permit);
     }
     out.flush().await
+}
+
+async fn write_all_vectored<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    mut a: &[u8],
+    mut b: &[u8],
+) -> std::io::Result<()> {
+    while !a.is_empty() || !b.is_empty() {
+        let n = w
+            .write_vectored(&[std::io::IoSlice::new(a), std::io::IoSlice::new(b)])
+            .await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let from_a = n.min(a.len());
+        a = &a[from_a..];
+        b = &b[n - from_a..];
+    }
+    Ok(())
 }
