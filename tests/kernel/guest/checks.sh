@@ -1,0 +1,344 @@
+#!/bin/sh
+# The named checks, run in the guest by main.sh as `sh -ex checks.sh NAME`: any failing command
+# fails the check. Layout on the guest:
+#   /mnt   the v3 mount under test (default options)
+#   /mnt2  a second mount of the same export with noac,lookupcache=none: it always asks the
+#          server, so reading back through it proves the data and attributes reached the server
+#   /host  the host's root over 9p (read-only); /host/tmp is a guest tmpfs, /host/tmp/nfs a bind
+#          of /mnt, so host-built programs run by `chroot /host` see the NFS mount
+. /kt/config
+CHECK=$1
+SRV=10.0.2.100
+OPTS="vers=3,proto=tcp,port=2049,mountport=20048,mountproto=tcp,nolock,addr=$SRV,mountaddr=$SRV"
+M=/mnt
+V=/mnt2
+W=$M/kt
+VW=$V/kt
+
+fail() {
+    echo "FAILED: $*" >&2
+    exit 1
+}
+# eq GOT WANT WHAT
+eq() { [ "$1" = "$2" ] || fail "$3: got '$1', want '$2'"; }
+drop_caches() {
+    sync
+    echo 3 > /proc/sys/vm/drop_caches
+}
+info() { echo "$*" >> "/tmp/kt-$CHECK.info"; }
+nfs_mount() { mount -t nfs -o "$OPTS${2:+,$2}" "$SRV:$KT_NFS_PATH" "$1"; }
+is_mounted() { grep -q " $1 " /proc/mounts; }
+sha() { sha256sum "$1" | cut -c1-64; }
+ms() { echo $(($(cut -d' ' -f1 /proc/uptime | tr -d .) * 10)); }
+
+# Mounts what `chroot /host` needs and binds /mnt into it.
+host_bind() {
+    is_mounted /host || fail "the host root is not mounted over 9p"
+    is_mounted /host/tmp || mount -t tmpfs tmpfs /host/tmp
+    is_mounted /host/proc || mount -t proc proc /host/proc
+    is_mounted /host/dev || mount -t devtmpfs devtmpfs /host/dev
+    mkdir -p /host/tmp/nfs
+    is_mounted /host/tmp/nfs || mount --bind $M /host/tmp/nfs
+}
+host_unbind() {
+    if is_mounted /host/tmp/nfs; then umount /host/tmp/nfs; fi
+}
+
+chk_mount() {
+    mkdir -p $M $V
+    nfs_mount $M
+    nfs_mount $V noac,lookupcache=none
+    is_mounted $M
+    is_mounted $V
+    ls -la $M
+    # A distinct superblock, or the verify view would share the caches it should bypass.
+    [ "$(stat -c %d $M)" != "$(stat -c %d $V)" ] || fail "verify mount shares the superblock"
+    df $M
+    # The checks' working directory (the export is fresh each run).
+    mkdir -p $W
+    # Round-trip time: every stat on the noac mount is one GETATTR.
+    t0=$(ms)
+    i=0
+    while [ $i -lt 200 ]; do
+        [ -d $V ]
+        i=$((i + 1))
+    done
+    info "getattr-rtt-ms $((($(ms) - t0) / 200))"
+}
+
+chk_mkdir() {
+    mkdir $W/d
+    mkdir -p $W/d/a/b/c
+    [ -d $VW/d/a/b/c ] || fail "nested directory not visible on the server"
+    eq "$(stat -c %F $VW/d/a)" "directory" "type"
+    if mkdir $W/d 2>/tmp/err; then fail "mkdir of an existing directory succeeded"; fi
+    grep -q 'File exists' /tmp/err || fail "want EEXIST, got: $(cat /tmp/err)"
+}
+
+chk_write() {
+    printf 'hello nfs\n' > $W/f
+    eq "$(stat -c %s $VW/f)" 10 "size on the server"
+    eq "$(stat -c %F $VW/f)" "regular file" "type"
+}
+
+chk_read() {
+    drop_caches
+    eq "$(cat $W/f)" "hello nfs" "content"
+    eq "$(cat $VW/f)" "hello nfs" "content via verify mount"
+}
+
+chk_append() {
+    echo second >> $W/f
+    drop_caches
+    eq "$(cat $VW/f)" "$(printf 'hello nfs\nsecond')" "content"
+    eq "$(stat -c %s $VW/f)" 17 "size"
+}
+
+chk_rename() {
+    mv $W/f $W/g
+    [ ! -e $VW/f ] || fail "old name still exists"
+    eq "$(head -1 $VW/g)" "hello nfs" "content under the new name"
+    # Over an existing file: atomically replaces it.
+    echo one > $W/r1
+    echo two > $W/r2
+    mv $W/r1 $W/r2
+    eq "$(cat $VW/r2)" one "replaced target"
+    [ ! -e $VW/r1 ] || fail "source of a replacing rename still exists"
+    # A directory with contents, across directories.
+    mv $W/d/a $W/z
+    [ -d $VW/z/b/c ] || fail "renamed directory tree not visible"
+    [ ! -e $VW/d/a ] || fail "old directory name still exists"
+}
+
+chk_symlink() {
+    ln -s g $W/sl
+    eq "$(readlink $VW/sl)" g "readlink"
+    [ -L $VW/sl ] || fail "not a symlink"
+    eq "$(head -1 $VW/sl)" "hello nfs" "read through the symlink"
+    long=$(printf '%0200d' 0 | tr 0 x)/target
+    ln -s "$long" $W/sl2
+    eq "$(readlink $VW/sl2)" "$long" "readlink of a 207-byte target"
+}
+
+chk_hardlink() {
+    ln $W/g $W/h
+    eq "$(stat -c %h $VW/g)" 2 "link count of the original"
+    eq "$(stat -c %h $VW/h)" 2 "link count of the link"
+    eq "$(stat -c %i $VW/g)" "$(stat -c %i $VW/h)" "inode numbers"
+    eq "$(head -1 $VW/h)" "hello nfs" "content through the link"
+}
+
+chk_chmod() {
+    chmod 0640 $W/g
+    eq "$(stat -c %a $VW/g)" 640 "file mode"
+    chmod 1777 $W/d
+    eq "$(stat -c %a $VW/d)" 1777 "directory mode with sticky bit"
+    chmod 0755 $W/d
+}
+
+chk_chown() {
+    chown 1234:1234 $W/g
+    eq "$(stat -c %u:%g $VW/g)" 1234:1234 "owner"
+    chown 0:1234 $W/h
+    eq "$(stat -c %u:%g $VW/h)" 0:1234 "owner (hard link shares the inode)"
+    chgrp 4321 $W/d
+    eq "$(stat -c %g $VW/d)" 4321 "directory group"
+}
+
+chk_truncate() {
+    truncate -s 5 $W/g
+    eq "$(stat -c %s $VW/g)" 5 "size after shrinking"
+    eq "$(cat $VW/g)" hello "content after shrinking"
+    truncate -s 100000 $W/g
+    eq "$(stat -c %s $VW/g)" 100000 "size after extending"
+    eq "$(tail -c +6 $VW/g | tr -d '\000' | wc -c)" 0 "extended part reads as zeros"
+    : > $W/g
+    eq "$(stat -c %s $VW/g)" 0 "size after O_TRUNC"
+    printf 'hello nfs\n' > $W/g
+}
+
+chk_utimes() {
+    touch -m -d '2001-02-03 04:05:06' $W/g
+    eq "$(stat -c %Y $VW/g)" 981173106 "mtime"
+    touch -a -d '2002-03-04 05:06:07' $W/g
+    eq "$(stat -c %X $VW/g)" 1015218367 "atime"
+    eq "$(stat -c %Y $VW/g)" 981173106 "mtime after setting atime"
+    # "now": the server's clock and the guest's agree to within a minute.
+    touch $W/g
+    now=$(date +%s)
+    t=$(stat -c %Y $VW/g)
+    [ $((t - now)) -lt 60 ] && [ $((now - t)) -lt 60 ] || fail "touch to now gave mtime $t, guest time $now"
+}
+
+chk_mkfifo() {
+    mkfifo $W/p
+    [ -p $VW/p ] || fail "not a fifo on the server"
+    eq "$(stat -c %F $VW/p)" fifo "type"
+    # FIFO I/O itself is local to the client; it must still work on the NFS node.
+    (echo through > $W/p) &
+    eq "$(cat $W/p)" through "data through the fifo"
+    wait
+}
+
+chk_readdir_2000() {
+    mkdir $W/many
+    t0=$(ms)
+    i=0
+    while [ $i -lt 2000 ]; do
+        : > $W/many/f$i
+        i=$((i + 1))
+    done
+    info "readdir-create-2000-secs $((($(ms) - t0) / 1000))"
+    t0=$(ms)
+    # Dropping the caches makes the listings come from the server (READDIRPLUS).
+    drop_caches
+    ls $W/many | sort > /tmp/got
+    eq "$(wc -l < /tmp/got)" 2000 "entries"
+    i=0
+    while [ $i -lt 2000 ]; do echo f$i; i=$((i + 1)); done | sort > /tmp/want
+    cmp /tmp/want /tmp/got || fail "names differ: $(diff /tmp/want /tmp/got | head -5)"
+    drop_caches
+    eq "$(ls -l $W/many | grep -c '^-')" 2000 "entries with attributes"
+    info "readdir-list-secs $((($(ms) - t0) / 1000))"
+    t0=$(ms)
+    rm -rf $W/many
+    info "readdir-remove-2000-secs $((($(ms) - t0) / 1000))"
+    [ ! -e $VW/many ] || fail "directory still exists after rm -rf"
+}
+
+chk_unlink() {
+    rm $W/g
+    [ ! -e $VW/g ] || fail "still exists"
+    eq "$(stat -c %h $VW/h)" 1 "link count of the remaining link"
+    eq "$(head -c 5 $VW/h)" hello "content of the remaining link"
+    # Unlink while open: the client renames to .nfsXXXX and removes it on the last close.
+    exec 4< $W/h
+    rm $W/h
+    eq "$(cat <&4)" "hello nfs" "read from an unlinked open file"
+    exec 4<&-
+    sleep 1
+    eq "$(ls -a $VW | grep -c '^\.nfs')" 0 "leftover silly-renamed files"
+    rmdir $W/z/b/c
+    [ ! -e $VW/z/b/c ] || fail "rmdir: still exists"
+    if rmdir $W/z 2>/tmp/err; then fail "rmdir of a non-empty directory succeeded"; fi
+}
+
+chk_big64() {
+    dd if=/dev/urandom of=/tmp/r64 bs=1M count=64 2>/dev/null
+    src=$(sha /tmp/r64)
+    t0=$(date +%s)
+    dd if=/tmp/r64 of=$W/big64 bs=1M conv=fsync
+    t1=$(date +%s)
+    eq "$(sha $W/big64)" "$src" "checksum before remount"
+    # Drop every cache of it: unmount (binds too), drop caches, mount again.
+    host_unbind
+    umount $M
+    drop_caches
+    nfs_mount $M
+    t2=$(date +%s)
+    eq "$(sha $W/big64)" "$src" "checksum after remount"
+    t3=$(date +%s)
+    eq "$(stat -c %s $VW/big64)" 67108864 "size"
+    info "big64-sha256 $src"
+    info "big64-write-secs $((t1 - t0))"
+    info "big64-read-secs $((t3 - t2))"
+}
+
+chk_portmap() {
+    # No port options: the kernel asks the portmapper on 111 for the MOUNT and NFS ports.
+    mkdir -p /mnt3
+    mount -t nfs -o vers=3,proto=tcp,mountproto=tcp,nolock,addr=$SRV,mountaddr=$SRV \
+        "$SRV:$KT_NFS_PATH" /mnt3
+    ls /mnt3/kt > /dev/null
+    umount /mnt3
+}
+
+chk_nonroot() {
+    host_bind
+    printf secret > $W/secret
+    chmod 0600 $W/secret
+    printf public > $W/public
+    chmod 0644 $W/public
+    mkdir -p $W/rootdir
+    chmod 0755 $W/rootdir
+    as_user="chroot /host /usr/bin/setpriv --reuid 1000 --regid 1000 --clear-groups"
+    # Positive control: the same user can read a world-readable file.
+    eq "$($as_user cat /tmp/nfs/kt/public)" public "uid 1000 reading a 0644 file"
+    if out=$($as_user cat /tmp/nfs/kt/secret 2>&1); then fail "uid 1000 read a 0600 root file: $out"; fi
+    echo "$out" | grep -q 'Permission denied' || fail "want EACCES, got: $out"
+    if out=$($as_user sh -c 'echo x > /tmp/nfs/kt/rootdir/x' 2>&1); then
+        fail "uid 1000 created a file in a 0755 root directory"
+    fi
+    echo "$out" | grep -q 'Permission denied' || fail "want EACCES on create, got: $out"
+    [ ! -e $VW/rootdir/x ] || fail "denied create left a file behind"
+}
+
+chk_fsx() {
+    host_bind
+    cp /kt/fsx.toml /host/tmp/fsx.toml
+    mkdir -p /host/tmp/fsx-artifacts
+    chroot /host env TZ=UTC "$KT_FSX" -f /tmp/fsx.toml -N "$KT_FSX_OPS" -S "$KT_FSX_SEED" \
+        -P /tmp/fsx-artifacts /tmp/nfs/kt/fsx.file
+    info "fsx-ops $KT_FSX_OPS seed $KT_FSX_SEED"
+}
+
+chk_pjdfstest() {
+    host_bind
+    cp /kt/pjdfstest.toml /host/tmp/pjdfstest.toml
+    mkdir -p $W/pjd
+    chmod 0755 $W/pjd
+    rc=0
+    # -s: a second file system (the guest's tmpfs) for the EXDEV cases of link and rename.
+    mkdir -p /host/tmp/pjd-second
+    (cd /host && chroot /host env NO_COLOR=1 TZ=UTC "$KT_PJDFSTEST" -c /tmp/pjdfstest.toml \
+        -p /tmp/nfs/kt/pjd -s /tmp/pjd-second) > /tmp/pjd.out 2>&1 || rc=$?
+    cat /tmp/pjd.out
+    grep -E ' (FAILED|PASSED UNEXPECTEDLY)$' /tmp/pjd.out | awk '{print "pjdfstest-failed " $1 " " $2 $3}' \
+        >> "/tmp/kt-$CHECK.info" || true
+    # Repeat the failures with their assertion messages where run.sh's excerpt shows them.
+    grep -A3 -E ' (FAILED|PASSED UNEXPECTEDLY)$' /tmp/pjd.out || true
+    summary=$(grep '^Summary' /tmp/pjd.out || echo "no summary")
+    info "pjdfstest-summary $summary"
+    [ $rc -eq 0 ] || fail "pjdfstest exited $rc: $summary"
+}
+
+chk_restart() {
+    # timeo=10 (1 s) so the client notices the dead server quickly; default hard mount, so
+    # requests are retried until the server is back and the application sees no error.
+    R=/mnt4
+    mkdir -p $R
+    nfs_mount $R timeo=10
+    [ -f /tmp/r64 ] || dd if=/dev/urandom of=/tmp/r64 bs=1M count=64 2>/dev/null
+    src=$(sha /tmp/r64)
+    mkdir -p $R/kt
+    printf 'keep me\n' > $R/kt/keep
+    exec 3< $R/kt/keep
+    rm -f $R/.kt-restart-go $R/.kt-restart-done
+    t0=$(date +%s)
+    (dd if=/tmp/r64 of=$R/kt/restart64 bs=1M && sync) &
+    dd_pid=$!
+    # run.sh watches the export directory for this and kills the server with SIGKILL.
+    touch $R/.kt-restart-go
+    wait $dd_pid || fail "the write failed across the restart (rc $?)"
+    t1=$(date +%s)
+    touch $R/.kt-restart-done
+    info "restart-guest-write-secs $((t1 - t0))"
+    info "restart64-sha256 $src"
+    drop_caches
+    eq "$(sha $R/kt/restart64)" "$src" "checksum of the file written across the restart"
+    # The fd opened before the restart: its file handle must still resolve (no ESTALE).
+    read -r line <&3 || fail "read from the fd opened before the restart failed"
+    eq "$line" "keep me" "content read from the fd opened before the restart"
+    stat $R/kt/keep > /dev/null
+    exec 3<&-
+    umount $R
+}
+
+chk_umount() {
+    host_unbind
+    umount $V
+    umount $M
+    ! is_mounted $M || fail "still mounted"
+}
+
+"chk_$(echo "$CHECK" | tr - _)"
