@@ -42,12 +42,48 @@ enum Command {
         /// Portmapper (rpcbind) port; 0 disables the portmapper.
         #[arg(long, default_value_t = 111)]
         portmap_port: u16,
+        #[command(flatten)]
+        kube: KubeArgs,
+    },
+    /// Show our volumes as Kubernetes and the export root see them.
+    Status {
+        #[arg(long, env = "EXPORT_ROOT")]
+        export_root: PathBuf,
+        /// Provisioner name StorageClasses use.
+        #[arg(long, default_value = DEFAULT_PROVISIONER)]
+        provisioner: String,
+        /// kubeconfig file (default: in-cluster config or $KUBECONFIG).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
     },
     /// Add, remove or list volumes (works while `serve` runs).
     Volume {
         #[command(subcommand)]
         command: VolumeCommand,
     },
+}
+
+const DEFAULT_PROVISIONER: &str = "cluster.local/nfs-server-provisioner";
+
+/// The Kubernetes provisioner that runs inside `serve`.
+#[derive(clap::Args)]
+struct KubeArgs {
+    /// Provisioner name StorageClasses use.
+    #[arg(long, default_value = DEFAULT_PROVISIONER)]
+    provisioner: String,
+    /// Serve NFS only: no Kubernetes controller.
+    #[arg(long)]
+    no_controller: bool,
+    /// kubeconfig file for out-of-cluster runs (default: in-cluster config or $KUBECONFIG).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// NFS server address written into PVs (default: the ClusterIP of Service $SERVICE_NAME
+    /// in $POD_NAMESPACE, else $POD_IP).
+    #[arg(long)]
+    server_address: Option<String>,
+    /// Elect one active controller with a Lease in $POD_NAMESPACE (NFS serving never waits).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
 }
 
 #[derive(Subcommand)]
@@ -98,19 +134,28 @@ fn main() -> anyhow::Result<()> {
             nfs_port,
             mount_port,
             portmap_port,
-        } => serve(ServeConfig {
+            kube,
+        } => serve(
+            ServeConfig {
+                export_root,
+                bind,
+                nfs_port,
+                mount_port,
+                portmap_port: (portmap_port != 0).then_some(portmap_port),
+                reload_interval: Duration::from_secs(1),
+            },
+            kube,
+        ),
+        Command::Status {
             export_root,
-            bind,
-            nfs_port,
-            mount_port,
-            portmap_port: (portmap_port != 0).then_some(portmap_port),
-            reload_interval: Duration::from_secs(1),
-        }),
+            provisioner,
+            kubeconfig,
+        } => status(&export_root, &provisioner, kubeconfig.as_deref()),
         Command::Volume { command } => volume(command),
     }
 }
 
-fn serve(config: ServeConfig) -> anyhow::Result<()> {
+fn serve(config: ServeConfig, kube: KubeArgs) -> anyhow::Result<()> {
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         bail!(
@@ -124,7 +169,11 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        start(config).await?;
+        let export_root = config.export_root.clone();
+        let running = start(config).await?;
+        if !kube.no_controller {
+            start_provisioner(kube, export_root, running.store).await;
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
@@ -195,6 +244,95 @@ fn volume(command: VolumeCommand) -> anyhow::Result<()> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Starts the Kubernetes controller beside the NFS server. Without a reachable cluster
+/// configuration it logs why and leaves NFS serving alone.
+async fn start_provisioner(
+    args: KubeArgs,
+    export_root: PathBuf,
+    store: std::sync::Arc<ExportStore>,
+) {
+    let client = match provisioner::connect(args.kubeconfig.as_deref()).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                "no Kubernetes configuration: serving NFS only (pass --no-controller to say so, \
+                 or --kubeconfig to provision)"
+            );
+            return;
+        }
+    };
+    let identity = match provisioner::identity::load_or_create(&export_root) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read or create the identity file; not provisioning");
+            return;
+        }
+    };
+    let namespace = env("POD_NAMESPACE");
+    let election = match (&namespace, args.leader_elect) {
+        (Some(ns), true) => Some(provisioner::Election {
+            namespace: ns.clone(),
+            holder: format!(
+                "{}_{}",
+                env("POD_NAME")
+                    .or_else(|| env("HOSTNAME"))
+                    .unwrap_or_else(|| "nfs-server-provisioner".into()),
+                &provisioner::identity::new_uuid().unwrap_or_default()[..8]
+            ),
+            timing: provisioner::leader::Timing::default(),
+        }),
+        (None, true) => {
+            tracing::warn!("POD_NAMESPACE is not set: leader election is off");
+            None
+        }
+        _ => None,
+    };
+    let config = provisioner::controller::Config {
+        name: args.provisioner,
+        server_address: args.server_address,
+        namespace,
+        service_name: env("SERVICE_NAME"),
+        pod_ip: env("POD_IP"),
+    };
+    tracing::info!(provisioner = %config.name, %identity, "starting the provisioner");
+    tokio::spawn(provisioner::run(client, store, config, identity, election));
+}
+
+fn status(export_root: &Path, name: &str, kubeconfig: Option<&Path>) -> anyhow::Result<()> {
+    let store = open(export_root)?;
+    let identity = provisioner::identity::read(export_root)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let rows = runtime.block_on(async {
+        let client = provisioner::connect(kubeconfig).await?;
+        provisioner::status(client, &store, name, identity.as_deref()).await
+    })?;
+    println!(
+        "{:<40} {:<44} {:<10} {:>8} {:<9} {:<10} IDENTITY",
+        "CLAIM", "VOLUME", "PHASE", "SIZE", "EXPORTED", "DIRECTORY"
+    );
+    let yn = |b: bool| if b { "yes" } else { "no" };
+    for r in rows {
+        println!(
+            "{:<40} {:<44} {:<10} {:>8} {:<9} {:<10} {}",
+            r.claim,
+            r.volume,
+            r.phase,
+            r.size,
+            yn(r.exported),
+            if r.directory { "present" } else { "MISSING" },
+            if r.identity_match { "ours" } else { "OTHER" }
+        );
     }
     Ok(())
 }

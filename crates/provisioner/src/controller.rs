@@ -1,0 +1,478 @@
+//! The controller: one reconcile function for claims (provision) and one for volumes
+//! (delete), in the shape of kube-rs controllers, sharing a [`Context`].
+//!
+//! Provisioning: a Pending claim whose `storage-provisioner` annotation and StorageClass name
+//! us gets directory `pvc-<uid>` (mode from `gid`), an export, then PV `pvc-<uid>`. Every
+//! step is idempotent, so a retry after a crash anywhere ends with one directory, one export
+//! and one PV. Deleting: a Released PV with reclaim policy Delete that we provisioned and
+//! that carries our identity is unexported, its directory handled per `onDelete`, then the
+//! PV object is deleted and our finalizer removed. A PV with another identity is never
+//! touched. Failures back off from 15 s to 15 min per object and never give up.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use export_store::ExportStore;
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Service};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use thiserror::Error;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::events::{Kind, Recorder};
+use crate::params::{self, OnDelete};
+use crate::pv::{self, ANN_ON_DELETE, ANN_PROVISIONED_BY, ANN_PROVISIONER_ID, FINALIZER};
+use crate::volumes;
+
+/// Settings of the provisioner.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The provisioner name StorageClasses use (`cluster.local/nfs-server-provisioner`).
+    pub name: String,
+    /// Fixed NFS server address for PVs; otherwise the Service's ClusterIP, else `pod_ip`.
+    pub server_address: Option<String>,
+    pub namespace: Option<String>,
+    pub service_name: Option<String>,
+    pub pod_ip: Option<String>,
+}
+
+/// Errors of one reconcile; all are retried with backoff.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("export store: {0}")]
+    Store(#[from] export_store::StoreError),
+    #[error("{0}")]
+    Params(#[from] params::ParamError),
+    #[error("{0}")]
+    Claim(#[from] pv::ClaimError),
+    #[error("StorageClass {0:?} not found")]
+    NoClass(String),
+    #[error(
+        "no NFS server address: give --server-address, or SERVICE_NAME/POD_NAMESPACE, or POD_IP"
+    )]
+    NoAddress,
+    #[error("worker failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// What every reconcile needs.
+pub struct Context {
+    pub client: Client,
+    pub store: Arc<ExportStore>,
+    pub config: Config,
+    pub identity: String,
+    pub recorder: Recorder,
+    /// True while this process holds the leader lease (always true without election).
+    pub leader: watch::Receiver<bool>,
+    failures: Mutex<HashMap<String, u32>>,
+    warned_foreign: Mutex<HashSet<String>>,
+    /// PVs seen with our provisioner name but another identity (never touched).
+    pub foreign_volumes: AtomicU64,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        store: Arc<ExportStore>,
+        config: Config,
+        identity: String,
+        leader: watch::Receiver<bool>,
+    ) -> Self {
+        let recorder = Recorder::new(client.clone(), &config.name);
+        Self {
+            client,
+            store,
+            config,
+            identity,
+            recorder,
+            leader,
+            failures: Mutex::new(HashMap::new()),
+            warned_foreign: Mutex::new(HashSet::new()),
+            foreign_volumes: AtomicU64::new(0),
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+
+    /// The next retry delay for `key`: 15 s doubling to 15 min, never giving up.
+    fn backoff(&self, key: &str) -> Duration {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = f.entry(key.to_owned()).or_insert(0);
+        let delay = Duration::from_secs(15u64.saturating_mul(1 << (*n).min(6)).min(900));
+        *n += 1;
+        delay
+    }
+
+    fn succeeded(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
+    async fn server_address(&self) -> Result<String, Error> {
+        if let Some(a) = &self.config.server_address {
+            return Ok(a.clone());
+        }
+        if let (Some(ns), Some(svc)) = (&self.config.namespace, &self.config.service_name) {
+            let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
+            if let Some(ip) = api
+                .get_opt(svc)
+                .await?
+                .and_then(|s| s.spec)
+                .and_then(|s| s.cluster_ip)
+                .filter(|ip| !ip.is_empty() && ip != "None")
+            {
+                return Ok(ip);
+            }
+        }
+        self.config.pod_ip.clone().ok_or(Error::NoAddress)
+    }
+}
+
+fn claim_names_us(pvc: &PersistentVolumeClaim, name: &str) -> bool {
+    let ann = pvc.annotations();
+    [
+        pv::ANN_STORAGE_PROVISIONER,
+        pv::ANN_STORAGE_PROVISIONER_BETA,
+    ]
+    .iter()
+    .any(|k| ann.get(*k).map(String::as_str) == Some(name))
+}
+
+/// Reconciles one claim: provisions it if it is ours and unbound.
+pub async fn reconcile_claim(
+    pvc: Arc<PersistentVolumeClaim>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    if !ctx.is_leader() {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    let spec = pvc.spec.clone().unwrap_or_default();
+    let pending = pvc
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_none_or(|p| p == "Pending");
+    if pvc.metadata.deletion_timestamp.is_some()
+        || spec.volume_name.as_deref().is_some_and(|v| !v.is_empty())
+        || !pending
+        || !claim_names_us(&pvc, &ctx.config.name)
+    {
+        return Ok(Action::await_change());
+    }
+    let Some(class_name) = spec.storage_class_name.clone() else {
+        return Ok(Action::await_change());
+    };
+    let classes: Api<StorageClass> = Api::all(ctx.client.clone());
+    let class = classes
+        .get_opt(&class_name)
+        .await?
+        .ok_or_else(|| Error::NoClass(class_name.clone()))?;
+    if class.provisioner != ctx.config.name {
+        return Ok(Action::await_change());
+    }
+    let name = pv::volume_name(&pvc)?;
+    let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    if pvs.get_opt(&name).await?.is_some() {
+        ctx.succeeded(&name);
+        return Ok(Action::await_change());
+    }
+    if let Err(e) = pv::check_claim(&pvc) {
+        // As the old provisioner: reported, not retried until the claim changes.
+        ctx.recorder
+            .record(
+                pvc.as_ref(),
+                Kind::Warning,
+                "ProvisioningFailed",
+                &e.to_string(),
+            )
+            .await;
+        return Ok(Action::await_change());
+    }
+    let params = match params::parse(&class.parameters.clone().unwrap_or_default()) {
+        Ok(p) => p,
+        Err(e) => {
+            ctx.recorder
+                .record(
+                    pvc.as_ref(),
+                    Kind::Warning,
+                    "ProvisioningFailed",
+                    &e.to_string(),
+                )
+                .await;
+            return Err(e.into());
+        }
+    };
+    let claim = format!("{}/{}", pvc.namespace().unwrap_or_default(), pvc.name_any());
+    ctx.recorder
+        .record(
+            pvc.as_ref(),
+            Kind::Normal,
+            "Provisioning",
+            &format!("External provisioner is provisioning volume for claim \"{claim}\""),
+        )
+        .await;
+    let result = provision(&pvc, &class, &params, &name, &ctx).await;
+    match &result {
+        Ok(true) => {
+            ctx.succeeded(&name);
+            info!(%claim, volume = %name, "provisioned");
+            ctx.recorder
+                .record(
+                    pvc.as_ref(),
+                    Kind::Normal,
+                    "ProvisioningSucceeded",
+                    &format!("Successfully provisioned volume {name}"),
+                )
+                .await;
+        }
+        Ok(false) => info!(%claim, "claim went away while provisioning; cleaned up"),
+        Err(e) => {
+            ctx.recorder
+                .record(
+                    pvc.as_ref(),
+                    Kind::Warning,
+                    "ProvisioningFailed",
+                    &format!("failed to provision volume with StorageClass \"{class_name}\": {e}"),
+                )
+                .await
+        }
+    }
+    result.map(|_| Action::await_change())
+}
+
+/// Directory, export, PV. Returns false when the claim vanished meanwhile (then nothing is
+/// left behind).
+async fn provision(
+    pvc: &PersistentVolumeClaim,
+    class: &StorageClass,
+    params: &params::Params,
+    name: &str,
+    ctx: &Context,
+) -> Result<bool, Error> {
+    let store = Arc::clone(&ctx.store);
+    let (vol, p, ro) = (name.to_owned(), params.clone(), pv::read_only_claim(pvc));
+    tokio::task::spawn_blocking(move || volumes::provision(&store, &vol, &p, ro)).await??;
+    let server = ctx.server_address().await?;
+    let ns = pvc.namespace().unwrap_or_default();
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    let still_there = claims
+        .get_opt(&pvc.name_any())
+        .await?
+        .is_some_and(|c| c.uid() == pvc.uid() && c.metadata.deletion_timestamp.is_none());
+    if !still_there {
+        let store = Arc::clone(&ctx.store);
+        let vol = name.to_owned();
+        tokio::task::spawn_blocking(move || volumes::abandon(&store, &vol)).await??;
+        return Ok(false);
+    }
+    let volume = pv::build(&pv::PvInput {
+        pvc,
+        class,
+        params,
+        provisioner: &ctx.config.name,
+        identity: &ctx.identity,
+        server: &server,
+    })?;
+    let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    match pvs.create(&PostParams::default(), &volume).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(true),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Backoff for claims and volumes.
+pub fn error_policy<K: kube::Resource>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = obj.meta().uid.clone().unwrap_or_default();
+    let delay = ctx.backoff(&key);
+    warn!(object = %obj.meta().name.clone().unwrap_or_default(), error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+fn ours(pv: &PersistentVolume, name: &str) -> bool {
+    pv.annotations().get(ANN_PROVISIONED_BY).map(String::as_str) == Some(name)
+}
+
+/// Reconciles one PV: deletes the volume of a Released PV we own.
+pub async fn reconcile_volume(
+    pv: Arc<PersistentVolume>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    if !ctx.is_leader() {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    if !ours(&pv, &ctx.config.name) {
+        return Ok(Action::await_change());
+    }
+    let name = pv.name_any();
+    let phase = pv
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default();
+    let reclaim = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.persistent_volume_reclaim_policy.clone())
+        .unwrap_or_default();
+    let has_finalizer = pv.finalizers().iter().any(|f| f == FINALIZER);
+    let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    if phase == "Released" && reclaim == "Delete" {
+        let id = pv
+            .annotations()
+            .get(ANN_PROVISIONER_ID)
+            .cloned()
+            .unwrap_or_default();
+        if id != ctx.identity {
+            let first = ctx
+                .warned_foreign
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.clone());
+            if first {
+                ctx.foreign_volumes.fetch_add(1, Ordering::Relaxed);
+                warn!(volume = %name, their_identity = %id, "not deleting a volume of another provisioner instance");
+                ctx.recorder
+                    .record(
+                        pv.as_ref(),
+                        Kind::Warning,
+                        "VolumeFailedDelete",
+                        &format!(
+                            "not deleting: this volume was provisioned by identity {id:?}, this provisioner is {:?}",
+                            ctx.identity
+                        ),
+                    )
+                    .await;
+            }
+            return Ok(Action::await_change());
+        }
+        let on_delete = pv
+            .annotations()
+            .get(ANN_ON_DELETE)
+            .and_then(|s| OnDelete::parse(s))
+            .unwrap_or_default();
+        let store = Arc::clone(&ctx.store);
+        let vol = name.clone();
+        let discarded =
+            tokio::task::spawn_blocking(move || volumes::discard(&store, &vol, on_delete)).await?;
+        if let Err(e) = discarded {
+            ctx.recorder
+                .record(
+                    pv.as_ref(),
+                    Kind::Warning,
+                    "VolumeFailedDelete",
+                    &e.to_string(),
+                )
+                .await;
+            return Err(e.into());
+        }
+        if pv.metadata.deletion_timestamp.is_none() {
+            match pvs.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        info!(volume = %name, on_delete = on_delete.as_str(), "deleted");
+    } else if pv.metadata.deletion_timestamp.is_none() {
+        return Ok(Action::await_change());
+    }
+    // The PV is being deleted and its data was handled (or is kept): let it go.
+    if has_finalizer {
+        remove_finalizer(&pvs, &pv).await?;
+    }
+    ctx.succeeded(&pv.uid().unwrap_or_default());
+    Ok(Action::await_change())
+}
+
+async fn remove_finalizer(pvs: &Api<PersistentVolume>, pv: &PersistentVolume) -> Result<(), Error> {
+    let rest: Vec<&String> = pv.finalizers().iter().filter(|f| *f != FINALIZER).collect();
+    let patch = serde_json::json!({ "metadata": { "finalizers": rest, "resourceVersion": pv.resource_version() } });
+    match pvs
+        .patch(
+            &pv.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Before serving: every PV of ours is exported again (adopting directories written by the
+/// old provisioner); a PV whose directory is missing gets a `VolumeDataMissing` Warning on
+/// the PV and its claim.
+pub async fn register_existing(ctx: &Context) -> Result<usize, Error> {
+    let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    let mut served = 0;
+    for pv in pvs.list(&ListParams::default()).await? {
+        if !ours(&pv, &ctx.config.name)
+            || pv.annotations().get(ANN_PROVISIONER_ID) != Some(&ctx.identity)
+        {
+            continue;
+        }
+        let name = pv.name_any();
+        let store = Arc::clone(&ctx.store);
+        let vol = name.clone();
+        let present = tokio::task::spawn_blocking(move || {
+            if volumes::present(&store, &vol) {
+                volumes::adopt(&store, &vol).map(|_| true)
+            } else {
+                Ok(false)
+            }
+        })
+        .await??;
+        if present {
+            served += 1;
+            continue;
+        }
+        let msg = format!(
+            "the data directory of volume {name} is missing from the export root {}; the data is lost",
+            ctx.store.root().display()
+        );
+        warn!(volume = %name, "{msg}");
+        ctx.recorder
+            .record(&pv, Kind::Warning, "VolumeDataMissing", &msg)
+            .await;
+        if let Some(claim_ref) = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref())
+            && let (Some(ns), Some(claim)) = (&claim_ref.namespace, &claim_ref.name)
+        {
+            let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+            if let Some(pvc) = claims.get_opt(claim).await? {
+                ctx.recorder
+                    .record(&pvc, Kind::Warning, "VolumeDataMissing", &msg)
+                    .await;
+            }
+        }
+    }
+    Ok(served)
+}
+
+/// Runs both controllers until they stop (they run as long as the API can be watched).
+pub async fn run(ctx: Arc<Context>) {
+    let claims: Api<PersistentVolumeClaim> = Api::all(ctx.client.clone());
+    let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    let claim_loop = Controller::new(claims, watcher::Config::default())
+        .run(reconcile_claim, error_policy, Arc::clone(&ctx))
+        .for_each(|_| async {});
+    let volume_loop = Controller::new(pvs, watcher::Config::default())
+        .run(reconcile_volume, error_policy, Arc::clone(&ctx))
+        .for_each(|_| async {});
+    tokio::join!(claim_loop, volume_loop);
+}

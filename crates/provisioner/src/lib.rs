@@ -1,0 +1,168 @@
+//! The Kubernetes dynamic provisioner: PersistentVolumeClaims of our StorageClass become
+//! volumes in the export store and PersistentVolumes that point at our NFS server.
+//!
+//! It talks to the NFS side only through `export-store` (add/remove a volume), never through
+//! NFS, and the NFS data path never waits for it: if the API server is unreachable or the
+//! leader lease is lost, provisioning pauses and serving goes on.
+//!
+//! - [`params`]: StorageClass parameters;
+//! - [`pv`]: the PV built for a claim;
+//! - [`identity`]: the identity file shared with the old provisioner;
+//! - [`volumes`]: directory + export creation and deletion;
+//! - [`events`]: Events on claims and volumes;
+//! - [`leader`]: Lease-based leader election;
+//! - [`controller`]: the reconcile loops.
+
+pub mod controller;
+pub mod events;
+pub mod identity;
+pub mod leader;
+pub mod params;
+pub mod pv;
+pub mod volumes;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use export_store::ExportStore;
+use k8s_openapi::api::core::v1::PersistentVolume;
+use kube::api::ListParams;
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+/// Connects to the API server: the given kubeconfig, else in-cluster or `$KUBECONFIG`.
+pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, kube::Error> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc =
+                kube::config::Kubeconfig::read_from(path).map_err(kube::Error::InferKubeconfig)?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(kube::Error::InferKubeconfig)?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(kube::Error::InferConfig)?,
+    };
+    Client::try_from(config)
+}
+
+/// How the controller takes part in leader election.
+#[derive(Clone, Debug)]
+pub struct Election {
+    pub namespace: String,
+    pub holder: String,
+    pub timing: leader::Timing,
+}
+
+/// Runs the provisioner: re-registers existing volumes (retrying until the API answers),
+/// then the controllers, gated by leader election when `election` is given. Never returns
+/// while the process serves.
+pub async fn run(
+    client: Client,
+    store: Arc<ExportStore>,
+    config: controller::Config,
+    identity: String,
+    election: Option<Election>,
+) {
+    let (tx, rx) = watch::channel(election.is_none());
+    if let Some(e) = election {
+        tokio::spawn(leader::campaign(
+            client.clone(),
+            e.namespace,
+            leader::lease_name(&config.name),
+            e.holder,
+            e.timing,
+            tx,
+        ));
+    }
+    // Without election the channel keeps its initial `true`: this process always leads.
+    let ctx = Arc::new(controller::Context::new(
+        client, store, config, identity, rx,
+    ));
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match controller::register_existing(&ctx).await {
+            Ok(n) => {
+                info!(volumes = n, "existing volumes exported");
+                break;
+            }
+            Err(e) => {
+                error!(error = %e, retry_in = ?delay, "cannot list PersistentVolumes; NFS keeps serving");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+    controller::run(ctx).await;
+}
+
+/// One line of `status`.
+#[derive(Debug, Clone)]
+pub struct StatusRow {
+    pub claim: String,
+    pub volume: String,
+    pub phase: String,
+    pub size: String,
+    pub exported: bool,
+    pub directory: bool,
+    pub identity_match: bool,
+}
+
+/// Our volumes as Kubernetes and the export store see them.
+pub async fn status(
+    client: Client,
+    store: &ExportStore,
+    provisioner: &str,
+    identity: Option<&str>,
+) -> Result<Vec<StatusRow>, kube::Error> {
+    let pvs: Api<PersistentVolume> = Api::all(client);
+    let mut rows = Vec::new();
+    for pv in pvs.list(&ListParams::default()).await? {
+        if pv
+            .annotations()
+            .get(pv::ANN_PROVISIONED_BY)
+            .map(String::as_str)
+            != Some(provisioner)
+        {
+            continue;
+        }
+        let name = pv.name_any();
+        let spec = pv.spec.clone().unwrap_or_default();
+        let claim = spec
+            .claim_ref
+            .as_ref()
+            .map(|c| {
+                format!(
+                    "{}/{}",
+                    c.namespace.clone().unwrap_or_default(),
+                    c.name.clone().unwrap_or_default()
+                )
+            })
+            .unwrap_or_else(|| "-".into());
+        rows.push(StatusRow {
+            claim,
+            volume: name.clone(),
+            phase: pv
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default(),
+            size: spec
+                .capacity
+                .and_then(|c| c.get("storage").map(|q| q.0.clone()))
+                .unwrap_or_default(),
+            exported: store.volume_by_name(&name).is_some(),
+            directory: volumes::present(store, &name),
+            identity_match: identity.is_some()
+                && pv
+                    .annotations()
+                    .get(pv::ANN_PROVISIONER_ID)
+                    .map(String::as_str)
+                    == identity,
+        });
+    }
+    Ok(rows)
+}
