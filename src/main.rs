@@ -297,11 +297,11 @@ async fn start_provisioner(
         _ => None,
     };
     let config = provisioner::controller::Config {
-        name: args.provisioner,
         server_address: args.server_address,
         namespace,
         service_name: env("SERVICE_NAME"),
         pod_ip: env("POD_IP"),
+        ..provisioner::controller::Config::new(&args.provisioner)
     };
     tracing::info!(provisioner = %config.name, %identity, "starting the provisioner");
     tokio::spawn(provisioner::run(client, store, config, identity, election));

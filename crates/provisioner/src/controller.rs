@@ -41,6 +41,22 @@ pub struct Config {
     pub namespace: Option<String>,
     pub service_name: Option<String>,
     pub pod_ip: Option<String>,
+    /// First retry delay; doubles per failure up to 60 times this (15 s .. 15 min).
+    pub retry_base: Duration,
+}
+
+impl Config {
+    /// Defaults for provisioner `name`.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            server_address: None,
+            namespace: None,
+            service_name: None,
+            pod_ip: None,
+            retry_base: Duration::from_secs(15),
+        }
+    }
 }
 
 /// Errors of one reconcile; all are retried with backoff.
@@ -75,6 +91,9 @@ pub struct Context {
     pub leader: watch::Receiver<bool>,
     failures: Mutex<HashMap<String, u32>>,
     warned_foreign: Mutex<HashSet<String>>,
+    /// Volumes created for a claim whose PV does not exist yet: if the claim disappears
+    /// before the PV is created, the janitor removes them (they were never handed out).
+    provisional: Mutex<HashMap<String, (String, String)>>,
     /// PVs seen with our provisioner name but another identity (never touched).
     pub foreign_volumes: AtomicU64,
 }
@@ -97,6 +116,7 @@ impl Context {
             leader,
             failures: Mutex::new(HashMap::new()),
             warned_foreign: Mutex::new(HashSet::new()),
+            provisional: Mutex::new(HashMap::new()),
             foreign_volumes: AtomicU64::new(0),
         }
     }
@@ -109,7 +129,8 @@ impl Context {
     fn backoff(&self, key: &str) -> Duration {
         let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let n = f.entry(key.to_owned()).or_insert(0);
-        let delay = Duration::from_secs(15u64.saturating_mul(1 << (*n).min(6)).min(900));
+        let base = self.config.retry_base;
+        let delay = (base * (1u32 << (*n).min(6))).min(base * 60);
         *n += 1;
         delay
     }
@@ -264,9 +285,13 @@ async fn provision(
 ) -> Result<bool, Error> {
     let store = Arc::clone(&ctx.store);
     let (vol, p, ro) = (name.to_owned(), params.clone(), pv::read_only_claim(pvc));
+    let ns = pvc.namespace().unwrap_or_default();
+    ctx.provisional
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(name.to_owned(), (ns.clone(), pvc.name_any()));
     tokio::task::spawn_blocking(move || volumes::provision(&store, &vol, &p, ro)).await??;
     let server = ctx.server_address().await?;
-    let ns = pvc.namespace().unwrap_or_default();
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
     let still_there = claims
         .get_opt(&pvc.name_any())
@@ -288,10 +313,47 @@ async fn provision(
     })?;
     let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
     match pvs.create(&PostParams::default(), &volume).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(true),
-        Err(e) => Err(e.into()),
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
     }
+    ctx.provisional
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(name);
+    Ok(true)
+}
+
+/// Removes provisional volumes whose claim is gone and that never got a PV.
+pub async fn sweep_provisional(ctx: &Context) -> Result<(), Error> {
+    let pending: Vec<(String, (String, String))> = ctx
+        .provisional
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    for (name, (ns, claim)) in pending {
+        let uid = name.strip_prefix("pvc-").unwrap_or_default();
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+        let claim_alive = claims
+            .get_opt(&claim)
+            .await?
+            .is_some_and(|c| c.uid().as_deref() == Some(uid));
+        if claim_alive || pvs.get_opt(&name).await?.is_some() {
+            continue;
+        }
+        let store = Arc::clone(&ctx.store);
+        let vol = name.clone();
+        tokio::task::spawn_blocking(move || volumes::abandon(&store, &vol)).await??;
+        ctx.provisional
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&name);
+        info!(volume = %name, claim = %format!("{ns}/{claim}"), "claim deleted during provisioning; volume removed");
+    }
+    Ok(())
 }
 
 /// Backoff for claims and volumes.
@@ -474,5 +536,15 @@ pub async fn run(ctx: Arc<Context>) {
     let volume_loop = Controller::new(pvs, watcher::Config::default())
         .run(reconcile_volume, error_policy, Arc::clone(&ctx))
         .for_each(|_| async {});
-    tokio::join!(claim_loop, volume_loop);
+    let janitor = async {
+        loop {
+            tokio::time::sleep(ctx.config.retry_base).await;
+            if ctx.is_leader()
+                && let Err(e) = sweep_provisional(&ctx).await
+            {
+                warn!(error = %e, "cannot check provisional volumes");
+            }
+        }
+    };
+    tokio::join!(claim_loop, volume_loop, janitor);
 }

@@ -1,0 +1,622 @@
+//! The provisioner's whole controller loop against the in-process Kubernetes API stand-in
+//! (real HTTP: list, watch, get, create, patch, delete, finalizers), with a real export store
+//! on disk, and end to end through our NFS server with an independent NFS client.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use export_store::ExportStore;
+use kube_standin::{StandIn, Verb};
+use provisioner::controller::Config;
+use serde_json::{Value, json};
+
+const NAME: &str = "test.local/nfs";
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Setup {
+    api: StandIn,
+    store: Arc<ExportStore>,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn root(&self) -> &Path {
+        self.store.root()
+    }
+}
+
+fn config() -> Config {
+    Config {
+        server_address: Some("10.0.0.1".into()),
+        retry_base: Duration::from_millis(200),
+        ..Config::new(NAME)
+    }
+}
+
+async fn client(api: &StandIn) -> kube::Client {
+    kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap()
+}
+
+/// A stand-in API, an export store, and a StorageClass `nfs` with `parameters`.
+async fn setup(parameters: Value) -> Setup {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let store = Arc::new(ExportStore::open(dir.path()).unwrap());
+    let api = StandIn::start().await;
+    api.insert(json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "nfs"},
+        "provisioner": NAME,
+        "reclaimPolicy": "Delete",
+        "mountOptions": ["vers=3"],
+        "parameters": parameters,
+    }))
+    .unwrap();
+    Setup {
+        api,
+        store,
+        _dir: dir,
+    }
+}
+
+async fn start_controller(s: &Setup, config: Config, election: Option<provisioner::Election>) {
+    let identity = provisioner::identity::load_or_create(s.root()).unwrap();
+    let client = client(&s.api).await;
+    tokio::spawn(provisioner::run(
+        client,
+        Arc::clone(&s.store),
+        config,
+        identity,
+        election,
+    ));
+}
+
+fn claim(name: &str, extra_spec: Value) -> Value {
+    let mut spec = json!({
+        "accessModes": ["ReadWriteMany"],
+        "resources": {"requests": {"storage": "1Gi"}},
+        "storageClassName": "nfs",
+    });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra_spec.as_object()) {
+        for (k, v) in extra {
+            spec.insert(k.clone(), v.clone());
+        }
+    }
+    json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": name, "namespace": "apps",
+            "annotations": {"volume.kubernetes.io/storage-provisioner": NAME},
+        },
+        "spec": spec,
+        "status": {"phase": "Pending"},
+    })
+}
+
+/// Creates a claim and returns its uid.
+fn add_claim(s: &Setup, name: &str, extra_spec: Value) -> String {
+    let c = s.api.insert(claim(name, extra_spec)).unwrap();
+    c["metadata"]["uid"].as_str().unwrap().to_owned()
+}
+
+async fn wait_pv(s: &Setup, uid: &str) -> Value {
+    let name = format!("pvc-{uid}");
+    s.api
+        .wait_for(WAIT, |a| a.get("persistentvolumes", None, &name))
+        .await
+        .unwrap_or_else(|| panic!("no PV {name}; events: {:?}", s.api.event_reasons()))
+}
+
+async fn wait_event(s: &Setup, reason: &str) {
+    let found = s
+        .api
+        .wait_for(WAIT, |a| {
+            a.event_reasons().iter().any(|r| r == reason).then_some(())
+        })
+        .await;
+    assert!(
+        found.is_some(),
+        "no {reason} event; got {:?}",
+        s.api.event_reasons()
+    );
+}
+
+fn events(s: &Setup) -> Vec<Value> {
+    s.api.list("events")
+}
+
+fn registered(s: &Setup) -> Vec<String> {
+    s.store
+        .registry()
+        .load()
+        .unwrap()
+        .volumes
+        .into_iter()
+        .map(|v| v.name)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_becomes_directory_export_and_pv_like_the_old_provisioner() {
+    let s = setup(json!({})).await;
+    start_controller(&s, config(), None).await;
+    let uid = add_claim(&s, "data", json!({}));
+    let pv = wait_pv(&s, &uid).await;
+    let name = format!("pvc-{uid}");
+
+    let ann = &pv["metadata"]["annotations"];
+    assert_eq!(ann["pv.kubernetes.io/provisioned-by"], NAME);
+    assert_eq!(ann["kubernetes.io/createdby"], "nfs-dynamic-provisioner");
+    let identity = std::fs::read_to_string(s.root().join("nfs-provisioner.identity")).unwrap();
+    assert_eq!(ann["Provisioner_Id"], identity.as_str());
+    assert_eq!(
+        pv["metadata"]["finalizers"],
+        json!(["external-provisioner.volume.kubernetes.io/finalizer"])
+    );
+    let spec = &pv["spec"];
+    assert_eq!(
+        spec["nfs"],
+        json!({"server": "10.0.0.1", "path": format!("/export/{name}"), "readOnly": false})
+    );
+    assert_eq!(spec["capacity"]["storage"], "1Gi");
+    assert_eq!(spec["accessModes"], json!(["ReadWriteMany"]));
+    assert_eq!(spec["persistentVolumeReclaimPolicy"], "Delete");
+    assert_eq!(spec["storageClassName"], "nfs");
+    assert_eq!(spec["mountOptions"], json!(["vers=3"]));
+    assert_eq!(spec["claimRef"]["uid"], uid.as_str());
+    assert_eq!(spec["claimRef"]["name"], "data");
+
+    let dir = s.root().join(&name);
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o2777, "gid none: mode 2777");
+    assert_eq!(registered(&s), vec![name.clone()]);
+    wait_event(&s, "ProvisioningSucceeded").await;
+    let reasons = s.api.event_reasons();
+    assert!(reasons.contains(&"Provisioning".to_owned()), "{reasons:?}");
+    let ev = events(&s)
+        .into_iter()
+        .find(|e| e["reason"] == "ProvisioningSucceeded")
+        .unwrap();
+    assert_eq!(ev["involvedObject"]["kind"], "PersistentVolumeClaim");
+    assert_eq!(ev["involvedObject"]["uid"], uid.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_address_comes_from_the_service_cluster_ip() {
+    let s = setup(json!({"gid": "1234"})).await;
+    s.api
+        .insert(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "nfs-provisioner", "namespace": "storage"},
+            "spec": {"clusterIP": "10.96.7.7", "ports": [{"port": 2049}, {"port": 9100, "name": "metrics"}]},
+        }))
+        .unwrap();
+    let cfg = Config {
+        server_address: None,
+        namespace: Some("storage".into()),
+        service_name: Some("nfs-provisioner".into()),
+        pod_ip: Some("10.244.0.9".into()),
+        ..config()
+    };
+    start_controller(&s, cfg, None).await;
+    let uid = add_claim(&s, "data", json!({}));
+    let pv = wait_pv(&s, &uid).await;
+    assert_eq!(pv["spec"]["nfs"]["server"], "10.96.7.7");
+    let dir = s.root().join(format!("pvc-{uid}"));
+    let meta = std::fs::metadata(&dir).unwrap();
+    assert_eq!(
+        meta.permissions().mode() & 0o7777,
+        0o2071,
+        "gid N: mode 2071"
+    );
+    assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), 1234);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_pv_create_is_retried_and_ends_with_one_directory_export_and_pv() {
+    let s = setup(json!({})).await;
+    s.api.fail(Verb::Create, "persistentvolumes", 500, 2);
+    start_controller(&s, config(), None).await;
+    let uid = add_claim(&s, "data", json!({}));
+    wait_pv(&s, &uid).await;
+    assert_eq!(s.api.list("persistentvolumes").len(), 1);
+    assert_eq!(registered(&s), vec![format!("pvc-{uid}")]);
+    let dirs: Vec<_> = std::fs::read_dir(s.root())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pvc-"))
+        .collect();
+    assert_eq!(dirs.len(), 1);
+    wait_event(&s, "ProvisioningFailed").await;
+    wait_event(&s, "ProvisioningSucceeded").await;
+}
+
+async fn release_and_wait_gone(s: &Setup, uid: &str) {
+    let name = format!("pvc-{uid}");
+    s.api
+        .update_status(
+            "persistentvolumes",
+            None,
+            &name,
+            json!({"phase": "Released"}),
+        )
+        .unwrap();
+    let gone = s
+        .api
+        .wait_for(WAIT, |a| {
+            a.get("persistentvolumes", None, &name)
+                .is_none()
+                .then_some(())
+        })
+        .await;
+    assert!(
+        gone.is_some(),
+        "PV {name} not deleted; events {:?}",
+        s.api.event_reasons()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn released_volumes_are_unexported_then_deleted_archived_or_retained() {
+    for (on_delete, expect) in [
+        ("delete", "gone"),
+        ("archive", "archived"),
+        ("retain", "kept"),
+    ] {
+        let s = setup(json!({"onDelete": on_delete})).await;
+        start_controller(&s, config(), None).await;
+        let uid = add_claim(&s, "data", json!({}));
+        wait_pv(&s, &uid).await;
+        let name = format!("pvc-{uid}");
+        std::fs::write(s.root().join(&name).join("file"), b"data").unwrap();
+        release_and_wait_gone(&s, &uid).await;
+        assert!(registered(&s).is_empty(), "{on_delete}: still exported");
+        let dir_exists = s.root().join(&name).exists();
+        let archived = std::fs::read_dir(s.root())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("archived-{name}-"))
+            });
+        match expect {
+            "gone" => assert!(!dir_exists && !archived, "delete"),
+            "archived" => assert!(!dir_exists && archived, "archive"),
+            _ => assert!(dir_exists && !archived, "retain"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_with_another_identity_is_never_touched() {
+    let s = setup(json!({})).await;
+    std::fs::create_dir(s.root().join("pvc-foreign")).unwrap();
+    std::fs::write(s.root().join("pvc-foreign/keep"), b"precious").unwrap();
+    s.api
+        .insert(json!({
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {
+                "name": "pvc-foreign",
+                "annotations": {
+                    "pv.kubernetes.io/provisioned-by": NAME,
+                    "Provisioner_Id": "someone-else",
+                },
+                "finalizers": ["external-provisioner.volume.kubernetes.io/finalizer"],
+            },
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteMany"],
+                "persistentVolumeReclaimPolicy": "Delete",
+                "nfs": {"server": "10.0.0.1", "path": "/export/pvc-foreign"},
+            },
+            "status": {"phase": "Released"},
+        }))
+        .unwrap();
+    start_controller(&s, config(), None).await;
+    wait_event(&s, "VolumeFailedDelete").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        s.api
+            .get("persistentvolumes", None, "pvc-foreign")
+            .is_some()
+    );
+    assert_eq!(
+        std::fs::read(s.root().join("pvc-foreign/keep")).unwrap(),
+        b"precious"
+    );
+    let deletes = s
+        .api
+        .request_log()
+        .iter()
+        .filter(|r| r.to_string().starts_with("DELETE"))
+        .count();
+    assert_eq!(deletes, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_parameter_is_a_provisioning_failed_event_naming_it() {
+    let s = setup(json!({"onDelete": "shred"})).await;
+    start_controller(&s, config(), None).await;
+    let uid = add_claim(&s, "data", json!({}));
+    wait_event(&s, "ProvisioningFailed").await;
+    let ev = events(&s)
+        .into_iter()
+        .find(|e| e["reason"] == "ProvisioningFailed")
+        .unwrap();
+    let msg = ev["message"].as_str().unwrap();
+    assert!(msg.contains("onDelete") && msg.contains("shred"), "{msg}");
+    assert!(
+        s.api
+            .get("persistentvolumes", None, &format!("pvc-{uid}"))
+            .is_none()
+    );
+    assert!(registered(&s).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_and_selector_claims_are_rejected() {
+    let s = setup(json!({})).await;
+    start_controller(&s, config(), None).await;
+    let block = add_claim(&s, "raw", json!({"volumeMode": "Block"}));
+    let sel = add_claim(
+        &s,
+        "picky",
+        json!({"selector": {"matchLabels": {"a": "b"}}}),
+    );
+    let both = s
+        .api
+        .wait_for(WAIT, |a| {
+            let msgs: Vec<String> = a
+                .list("events")
+                .iter()
+                .filter(|e| e["reason"] == "ProvisioningFailed")
+                .filter_map(|e| e["message"].as_str().map(str::to_owned))
+                .collect();
+            (msgs.iter().any(|m| m.contains("Block"))
+                && msgs.iter().any(|m| m.contains("Selector")))
+            .then_some(())
+        })
+        .await;
+    assert!(both.is_some(), "{:?}", events(&s));
+    for uid in [block, sel] {
+        assert!(
+            s.api
+                .get("persistentvolumes", None, &format!("pvc-{uid}"))
+                .is_none()
+        );
+    }
+    assert!(registered(&s).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_deleted_mid_provisioning_leaves_nothing_behind() {
+    let s = setup(json!({})).await;
+    // PV creation keeps failing, so the volume exists but its PV never does.
+    s.api.fail(Verb::Create, "persistentvolumes", 500, 1000);
+    start_controller(&s, config(), None).await;
+    let uid = add_claim(&s, "data", json!({}));
+    let name = format!("pvc-{uid}");
+    let root = s.root().to_owned();
+    let created = s
+        .api
+        .wait_for(WAIT, |_| root.join(&name).exists().then_some(()))
+        .await;
+    assert!(created.is_some());
+    s.api
+        .delete("persistentvolumeclaims", Some("apps"), "data")
+        .unwrap();
+    for _ in 0..100 {
+        if !s.root().join(&name).exists() && registered(&s).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!s.root().join(&name).exists(), "directory left behind");
+    assert!(registered(&s).is_empty(), "export left behind");
+    assert!(s.api.list("persistentvolumes").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_controllers_only_the_leader_provisions() {
+    let s = setup(json!({})).await;
+    let timing = provisioner::leader::Timing {
+        duration: Duration::from_secs(3),
+        renew: Duration::from_millis(300),
+    };
+    for holder in ["a", "b"] {
+        let election = provisioner::Election {
+            namespace: "storage".into(),
+            holder: holder.into(),
+            timing,
+        };
+        start_controller(&s, config(), Some(election)).await;
+    }
+    let uids: Vec<String> = (0..3)
+        .map(|i| add_claim(&s, &format!("c{i}"), json!({})))
+        .collect();
+    for uid in &uids {
+        wait_pv(&s, uid).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lease = s
+        .api
+        .get("leases", Some("storage"), "test.local-nfs")
+        .unwrap();
+    let holder = lease["spec"]["holderIdentity"].as_str().unwrap();
+    assert!(holder == "a" || holder == "b");
+    let provisioning = s
+        .api
+        .event_reasons()
+        .iter()
+        .filter(|r| *r == "Provisioning")
+        .count();
+    assert_eq!(provisioning, 3, "only one controller acts on each claim");
+    let pv_creates = s
+        .api
+        .request_log()
+        .iter()
+        .filter(|r| r.to_string().starts_with("POST /api/v1/persistentvolumes"))
+        .count();
+    assert_eq!(pv_creates, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_provisioners_export_root_is_adopted_and_served() {
+    let s = setup(json!({})).await;
+    // What the old provisioner left: its identity, a volume directory with data, the PV.
+    std::fs::write(
+        s.root().join("nfs-provisioner.identity"),
+        "6f1f2a3b-0000-4000-8000-00000000abcd",
+    )
+    .unwrap();
+    std::fs::create_dir(s.root().join("pvc-old")).unwrap();
+    std::fs::write(s.root().join("pvc-old/hello.txt"), b"from the old days").unwrap();
+    s.api
+        .insert(json!({
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": "pvc-old", "annotations": {
+                "pv.kubernetes.io/provisioned-by": NAME,
+                "Provisioner_Id": "6f1f2a3b-0000-4000-8000-00000000abcd",
+                "EXPORT_block": "\nEXPORT\n{\n\tExport_Id = 1;\n}\n",
+                "Export_Id": "1",
+            }},
+            "spec": {
+                "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+                "persistentVolumeReclaimPolicy": "Delete",
+                "nfs": {"server": "10.0.0.1", "path": "/export/pvc-old"},
+            },
+            "status": {"phase": "Bound"},
+        }))
+        .unwrap();
+    start_controller(&s, config(), None).await;
+    let store = Arc::clone(&s.store);
+    let adopted = s
+        .api
+        .wait_for(WAIT, |_| store.volume_by_name("pvc-old").map(|_| ()))
+        .await;
+    assert!(adopted.is_some(), "old volume not exported");
+    assert_eq!(
+        std::fs::read_to_string(s.root().join("nfs-provisioner.identity")).unwrap(),
+        "6f1f2a3b-0000-4000-8000-00000000abcd"
+    );
+
+    // Served over NFS at its old path.
+    let running = nfs_server_provisioner::start(nfs_server_provisioner::ServeConfig {
+        export_root: s.root().to_owned(),
+        bind: "127.0.0.1".parse().unwrap(),
+        nfs_port: 0,
+        mount_port: 0,
+        portmap_port: None,
+        reload_interval: Duration::from_millis(100),
+    })
+    .await
+    .unwrap();
+    let data = read_over_nfs(&running, "/export/pvc-old", b"hello.txt").await;
+    assert_eq!(data, b"from the old days");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provisioned_volume_is_writable_over_nfs_at_its_pv_path() {
+    let s = setup(json!({})).await;
+    let running = nfs_server_provisioner::start(nfs_server_provisioner::ServeConfig {
+        export_root: s.root().to_owned(),
+        bind: "127.0.0.1".parse().unwrap(),
+        nfs_port: 0,
+        mount_port: 0,
+        portmap_port: None,
+        reload_interval: Duration::from_millis(100),
+    })
+    .await
+    .unwrap();
+    start_controller(&s, config(), None).await;
+    let uid = add_claim(&s, "data", json!({}));
+    let pv = wait_pv(&s, &uid).await;
+    let path = pv["spec"]["nfs"]["path"].as_str().unwrap().to_owned();
+    // The running server picks the new volume up from the registry.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    write_over_nfs(&running, &path, b"written.txt", b"hello from a pod").await;
+    let on_disk = std::fs::read(s.root().join(format!("pvc-{uid}")).join("written.txt")).unwrap();
+    assert_eq!(on_disk, b"hello from a pod");
+}
+
+async fn connect(
+    running: &nfs_server_provisioner::Running,
+    export: &str,
+) -> nfs3_client::Nfs3Connection<nfs3_client::tokio::TokioIo<tokio::net::TcpStream>> {
+    nfs3_client::Nfs3ConnectionBuilder::new(nfs3_client::tokio::TokioConnector, "127.0.0.1", export)
+        .mount_port(running.mount.port())
+        .nfs3_port(running.nfs.port())
+        .mount()
+        .await
+        .unwrap()
+}
+
+async fn read_over_nfs(
+    running: &nfs_server_provisioner::Running,
+    export: &str,
+    name: &[u8],
+) -> Vec<u8> {
+    use nfs3_types::nfs3::*;
+    let mut conn = connect(running, export).await;
+    let root = conn.root_nfs_fh3();
+    let found = conn
+        .lookup(&LOOKUP3args {
+            what: diropargs3 {
+                dir: root,
+                name: filename3(nfs3_types::xdr_codec::Opaque::borrowed(name)),
+            },
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let read = conn
+        .read(&READ3args {
+            file: found.object,
+            offset: 0,
+            count: 4096,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    read.data.to_vec()
+}
+
+async fn write_over_nfs(
+    running: &nfs_server_provisioner::Running,
+    export: &str,
+    name: &[u8],
+    data: &[u8],
+) {
+    use nfs3_types::nfs3::*;
+    let mut conn = connect(running, export).await;
+    let root = conn.root_nfs_fh3();
+    let created = conn
+        .create(&CREATE3args {
+            where_: diropargs3 {
+                dir: root,
+                name: filename3(nfs3_types::xdr_codec::Opaque::borrowed(name)),
+            },
+            how: createhow3::UNCHECKED(sattr3::default()),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let fh = match created.obj {
+        Nfs3Option::Some(fh) => fh,
+        Nfs3Option::None => panic!("CREATE returned no handle"),
+    };
+    let written = conn
+        .write(&WRITE3args {
+            file: fh,
+            offset: 0,
+            count: data.len() as u32,
+            stable: stable_how::FILE_SYNC,
+            data: nfs3_types::xdr_codec::Opaque::borrowed(data),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(written.count as usize, data.len());
+}
