@@ -537,8 +537,116 @@ async fn a_provisioned_volume_is_writable_over_nfs_at_its_pv_path() {
     // The running server picks the new volume up from the registry.
     tokio::time::sleep(Duration::from_millis(300)).await;
     write_over_nfs(&running, &path, b"written.txt", b"hello from a pod").await;
-    let on_disk = std::fs::read(s.root().join(format!("pvc-{uid}")).join("written.txt")).unwrap();
-    assert_eq!(on_disk, b"hello from a pod");
+    let dir = s.root().join(format!("pvc-{uid}"));
+    assert_eq!(
+        std::fs::read(dir.join("written.txt")).unwrap(),
+        b"hello from a pod"
+    );
+
+    // And with the libnfs C client, when it is installed (scripts/test.sh installs it).
+    if std::process::Command::new("nfs-cp")
+        .arg("--help")
+        .output()
+        .is_ok()
+    {
+        let src = s.root().join("libnfs-source");
+        std::fs::write(&src, b"written by libnfs").unwrap();
+        let url = format!(
+            "nfs://127.0.0.1{path}/libnfs.txt?version=3&nfsport={}&mountport={}",
+            running.nfs.port(),
+            running.mount.port()
+        );
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("nfs-cp")
+                .arg(&src)
+                .arg(&url)
+                .output()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "nfs-cp: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read(dir.join("libnfs.txt")).unwrap(),
+            b"written by libnfs"
+        );
+    } else {
+        eprintln!("nfs-cp not installed: libnfs part skipped");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_whose_directory_is_missing_is_reported_on_pv_and_claim() {
+    let s = setup(json!({})).await;
+    let identity = provisioner::identity::load_or_create(s.root()).unwrap();
+    let claim = s.api.insert(claim("lost", json!({}))).unwrap();
+    let uid = claim["metadata"]["uid"].as_str().unwrap().to_owned();
+    let name = format!("pvc-{uid}");
+    s.api
+        .insert(json!({
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": name, "annotations": {
+                "pv.kubernetes.io/provisioned-by": NAME, "Provisioner_Id": identity,
+            }},
+            "spec": {
+                "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+                "persistentVolumeReclaimPolicy": "Delete",
+                "claimRef": {"namespace": "apps", "name": "lost", "uid": uid},
+                "nfs": {"server": "10.0.0.1", "path": format!("/export/{name}")},
+            },
+            "status": {"phase": "Bound"},
+        }))
+        .unwrap();
+    s.api
+        .modify("persistentvolumeclaims", Some("apps"), "lost", |c| {
+            c["spec"]["volumeName"] = json!(name);
+        })
+        .unwrap();
+    start_controller(&s, config(), None).await;
+    let both = s
+        .api
+        .wait_for(WAIT, |a| {
+            let kinds: Vec<String> = a
+                .list("events")
+                .iter()
+                .filter(|e| e["reason"] == "VolumeDataMissing")
+                .filter_map(|e| e["involvedObject"]["kind"].as_str().map(str::to_owned))
+                .collect();
+            (kinds.iter().any(|k| k == "PersistentVolume")
+                && kinds.iter().any(|k| k == "PersistentVolumeClaim"))
+            .then_some(())
+        })
+        .await;
+    assert!(both.is_some(), "{:?}", events(&s));
+    assert!(
+        s.api.get("persistentvolumes", None, &name).is_some(),
+        "nothing is deleted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_lists_our_volumes_with_their_state() {
+    let s = setup(json!({})).await;
+    start_controller(&s, config(), None).await;
+    let uid = add_claim(&s, "data", json!({}));
+    wait_pv(&s, &uid).await;
+    let identity = provisioner::identity::read(s.root()).unwrap();
+    let rows = provisioner::status(client(&s.api).await, &s.store, NAME, identity.as_deref())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(row.claim, "apps/data");
+    assert_eq!(row.volume, format!("pvc-{uid}"));
+    assert_eq!(row.size, "1Gi");
+    assert!(
+        row.exported && row.directory && row.identity_match,
+        "{row:?}"
+    );
 }
 
 async fn connect(
