@@ -60,7 +60,11 @@ async fn setup(parameters: Value) -> Setup {
     }
 }
 
-async fn start_controller(s: &Setup, config: Config, election: Option<provisioner::Election>) {
+async fn start_controller(
+    s: &Setup,
+    config: Config,
+    election: Option<provisioner::Election>,
+) -> tokio::task::JoinHandle<()> {
     let identity = provisioner::identity::load_or_create(s.root()).unwrap();
     let client = client(&s.api).await;
     tokio::spawn(provisioner::run(
@@ -69,7 +73,7 @@ async fn start_controller(s: &Setup, config: Config, election: Option<provisione
         config,
         identity,
         election,
-    ));
+    ))
 }
 
 fn claim(name: &str, extra_spec: Value) -> Value {
@@ -230,6 +234,30 @@ async fn a_failed_pv_create_is_retried_and_ends_with_one_directory_export_and_pv
     assert_eq!(dirs.len(), 1);
     wait_event(&s, "ProvisioningFailed").await;
     wait_event(&s, "ProvisioningSucceeded").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_that_dies_between_mkdir_and_pv_is_finished_by_the_next() {
+    let s = setup(json!({})).await;
+    s.api.fail(Verb::Create, "persistentvolumes", 500, 1000);
+    let first = start_controller(&s, config(), None).await;
+    let uid = add_claim(&s, "data", json!({}));
+    let name = format!("pvc-{uid}");
+    let root = s.root().to_owned();
+    let made = s
+        .api
+        .wait_for(WAIT, |_| root.join(&name).exists().then_some(()))
+        .await;
+    assert!(made.is_some());
+    // The process dies after the directory and export, before any PV.
+    first.abort();
+    let _ = first.await;
+    s.api.clear_faults();
+    // A fresh controller (new context, same export root) completes the claim.
+    start_controller(&s, config(), None).await;
+    wait_pv(&s, &uid).await;
+    assert_eq!(s.api.list("persistentvolumes").len(), 1);
+    assert_eq!(registered(&s), vec![name]);
 }
 
 async fn release_and_wait_gone(s: &Setup, uid: &str) {
