@@ -31,7 +31,13 @@ async fn run_once(claims: usize) -> anyhow::Result<(Duration, Duration, usize)> 
         server_address: Some("10.0.0.1".into()),
         ..provisioner::controller::Config::new(NAME)
     };
-    tokio::spawn(provisioner::run(client, Arc::clone(&store), config, identity, None));
+    tokio::spawn(provisioner::run(
+        client,
+        Arc::clone(&store),
+        config,
+        identity,
+        None,
+    ));
     // Let the controller list and start watching before the burst.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let start = Instant::now();
@@ -62,7 +68,9 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let claims: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(100);
     let runs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
-    println!("| run | claims | last claim -> last PV (s) | first claim -> last PV (s) | API requests |");
+    println!(
+        "| run | claims | last claim -> last PV (s) | first claim -> last PV (s) | API requests |"
+    );
     println!("|---:|---:|---:|---:|---:|");
     let mut worst = Duration::ZERO;
     for run in 1..=runs {
@@ -77,7 +85,11 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "\nworst: all {claims} PVs {:.2} s after the last claim (target <= 2 s: {})",
         worst.as_secs_f64(),
-        if worst <= Duration::from_secs(2) { "met" } else { "NOT met" }
+        if worst <= Duration::from_secs(2) {
+            "met"
+        } else {
+            "NOT met"
+        }
     );
     Ok(())
 }
