@@ -120,6 +120,23 @@ macro_rules! tri {
     };
 }
 
+/// The reply of CREATE, MKDIR, SYMLINK and MKNOD, which share one shape: the new handle and
+/// attributes, or a status; the directory's wcc data either way.
+macro_rules! made {
+    ($outcome:expr, $dir_wcc:expr, $res:ident, $ok:ident, $fail:ident) => {
+        match $outcome {
+            Ok((h, attr)) => ok($res::Ok($ok {
+                obj: Nfs3Option::Some(nfs_fh3 {
+                    data: Opaque::owned(h),
+                }),
+                obj_attributes: post_op(Some(&attr)),
+                dir_wcc: $dir_wcc,
+            })),
+            Err(st) => ok($res::Err((st, $fail { dir_wcc: $dir_wcc }))),
+        }
+    };
+}
+
 fn err<T>(st: nfsstat3, fail: T) -> Nfs3Result<Void, T> {
     Nfs3Result::Err((st, fail))
 }
@@ -407,16 +424,7 @@ impl Inner {
         let (outcome, dir_wcc) = self.make(ctx, &args.where_.dir, |dir, id| {
             ops::create(&self.store, dir, name, id, how)
         });
-        match outcome {
-            Ok((h, attr)) => ok(CREATE3res::Ok(CREATE3resok {
-                obj: Nfs3Option::Some(nfs_fh3 {
-                    data: Opaque::owned(h),
-                }),
-                obj_attributes: post_op(Some(&attr)),
-                dir_wcc,
-            })),
-            Err(st) => ok(CREATE3res::Err((st, CREATE3resfail { dir_wcc }))),
-        }
+        made!(outcome, dir_wcc, CREATE3res, CREATE3resok, CREATE3resfail)
     }
 
     fn mkdir(&self, ctx: &CallContext, a: &[u8]) -> Reply {
@@ -426,16 +434,7 @@ impl Inner {
         let (outcome, dir_wcc) = self.make(ctx, &args.where_.dir, |dir, id| {
             ops::mkdir(&self.store, dir, name, id, &set)
         });
-        match outcome {
-            Ok((h, attr)) => ok(MKDIR3res::Ok(MKDIR3resok {
-                obj: Nfs3Option::Some(nfs_fh3 {
-                    data: Opaque::owned(h),
-                }),
-                obj_attributes: post_op(Some(&attr)),
-                dir_wcc,
-            })),
-            Err(st) => ok(MKDIR3res::Err((st, MKDIR3resfail { dir_wcc }))),
-        }
+        made!(outcome, dir_wcc, MKDIR3res, MKDIR3resok, MKDIR3resfail)
     }
 
     fn symlink(&self, ctx: &CallContext, a: &[u8]) -> Reply {
@@ -445,16 +444,13 @@ impl Inner {
         let (outcome, dir_wcc) = self.make(ctx, &args.where_.dir, |dir, id| {
             ops::symlink(&self.store, dir, name, id, target)
         });
-        match outcome {
-            Ok((h, attr)) => ok(SYMLINK3res::Ok(SYMLINK3resok {
-                obj: Nfs3Option::Some(nfs_fh3 {
-                    data: Opaque::owned(h),
-                }),
-                obj_attributes: post_op(Some(&attr)),
-                dir_wcc,
-            })),
-            Err(st) => ok(SYMLINK3res::Err((st, SYMLINK3resfail { dir_wcc }))),
-        }
+        made!(
+            outcome,
+            dir_wcc,
+            SYMLINK3res,
+            SYMLINK3resok,
+            SYMLINK3resfail
+        )
     }
 
     fn mknod(&self, ctx: &CallContext, a: &[u8]) -> Reply {
@@ -483,16 +479,7 @@ impl Inner {
         let (outcome, dir_wcc) = self.make(ctx, &args.where_.dir, |dir, id| {
             ops::mknod(&self.store, dir, name, id, spec, &set)
         });
-        match outcome {
-            Ok((h, attr)) => ok(MKNOD3res::Ok(MKNOD3resok {
-                obj: Nfs3Option::Some(nfs_fh3 {
-                    data: Opaque::owned(h),
-                }),
-                obj_attributes: post_op(Some(&attr)),
-                dir_wcc,
-            })),
-            Err(st) => ok(MKNOD3res::Err((st, MKNOD3resfail { dir_wcc }))),
-        }
+        made!(outcome, dir_wcc, MKNOD3res, MKNOD3resok, MKNOD3resfail)
     }
 
     fn remove(&self, ctx: &CallContext, a: &[u8], dir_only: bool) -> Reply {
