@@ -531,16 +531,7 @@ async fn an_old_provisioners_export_root_is_adopted_and_served() {
     );
 
     // Served over NFS at its old path.
-    let running = nfs_server_provisioner::start(nfs_server_provisioner::ServeConfig {
-        export_root: s.root().to_owned(),
-        bind: "127.0.0.1".parse().unwrap(),
-        nfs_port: 0,
-        mount_port: 0,
-        portmap_port: None,
-        reload_interval: Duration::from_millis(100),
-    })
-    .await
-    .unwrap();
+    let running = serve_nfs(&s).await;
     let data = read_over_nfs(&running, "/export/pvc-old", b"hello.txt").await;
     assert_eq!(data, b"from the old days");
 }
@@ -548,16 +539,7 @@ async fn an_old_provisioners_export_root_is_adopted_and_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provisioned_volume_is_writable_over_nfs_at_its_pv_path() {
     let s = setup(json!({})).await;
-    let running = nfs_server_provisioner::start(nfs_server_provisioner::ServeConfig {
-        export_root: s.root().to_owned(),
-        bind: "127.0.0.1".parse().unwrap(),
-        nfs_port: 0,
-        mount_port: 0,
-        portmap_port: None,
-        reload_interval: Duration::from_millis(100),
-    })
-    .await
-    .unwrap();
+    let running = serve_nfs(&s).await;
     start_controller(&s, config(), None).await;
     let uid = add_claim(&s, "data", json!({}));
     let pv = wait_pv(&s, &uid).await;
@@ -675,6 +657,20 @@ async fn status_lists_our_volumes_with_their_state() {
         row.exported && row.directory && row.identity_match,
         "{row:?}"
     );
+}
+
+/// Our NFS server on free loopback ports over the setup's export root.
+async fn serve_nfs(s: &Setup) -> nfs_server_provisioner::Running {
+    nfs_server_provisioner::start(nfs_server_provisioner::ServeConfig {
+        export_root: s.root().to_owned(),
+        bind: "127.0.0.1".parse().unwrap(),
+        nfs_port: 0,
+        mount_port: 0,
+        portmap_port: None,
+        reload_interval: Duration::from_millis(100),
+    })
+    .await
+    .unwrap()
 }
 
 async fn connect(
