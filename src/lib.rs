@@ -14,6 +14,8 @@ use oncrpc::{RpcService, Server};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+pub mod http;
+
 /// Largest RPC record accepted: a 1 MiB WRITE plus its headers.
 pub const MAX_RECORD: usize = nfs_server::MAX_IO as usize + 64 * 1024;
 /// Calls in flight per connection before reading pauses.
@@ -31,6 +33,8 @@ pub struct ServeConfig {
     pub portmap_port: Option<u16>,
     /// How often the registry is checked for volumes added or removed.
     pub reload_interval: Duration,
+    /// Port of `/healthz` and `/readyz`; `None` disables it, `Some(0)` picks a free port.
+    pub http_port: Option<u16>,
 }
 
 /// A started server: where it listens. Dropping it does not stop it; it runs until the
@@ -40,7 +44,10 @@ pub struct Running {
     pub nfs: SocketAddr,
     pub mount: SocketAddr,
     pub portmap: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
     pub store: Arc<ExportStore>,
+    /// Readiness reported on the HTTP port; the caller decides when the process is ready.
+    pub health: Arc<http::Health>,
 }
 
 /// Opens the export store, binds every port and starts serving in the background.
@@ -65,9 +72,18 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         Some(p) => Some(bind(p).await?),
         None => None,
     };
+    let http = match config.http_port {
+        Some(p) => Some(bind(p).await?),
+        None => None,
+    };
     let nfs_addr = nfs.local_addr()?;
     let mount_addr = mount.as_ref().map_or(Ok(nfs_addr), |l| l.local_addr())?;
     let portmap_addr = portmap.as_ref().map(|l| l.local_addr()).transpose()?;
+    let http_addr = http.as_ref().map(|l| l.local_addr()).transpose()?;
+    let health = http::Health::new();
+    if let Some(listener) = http {
+        tokio::spawn(http::serve(listener, Arc::clone(&health)));
+    }
 
     let mut services: Vec<Arc<dyn RpcService>> = nfs_server::services(Arc::clone(&store));
     if let Some(pm) = portmap_addr {
@@ -113,6 +129,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         nfs = %nfs_addr,
         mount = %mount_addr,
         portmap = ?portmap_addr,
+        http = ?http_addr,
         volumes = store.volumes().len(),
         "serving NFSv3"
     );
@@ -120,7 +137,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         nfs: nfs_addr,
         mount: mount_addr,
         portmap: portmap_addr,
+        http: http_addr,
         store,
+        health,
     })
 }
 

@@ -1,12 +1,14 @@
-//! `nfs-server-provisioner`: a userspace NFS server (and, later, Kubernetes provisioner).
+//! `nfs-server-provisioner`: a userspace NFS server and Kubernetes volume provisioner.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use export_store::{ExportStore, Squash, VolumeOptions};
+use nfs_server_provisioner::http::Health;
 use nfs_server_provisioner::{ServeConfig, raise_fd_limit, start};
 
 #[derive(Parser)]
@@ -42,8 +44,13 @@ enum Command {
         /// Portmapper (rpcbind) port; 0 disables the portmapper.
         #[arg(long, default_value_t = 111)]
         portmap_port: u16,
+        /// Port of the /healthz and /readyz probes; 0 disables it.
+        #[arg(long, default_value_t = 8080)]
+        http_port: u16,
         #[command(flatten)]
         kube: KubeArgs,
+        #[command(flatten)]
+        legacy: LegacyArgs,
     },
     /// Show our volumes as Kubernetes and the export root see them.
     Status {
@@ -82,8 +89,78 @@ struct KubeArgs {
     #[arg(long)]
     server_address: Option<String>,
     /// Elect one active controller with a Lease in $POD_NAMESPACE (NFS serving never waits).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
     leader_elect: bool,
+    /// Provision at most this many volumes; a negative value means no limit.
+    #[arg(long, allow_negative_numbers = true)]
+    max_exports: Option<i64>,
+}
+
+/// Flags of the old Go provisioner, accepted so that an existing chart's `extraArgs` keep
+/// working. Each is either honoured or logged as ignored with the reason.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Flags kept from the old provisioner")]
+struct LegacyArgs {
+    /// Seconds of NFSv4 grace after a restart. This server speaks NFSv3 only so far, which
+    /// has no grace period; accepted and ignored.
+    #[arg(long, value_name = "SECONDS")]
+    grace_period: Option<u64>,
+    /// Ignored: file handles never depend on device numbers here, so they survive moving
+    /// the export root to another disk or node.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    device_based_fsids: Option<bool>,
+    /// Ignored for now: volume sizes are not enforced yet on any filesystem.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    enable_xfs_quota: Option<bool>,
+    /// Same as --server-address (the old name).
+    #[arg(long, value_name = "ADDRESS")]
+    server_hostname: Option<String>,
+}
+
+impl LegacyArgs {
+    /// Logs what each given old flag does here.
+    fn explain(&self) {
+        if let Some(secs) = self.grace_period {
+            tracing::info!(
+                grace_period = secs,
+                "--grace-period ignored: NFSv3 has no grace period, so clients resume at once \
+                 after a restart"
+            );
+        }
+        if let Some(v) = self.device_based_fsids {
+            tracing::info!(
+                device_based_fsids = v,
+                "--device-based-fsids ignored: file handles are built from the filesystem's own \
+                 handles and a volume id, never from device numbers"
+            );
+        }
+        if let Some(v) = self.enable_xfs_quota {
+            tracing::warn!(
+                enable_xfs_quota = v,
+                "--enable-xfs-quota ignored: volume sizes are not enforced yet on any filesystem"
+            );
+        }
+    }
+}
+
+/// Accepts the old provisioner's Go-style flags (`-provisioner=NAME`): a single-dash word
+/// becomes the long flag it names. We have no multi-letter short flags, so nothing is
+/// ambiguous.
+fn normalize_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    args.into_iter()
+        .map(|a| match a.to_str() {
+            Some(s)
+                if s.len() > 2
+                    && s.starts_with('-')
+                    && s.as_bytes()[1].is_ascii_alphabetic()
+                    && s.as_bytes()[2] != b'=' =>
+            {
+                format!("-{s}").into()
+            }
+            _ => a,
+        })
+        .collect()
 }
 
 #[derive(Subcommand)]
@@ -118,7 +195,7 @@ enum VolumeCommand {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(normalize_args(std::env::args_os()));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -134,18 +211,27 @@ fn main() -> anyhow::Result<()> {
             nfs_port,
             mount_port,
             portmap_port,
-            kube,
-        } => serve(
-            ServeConfig {
-                export_root,
-                bind,
-                nfs_port,
-                mount_port,
-                portmap_port: (portmap_port != 0).then_some(portmap_port),
-                reload_interval: Duration::from_secs(1),
-            },
-            kube,
-        ),
+            http_port,
+            mut kube,
+            legacy,
+        } => {
+            legacy.explain();
+            if kube.server_address.is_none() {
+                kube.server_address = legacy.server_hostname;
+            }
+            serve(
+                ServeConfig {
+                    export_root,
+                    bind,
+                    nfs_port,
+                    mount_port,
+                    portmap_port: (portmap_port != 0).then_some(portmap_port),
+                    reload_interval: Duration::from_secs(1),
+                    http_port: (http_port != 0).then_some(http_port),
+                },
+                kube,
+            )
+        }
         Command::Status {
             export_root,
             provisioner,
@@ -171,8 +257,10 @@ fn serve(config: ServeConfig, kube: KubeArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let export_root = config.export_root.clone();
         let running = start(config).await?;
-        if !kube.no_controller {
-            start_provisioner(kube, export_root, running.store).await;
+        if kube.no_controller {
+            running.health.set_ready();
+        } else {
+            start_provisioner(kube, export_root, running.store, running.health).await;
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
@@ -257,8 +345,10 @@ fn env(name: &str) -> Option<String> {
 async fn start_provisioner(
     args: KubeArgs,
     export_root: PathBuf,
-    store: std::sync::Arc<ExportStore>,
+    store: Arc<ExportStore>,
+    health: Arc<Health>,
 ) {
+    // Without a controller, every volume the registry holds is already served: ready.
     let client = match provisioner::connect(args.kubeconfig.as_deref()).await {
         Ok(c) => c,
         Err(e) => {
@@ -267,6 +357,7 @@ async fn start_provisioner(
                 "no Kubernetes configuration: serving NFS only (pass --no-controller to say so, \
                  or --kubeconfig to provision)"
             );
+            health.set_ready();
             return;
         }
     };
@@ -274,6 +365,7 @@ async fn start_provisioner(
         Ok(id) => id,
         Err(e) => {
             tracing::error!(error = %e, "cannot read or create the identity file; not provisioning");
+            health.set_ready();
             return;
         }
     };
@@ -301,10 +393,18 @@ async fn start_provisioner(
         namespace,
         service_name: env("SERVICE_NAME"),
         pod_ip: env("POD_IP"),
+        max_exports: args.max_exports.and_then(|n| usize::try_from(n).ok()),
         ..provisioner::controller::Config::new(&args.provisioner)
     };
     tracing::info!(provisioner = %config.name, %identity, "starting the provisioner");
-    tokio::spawn(provisioner::run(client, store, config, identity, election));
+    tokio::spawn(provisioner::run_then(
+        client,
+        store,
+        config,
+        identity,
+        election,
+        move || health.set_ready(),
+    ));
 }
 
 fn status(export_root: &Path, name: &str, kubeconfig: Option<&Path>) -> anyhow::Result<()> {
@@ -335,4 +435,70 @@ fn status(export_root: &Path, name: &str, kubeconfig: Option<&Path>) -> anyhow::
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        let args = std::iter::once("nfs-server-provisioner")
+            .chain(args.iter().copied())
+            .map(std::ffi::OsString::from);
+        Cli::try_parse_from(normalize_args(args)).unwrap()
+    }
+
+    #[test]
+    fn the_old_provisioners_go_style_flags_are_accepted() {
+        let cli = parse(&[
+            "serve",
+            "-export-root=/export",
+            "-provisioner=cluster.local/old",
+            "-grace-period=0",
+            "-device-based-fsids=false",
+            "-enable-xfs-quota",
+            "-leader-elect=false",
+            "-max-exports=-1",
+            "-server-hostname=nfs.example",
+        ]);
+        let Command::Serve {
+            export_root,
+            kube,
+            legacy,
+            ..
+        } = cli.command
+        else {
+            panic!("not serve");
+        };
+        assert_eq!(export_root, PathBuf::from("/export"));
+        assert_eq!(kube.provisioner, "cluster.local/old");
+        assert!(!kube.leader_elect);
+        assert_eq!(kube.max_exports, Some(-1));
+        assert_eq!(legacy.grace_period, Some(0));
+        assert_eq!(legacy.device_based_fsids, Some(false));
+        assert_eq!(legacy.enable_xfs_quota, Some(true));
+        assert_eq!(legacy.server_hostname.as_deref(), Some("nfs.example"));
+    }
+
+    #[test]
+    fn chart_style_flags_and_negative_values_parse() {
+        let cli = parse(&[
+            "serve",
+            "--export-root",
+            "/export",
+            "--leader-elect",
+            "--max-exports",
+            "-1",
+            "--http-port=0",
+        ]);
+        let Command::Serve {
+            kube, http_port, ..
+        } = cli.command
+        else {
+            panic!("not serve");
+        };
+        assert!(kube.leader_elect);
+        assert_eq!(kube.max_exports, Some(-1));
+        assert_eq!(http_port, 0);
+    }
 }

@@ -313,6 +313,7 @@ async fn server_without_portmapper_has_no_portmap_listener() {
         mount_port: 0,
         portmap_port: None,
         reload_interval: RELOAD,
+        http_port: None,
     })
     .await
     .unwrap();

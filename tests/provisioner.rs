@@ -668,6 +668,7 @@ async fn serve_nfs(s: &Setup) -> nfs_server_provisioner::Running {
         mount_port: 0,
         portmap_port: None,
         reload_interval: Duration::from_millis(100),
+        http_port: None,
     })
     .await
     .unwrap()
@@ -751,4 +752,119 @@ async fn write_over_nfs(
         .unwrap()
         .unwrap();
     assert_eq!(written.count as usize, data.len());
+}
+
+/// The status code of `GET path` on the HTTP port (a plain HTTP/1.1 exchange).
+async fn http_status(addr: std::net::SocketAddr, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).await.unwrap();
+    let status = reply.split(' ').nth(1).unwrap_or_default();
+    status
+        .parse()
+        .unwrap_or_else(|_| panic!("bad reply {reply:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_turns_true_only_once_existing_volumes_are_exported_again() {
+    let s = setup(json!({})).await;
+    let identity = provisioner::identity::load_or_create(s.root()).unwrap();
+    // A volume we provisioned before, missing from the registry (as after adopting an old
+    // export root): it is served only once the controller has listed the PVs.
+    std::fs::create_dir(s.root().join("pvc-before")).unwrap();
+    s.api
+        .insert(json!({
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": "pvc-before", "annotations": {
+                "pv.kubernetes.io/provisioned-by": NAME,
+                "Provisioner_Id": identity,
+            }},
+            "spec": {
+                "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+                "persistentVolumeReclaimPolicy": "Delete",
+                "nfs": {"server": "10.0.0.1", "path": "/export/pvc-before"},
+            },
+            "status": {"phase": "Bound"},
+        }))
+        .unwrap();
+    // The API server refuses the first two lists: the controller retries (1 s, then 2 s).
+    s.api.fail(Verb::List, "persistentvolumes", 500, 2);
+    let running = nfs_server_provisioner::start(nfs_server_provisioner::ServeConfig {
+        export_root: s.root().to_owned(),
+        bind: "127.0.0.1".parse().unwrap(),
+        nfs_port: 0,
+        mount_port: 0,
+        portmap_port: None,
+        reload_interval: Duration::from_millis(100),
+        http_port: Some(0),
+    })
+    .await
+    .unwrap();
+    let http = running.http.unwrap();
+    assert_eq!(http_status(http, "/healthz").await, 200);
+    assert_eq!(http_status(http, "/readyz").await, 503);
+    assert_eq!(http_status(http, "/nothing").await, 404);
+
+    let health = Arc::clone(&running.health);
+    tokio::spawn(provisioner::run_then(
+        client(&s.api).await,
+        Arc::clone(&s.store),
+        config(),
+        identity,
+        None,
+        move || health.set_ready(),
+    ));
+    assert_eq!(http_status(http, "/readyz").await, 503);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while http_status(http, "/readyz").await != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Ready means served: the volume is exported at that moment, not later.
+    assert!(s.store.volume_by_name("pvc-before").is_some());
+    let failed_lists = s
+        .api
+        .request_log()
+        .iter()
+        .filter(|r| r.verb == Some(Verb::List) && r.status == 500)
+        .count();
+    assert_eq!(failed_lists, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_exports_refuses_claims_beyond_the_limit_until_a_volume_goes() {
+    let s = setup(json!({})).await;
+    start_controller(
+        &s,
+        Config {
+            max_exports: Some(1),
+            ..config()
+        },
+        None,
+    )
+    .await;
+    let first = add_claim(&s, "first", json!({}));
+    wait_pv(&s, &first).await;
+    let second = add_claim(&s, "second", json!({}));
+    wait_event(&s, "ProvisioningFailed").await;
+    let msg = events(&s)
+        .into_iter()
+        .find(|e| e["reason"] == "ProvisioningFailed")
+        .unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(msg.contains("--max-exports"), "{msg}");
+    assert_eq!(registered(&s), vec![format!("pvc-{first}")]);
+
+    // Once the first volume is released and deleted, the second claim gets its volume.
+    release_and_wait_gone(&s, &first).await;
+    wait_pv(&s, &second).await;
+    assert_eq!(registered(&s), vec![format!("pvc-{second}")]);
 }

@@ -64,6 +64,7 @@ fn config(root: &Path) -> ServeConfig {
         mount_port: 0,
         portmap_port: Some(0),
         reload_interval: RELOAD,
+        http_port: None,
     }
 }
 

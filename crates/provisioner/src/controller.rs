@@ -43,6 +43,8 @@ pub struct Config {
     pub pod_ip: Option<String>,
     /// First retry delay; doubles per failure up to 60 times this (15 s .. 15 min).
     pub retry_base: Duration,
+    /// Most volumes this server holds; a claim beyond it fails with an Event and is retried.
+    pub max_exports: Option<usize>,
 }
 
 impl Config {
@@ -55,6 +57,7 @@ impl Config {
             service_name: None,
             pod_ip: None,
             retry_base: Duration::from_secs(15),
+            max_exports: None,
         }
     }
 }
@@ -76,6 +79,8 @@ pub enum Error {
         "no NFS server address: give --server-address, or SERVICE_NAME/POD_NAMESPACE, or POD_IP"
     )]
     NoAddress,
+    #[error("this server already holds {0} volumes, the most --max-exports allows")]
+    MaxExports(usize),
     #[error("worker failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -283,6 +288,12 @@ async fn provision(
     name: &str,
     ctx: &Context,
 ) -> Result<bool, Error> {
+    if let Some(max) = ctx.config.max_exports {
+        let held = ctx.store.volumes();
+        if held.len() >= max && !held.iter().any(|v| v.name() == name) {
+            return Err(Error::MaxExports(max));
+        }
+    }
     let store = Arc::clone(&ctx.store);
     let (vol, p, ro) = (name.to_owned(), params.clone(), pv::read_only_claim(pvc));
     let ns = pvc.namespace().unwrap_or_default();

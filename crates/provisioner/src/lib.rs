@@ -67,6 +67,19 @@ pub async fn run(
     identity: String,
     election: Option<Election>,
 ) {
+    run_then(client, store, config, identity, election, || {}).await
+}
+
+/// [`run`], calling `registered` once every existing volume is exported again (the moment
+/// the process becomes ready for clients).
+pub async fn run_then(
+    client: Client,
+    store: Arc<ExportStore>,
+    config: controller::Config,
+    identity: String,
+    election: Option<Election>,
+    registered: impl FnOnce(),
+) {
     let (tx, rx) = watch::channel(election.is_none());
     if let Some(e) = election {
         tokio::spawn(leader::campaign(
@@ -87,6 +100,7 @@ pub async fn run(
         match controller::register_existing(&ctx).await {
             Ok(n) => {
                 info!(volumes = n, "existing volumes exported");
+                registered();
                 break;
             }
             Err(e) => {
