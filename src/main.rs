@@ -15,6 +15,9 @@ use nfs_server_provisioner::{ServeConfig, raise_fd_limit, start};
 #[command(
     name = "nfs-server-provisioner",
     version,
+    // A flag given twice takes its last value, as Go's flag package did: the chart's
+    // `extraArgs` can override a flag the chart sets itself.
+    args_override_self = true,
     about = "A userspace NFS server for ReadWriteMany volumes",
     long_about = "A userspace NFSv3 server exporting one directory per volume under an export \
 root. Volumes are served as /export/<name>, whatever the export root is on disk.\n\n\

@@ -1,0 +1,533 @@
+//! The Helm chart (deploy/helm/nfs-server-provisioner), rendered by real helm 3 and helm 4:
+//! lint, the objects rendered for the default values, for the walk-through's values.yaml, for
+//! the 1.x chart's own defaults and for a values file that sets every key, and the plain
+//! manifests in deploy/kubernetes kept equal to the chart's output.
+//!
+//! helm comes from `scripts/fetch-helm.sh` (or `$HELM3`/`$HELM4`); CI sets `$REQUIRE_HELM`
+//! so a missing helm fails instead of skipping.
+
+mod manifests;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Container, Service};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::api::storage::v1::StorageClass;
+use manifests::{Manifests, fixture, helms, run_helm, template};
+
+const CAPABILITIES: [&str; 9] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETGID",
+    "SETUID",
+];
+
+fn container(sts: &StatefulSet) -> Container {
+    let pod = sts.spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.containers.len(), 1);
+    pod.containers[0].clone()
+}
+
+fn args(sts: &StatefulSet) -> Vec<String> {
+    container(sts).args.unwrap()
+}
+
+fn service_ports(svc: &Service) -> Vec<(String, i32, String, Option<i32>)> {
+    svc.spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone().unwrap(),
+                p.port,
+                p.protocol.clone().unwrap(),
+                p.node_port,
+            )
+        })
+        .collect()
+}
+
+fn owned(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn lint_strict_passes_with_default_and_user_values() {
+    for (major, helm) in helms() {
+        let mut runs = vec![vec![]];
+        for f in [
+            "article-values.yaml",
+            "old-chart-defaults.yaml",
+            "everything-values.yaml",
+        ] {
+            runs.push(vec![fixture(f)]);
+        }
+        for values in runs {
+            let mut a = vec!["lint", "--strict", manifests::CHART];
+            for v in &values {
+                a.extend(["-f", v.as_str()]);
+            }
+            let out = run_helm(&helm, &a);
+            assert!(out.contains("0 chart(s) failed"), "helm {major}: {out}");
+        }
+    }
+}
+
+#[test]
+fn default_values_render_a_server_with_persistent_export_and_minimal_capabilities() {
+    for (major, helm) in helms() {
+        let m = Manifests::parse(&template(&helm, "nfs-server-provisioner", "storage", &[]));
+        let name = "nfs-server-provisioner".to_string();
+        assert_eq!(
+            m.objects(),
+            vec![
+                ("ClusterRole".into(), name.clone()),
+                ("ClusterRoleBinding".into(), name.clone()),
+                ("PriorityClass".into(), name.clone()),
+                ("Role".into(), name.clone()),
+                ("RoleBinding".into(), name.clone()),
+                ("Service".into(), name.clone()),
+                ("ServiceAccount".into(), name.clone()),
+                ("StatefulSet".into(), name.clone()),
+                ("StorageClass".into(), "nfs".into()),
+            ],
+            "helm {major}"
+        );
+
+        let sc: StorageClass = m.one("StorageClass");
+        assert_eq!(sc.provisioner, "cluster.local/nfs-server-provisioner");
+        assert_eq!(sc.reclaim_policy.as_deref(), Some("Delete"));
+        assert_eq!(
+            sc.mount_options.unwrap(),
+            owned(&["vers=3", "proto=tcp", "nolock", "noresvport"])
+        );
+        assert_eq!(sc.allow_volume_expansion, None);
+        assert!(
+            sc.metadata
+                .annotations
+                .unwrap_or_default()
+                .get("storageclass.kubernetes.io/is-default-class")
+                .is_none()
+        );
+
+        let svc: Service = m.one("Service");
+        assert_eq!(svc.metadata.namespace.as_deref(), Some("storage"));
+        assert_eq!(
+            service_ports(&svc),
+            vec![
+                ("nfs".into(), 2049, "TCP".into(), None),
+                ("mountd".into(), 20048, "TCP".into(), None),
+                ("rpcbind".into(), 111, "TCP".into(), None),
+            ]
+        );
+        let spec = svc.spec.unwrap();
+        assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+        let selector = spec.selector.unwrap();
+
+        let sts: StatefulSet = m.one("StatefulSet");
+        let sspec = sts.spec.clone();
+        assert_eq!(sspec.replicas, Some(1));
+        assert_eq!(sspec.service_name.as_deref(), Some("nfs-server-provisioner"));
+        // The 1.x selector, which an upgrade in place cannot change.
+        let match_labels = sspec.selector.match_labels.unwrap();
+        assert_eq!(match_labels, selector);
+        assert_eq!(
+            match_labels.keys().cloned().collect::<Vec<_>>(),
+            owned(&["app", "release"])
+        );
+        let vct = sspec.volume_claim_templates.unwrap();
+        assert_eq!(vct.len(), 1);
+        assert_eq!(vct[0].metadata.name.as_deref(), Some("data"));
+        let vspec = vct[0].spec.clone().unwrap();
+        assert_eq!(vspec.access_modes.unwrap(), owned(&["ReadWriteOnce"]));
+        assert_eq!(vspec.storage_class_name, None);
+        assert_eq!(
+            vspec.resources.unwrap().requests.unwrap()["storage"].0,
+            "1Gi"
+        );
+        let pod = sspec.template.spec.clone().unwrap();
+        assert!(pod.volumes.is_none(), "no emptyDir by default");
+        assert_eq!(
+            pod.service_account_name.as_deref(),
+            Some("nfs-server-provisioner")
+        );
+        assert_eq!(
+            pod.priority_class_name.as_deref(),
+            Some("nfs-server-provisioner")
+        );
+
+        let c = container(&sts);
+        assert_eq!(c.image.as_deref(), Some("nfs-server-provisioner:0.1.0"));
+        let a = c.args.clone().unwrap();
+        assert_eq!(a[0], "serve");
+        assert!(a.contains(&"--export-root=/export".into()));
+        assert!(a.contains(&format!("--provisioner={}", sc.provisioner)));
+        assert!(!a.iter().any(|x| x.contains("allow-ephemeral")));
+        let ports: Vec<_> = c
+            .ports
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name.unwrap(), p.container_port, p.protocol.unwrap()))
+            .collect();
+        assert_eq!(
+            ports,
+            vec![
+                ("nfs".into(), 2049, "TCP".into()),
+                ("mountd".into(), 20048, "TCP".into()),
+                ("rpcbind".into(), 111, "TCP".into()),
+                ("http".into(), 8080, "TCP".into()),
+            ]
+        );
+        let env: Vec<_> = c.env.unwrap().into_iter().map(|e| e.name).collect();
+        for var in [
+            "POD_IP",
+            "POD_NAME",
+            "POD_NAMESPACE",
+            "NODE_NAME",
+            "SERVICE_NAME",
+        ] {
+            assert!(env.contains(&var.into()), "{var} missing");
+        }
+        let mounts = c.volume_mounts.unwrap();
+        assert_eq!(
+            (mounts[0].name.as_str(), mounts[0].mount_path.as_str()),
+            ("data", "/export")
+        );
+        let ready = c.readiness_probe.unwrap().http_get.unwrap();
+        assert_eq!(ready.path.as_deref(), Some("/readyz"));
+        let live = c.liveness_probe.unwrap().http_get.unwrap();
+        assert_eq!(live.path.as_deref(), Some("/healthz"));
+
+        let sc_ctx = c.security_context.unwrap();
+        assert_ne!(sc_ctx.privileged, Some(true));
+        assert_eq!(sc_ctx.allow_privilege_escalation, Some(false));
+        assert_eq!(sc_ctx.read_only_root_filesystem, Some(true));
+        assert_eq!(sc_ctx.run_as_user, Some(0));
+        let caps = sc_ctx.capabilities.unwrap();
+        assert_eq!(caps.drop.unwrap(), owned(&["ALL"]));
+        assert_eq!(caps.add.unwrap(), owned(&CAPABILITIES));
+
+        let pc: PriorityClass = m.one("PriorityClass");
+        assert_eq!(pc.value, Some(5));
+    }
+}
+
+#[test]
+fn the_walk_through_values_yaml_renders_as_it_did_with_the_old_chart() {
+    for (major, helm) in helms() {
+        let m = Manifests::parse(&template(
+            &helm,
+            "nfs",
+            "default",
+            &[&fixture("article-values.yaml")],
+        ));
+        let sc: StorageClass = m.one("StorageClass");
+        assert_eq!(sc.metadata.name.as_deref(), Some("nfs"), "helm {major}");
+        // Release "nfs" does not contain the chart name: fullname is "nfs-<chart>".
+        assert_eq!(sc.provisioner, "cluster.local/nfs-nfs-server-provisioner");
+        let sts: StatefulSet = m.one("StatefulSet");
+        assert_eq!(
+            sts.metadata.name.as_deref(),
+            Some("nfs-nfs-server-provisioner")
+        );
+        let vct = &sts.spec.clone().volume_claim_templates.unwrap()[0];
+        let vspec = vct.spec.clone().unwrap();
+        assert_eq!(vspec.storage_class_name.as_deref(), Some("standard"));
+        assert_eq!(
+            vspec.resources.unwrap().requests.unwrap()["storage"].0,
+            "1Gi"
+        );
+        assert!(args(&sts).contains(&"--provisioner=cluster.local/nfs-nfs-server-provisioner".into()));
+        let svc: Service = m.one("Service");
+        assert_eq!(
+            svc.metadata.name.as_deref(),
+            Some("nfs-nfs-server-provisioner")
+        );
+    }
+}
+
+#[test]
+fn the_old_charts_defaults_install_with_our_image_and_an_emptydir() {
+    for (major, helm) in helms() {
+        let m = Manifests::parse(&template(
+            &helm,
+            "nfs",
+            "default",
+            &[&fixture("old-chart-defaults.yaml")],
+        ));
+        assert!(m.find("PriorityClass").is_empty(), "helm {major}");
+        let sts: StatefulSet = m.one("StatefulSet");
+        let spec = sts.spec.clone();
+        assert!(spec.volume_claim_templates.is_none());
+        let vols = spec.template.spec.clone().unwrap().volumes.unwrap();
+        assert_eq!(vols[0].name, "data");
+        assert!(vols[0].empty_dir.is_some());
+        // The old Ganesha image cannot run our arguments: ours is used instead.
+        assert_eq!(
+            container(&sts).image.as_deref(),
+            Some("nfs-server-provisioner:0.1.0")
+        );
+        let sc: StorageClass = m.one("StorageClass");
+        assert_eq!(
+            sc.mount_options.unwrap(),
+            owned(&["vers=3", "retrans=2", "timeo=30"])
+        );
+        assert_eq!(sc.allow_volume_expansion, Some(true));
+        // nlockmgr, rquotad and statd ports are accepted but not opened: nothing serves them.
+        let svc: Service = m.one("Service");
+        let names: Vec<_> = service_ports(&svc).into_iter().map(|p| p.0).collect();
+        assert_eq!(names, owned(&["nfs", "mountd", "rpcbind"]));
+    }
+}
+
+#[test]
+fn notes_warn_in_capitals_when_persistence_is_off() {
+    // helm 3 cannot render NOTES without a cluster; helm 4's client-side dry run can.
+    let Some(helm) = manifests::helm(4) else {
+        return;
+    };
+    let install = |values: &[&str]| {
+        let mut a = vec![
+            "install",
+            "nfs",
+            manifests::CHART,
+            "--dry-run=client",
+            "--namespace",
+            "default",
+        ];
+        for v in values {
+            a.extend(["-f", v]);
+        }
+        run_helm(&helm, &a)
+    };
+    let old = install(&[&fixture("old-chart-defaults.yaml")]);
+    let notes = &old[old.find("NOTES:").expect("no NOTES")..];
+    assert!(
+        notes.contains("PERSISTENCE IS DISABLED")
+            && notes.contains("EVERY VOLUME AND ALL ITS DATA IS LOST"),
+        "{notes}"
+    );
+    assert!(notes.contains("names the old NFS-Ganesha"), "{notes}");
+    let ours = install(&[&fixture("article-values.yaml")]);
+    let notes = &ours[ours.find("NOTES:").expect("no NOTES")..];
+    assert!(!notes.contains("PERSISTENCE IS DISABLED"), "{notes}");
+    assert!(notes.contains("StorageClass \"nfs\""), "{notes}");
+}
+
+#[test]
+fn every_old_values_key_is_honoured() {
+    for (major, helm) in helms() {
+        let m = Manifests::parse(&template(
+            &helm,
+            "rel",
+            "storage",
+            &[&fixture("everything-values.yaml")],
+        ));
+        // rbac.create=false: no RBAC objects and no service account of ours.
+        assert_eq!(
+            m.objects(),
+            vec![
+                ("PriorityClass".into(), "storage-critical".into()),
+                ("Service".into(), "shared-nfs".into()),
+                ("StatefulSet".into(), "shared-nfs".into()),
+                ("StorageClass".into(), "shared".into()),
+            ],
+            "helm {major}"
+        );
+        let sc: StorageClass = m.one("StorageClass");
+        assert_eq!(sc.provisioner, "example.com/nfs");
+        assert_eq!(sc.reclaim_policy.as_deref(), Some("Retain"));
+        assert_eq!(sc.allow_volume_expansion, Some(true));
+        let ann = sc.metadata.annotations.unwrap();
+        assert_eq!(ann["team"], "storage");
+        assert_eq!(ann["storageclass.kubernetes.io/is-default-class"], "true");
+        let params = sc.parameters.unwrap();
+        assert_eq!((params["gid"].as_str(), params["rootSquash"].as_str()), ("1000", "true"));
+        assert_eq!(
+            sc.mount_options.unwrap(),
+            owned(&["vers=3", "proto=tcp", "nolock", "hard"])
+        );
+
+        let svc: Service = m.one("Service");
+        assert_eq!(
+            service_ports(&svc),
+            vec![
+                ("nfs".into(), 2049, "TCP".into(), Some(32049)),
+                ("mountd".into(), 20048, "TCP".into(), Some(32048)),
+                ("rpcbind".into(), 111, "TCP".into(), Some(32111)),
+            ]
+        );
+        let spec = svc.spec.unwrap();
+        assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+        assert_eq!(spec.cluster_ip.as_deref(), Some("10.96.0.50"));
+        assert_eq!(spec.external_ips.unwrap(), owned(&["192.0.2.10"]));
+
+        let sts: StatefulSet = m.one("StatefulSet");
+        let sspec = sts.spec.clone();
+        assert_eq!(sspec.replicas, Some(2));
+        assert_eq!(sspec.selector.match_labels.unwrap()["app"], "nfs");
+        assert!(sspec.volume_claim_templates.is_none());
+        let pod = sspec.template.spec.clone().unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("nfs-sa"));
+        assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "regcred");
+        assert_eq!(pod.priority_class_name.as_deref(), Some("storage-critical"));
+        assert_eq!(pod.node_selector.unwrap()["disk"], "ssd");
+        assert_eq!(pod.tolerations.unwrap()[0].key.as_deref(), Some("storage"));
+        assert!(pod.affinity.unwrap().node_affinity.is_some());
+        assert_eq!(pod.security_context.unwrap().fs_group, Some(2000));
+        let vols = pod.volumes.unwrap();
+        assert_eq!(
+            vols[0].persistent_volume_claim.as_ref().unwrap().claim_name,
+            "rel-export"
+        );
+
+        let c = container(&sts);
+        assert_eq!(
+            c.image.as_deref(),
+            Some(
+                "registry.example/storage/nfs-server-provisioner@sha256:\
+                 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+            )
+        );
+        assert_eq!(c.image_pull_policy.as_deref(), Some("Always"));
+        let a = c.args.clone().unwrap();
+        for flag in [
+            "--provisioner=example.com/nfs",
+            "--grace-period=0",
+            "--device-based-fsids=false",
+            "--max-exports=50",
+        ] {
+            assert!(a.contains(&flag.into()), "{flag} missing from {a:?}");
+        }
+        let res = c.resources.unwrap();
+        assert_eq!(res.limits.unwrap()["memory"].0, "256Mi");
+        // The user's extra capability joins ours; ours are never lost.
+        let mut want = owned(&CAPABILITIES);
+        want.push("SYS_RESOURCE".into());
+        assert_eq!(
+            c.security_context.unwrap().capabilities.unwrap().add.unwrap(),
+            want
+        );
+        let pc: PriorityClass = m.one("PriorityClass");
+        assert_eq!(pc.value, Some(1000));
+    }
+}
+
+#[test]
+fn helm_3_and_helm_4_render_the_same_objects() {
+    let all = helms();
+    if all.len() < 2 {
+        return;
+    }
+    for values in [
+        vec![],
+        vec![fixture("article-values.yaml")],
+        vec![fixture("old-chart-defaults.yaml")],
+        vec![fixture("everything-values.yaml")],
+    ] {
+        let v: Vec<&str> = values.iter().map(String::as_str).collect();
+        let three = Manifests::parse(&template(&all[0].1, "nfs", "default", &v));
+        let four = Manifests::parse(&template(&all[1].1, "nfs", "default", &v));
+        assert_eq!(three, four, "values {values:?}");
+    }
+}
+
+#[test]
+fn plain_manifests_equal_the_chart_rendered_with_default_values() {
+    let Some(helm) = manifests::helm(4) else {
+        return;
+    };
+    let rendered = template(
+        &helm,
+        manifests::PLAIN_RELEASE,
+        manifests::PLAIN_NAMESPACE,
+        &[],
+    );
+    let plain = std::fs::read_to_string(manifests::PLAIN).unwrap();
+    let body = plain
+        .split_once("\n---\n")
+        .map(|(_header, rest)| format!("---\n{rest}"))
+        .unwrap_or_default();
+    assert!(
+        body == rendered,
+        "deploy/kubernetes/nfs-server-provisioner.yaml is out of date: run scripts/render-manifests.sh"
+    );
+}
+
+/// The flags the chart renders (with every old flag from extraArgs) are accepted by the
+/// binary, which then serves and answers its readiness probe.
+#[test]
+fn the_binary_runs_with_the_arguments_the_chart_renders() {
+    let Some((_, helm)) = helms().pop() else {
+        return;
+    };
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: serve needs root");
+        return;
+    }
+    let m = Manifests::parse(&template(
+        &helm,
+        "rel",
+        "storage",
+        &[&fixture("everything-values.yaml")],
+    ));
+    let sts: StatefulSet = m.one("StatefulSet");
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let http = free();
+    // Later flags override the chart's: free ports, a private export root, no cluster.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nfs-server-provisioner"));
+    cmd.args(args(&sts))
+        .arg(format!("--export-root={}", dir.path().display()))
+        .args(["--bind=127.0.0.1", "--portmap-port=0", "--no-controller"])
+        .arg(format!("--nfs-port={}", free()))
+        .arg(format!("--mount-port={}", free()))
+        .arg(format!("--http-port={http}"))
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        let serving = line.contains("serving NFSv3");
+        log.push(line);
+        if serving || Instant::now() > deadline {
+            break;
+        }
+    }
+    let ready = std::net::TcpStream::connect(("127.0.0.1", http)).and_then(|mut s| {
+        use std::io::{Read, Write};
+        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+        let mut r = String::new();
+        s.read_to_string(&mut r)?;
+        Ok(r)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log.join("\n");
+    assert!(log.contains("serving NFSv3"), "{log}");
+    assert!(log.contains("--grace-period ignored"), "{log}");
+    assert!(log.contains("--device-based-fsids ignored"), "{log}");
+    assert!(ready.unwrap().starts_with("HTTP/1.1 200"));
+}
