@@ -139,7 +139,10 @@ fn default_values_render_a_server_with_persistent_export_and_minimal_capabilitie
         let sts: StatefulSet = m.one("StatefulSet");
         let sspec = sts.spec.clone();
         assert_eq!(sspec.replicas, Some(1));
-        assert_eq!(sspec.service_name.as_deref(), Some("nfs-server-provisioner"));
+        assert_eq!(
+            sspec.service_name.as_deref(),
+            Some("nfs-server-provisioner")
+        );
         // The 1.x selector, which an upgrade in place cannot change.
         let match_labels = sspec.selector.match_labels.unwrap();
         assert_eq!(match_labels, selector);
@@ -249,7 +252,9 @@ fn the_walk_through_values_yaml_renders_as_it_did_with_the_old_chart() {
             vspec.resources.unwrap().requests.unwrap()["storage"].0,
             "1Gi"
         );
-        assert!(args(&sts).contains(&"--provisioner=cluster.local/nfs-nfs-server-provisioner".into()));
+        assert!(
+            args(&sts).contains(&"--provisioner=cluster.local/nfs-nfs-server-provisioner".into())
+        );
         let svc: Service = m.one("Service");
         assert_eq!(
             svc.metadata.name.as_deref(),
@@ -354,7 +359,10 @@ fn every_old_values_key_is_honoured() {
         assert_eq!(ann["team"], "storage");
         assert_eq!(ann["storageclass.kubernetes.io/is-default-class"], "true");
         let params = sc.parameters.unwrap();
-        assert_eq!((params["gid"].as_str(), params["rootSquash"].as_str()), ("1000", "true"));
+        assert_eq!(
+            (params["gid"].as_str(), params["rootSquash"].as_str()),
+            ("1000", "true")
+        );
         assert_eq!(
             sc.mount_options.unwrap(),
             owned(&["vers=3", "proto=tcp", "nolock", "hard"])
@@ -417,7 +425,12 @@ fn every_old_values_key_is_honoured() {
         let mut want = owned(&CAPABILITIES);
         want.push("SYS_RESOURCE".into());
         assert_eq!(
-            c.security_context.unwrap().capabilities.unwrap().add.unwrap(),
+            c.security_context
+                .unwrap()
+                .capabilities
+                .unwrap()
+                .add
+                .unwrap(),
             want
         );
         let pc: PriorityClass = m.one("PriorityClass");
@@ -516,13 +529,22 @@ fn the_binary_runs_with_the_arguments_the_chart_renders() {
             break;
         }
     }
-    let ready = std::net::TcpStream::connect(("127.0.0.1", http)).and_then(|mut s| {
-        use std::io::{Read, Write};
-        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
-        let mut r = String::new();
-        s.read_to_string(&mut r)?;
-        Ok(r)
-    });
+    let readyz = || {
+        std::net::TcpStream::connect(("127.0.0.1", http)).and_then(|mut s| {
+            use std::io::{Read, Write};
+            s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+            let mut r = String::new();
+            s.read_to_string(&mut r)?;
+            Ok(r)
+        })
+    };
+    // Ready is set just after the listeners are up: poll briefly.
+    let mut ready = readyz();
+    while !ready.as_ref().is_ok_and(|r| r.starts_with("HTTP/1.1 200")) && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+        ready = readyz();
+    }
     let _ = child.kill();
     let _ = child.wait();
     let log = log.join("\n");

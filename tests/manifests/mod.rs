@@ -9,7 +9,10 @@ use std::process::Command;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-pub const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/helm/nfs-server-provisioner");
+pub const CHART: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/helm/nfs-server-provisioner"
+);
 pub const PLAIN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/deploy/kubernetes/nfs-server-provisioner.yaml"
@@ -46,7 +49,10 @@ impl Manifests {
             .map(|o| {
                 (
                     o["kind"].as_str().unwrap_or_default().to_owned(),
-                    o["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+                    o["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
                 )
             })
             .collect();
@@ -104,9 +110,18 @@ pub fn helms() -> Vec<(u8, PathBuf)> {
 pub fn run_helm(helm: &Path, args: &[&str]) -> String {
     let out = Command::new(helm)
         .args(args)
-        .env("HELM_CACHE_HOME", std::env::temp_dir().join("helm-test-cache"))
-        .env("HELM_CONFIG_HOME", std::env::temp_dir().join("helm-test-config"))
-        .env("HELM_DATA_HOME", std::env::temp_dir().join("helm-test-data"))
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("helm-test-cache"),
+        )
+        .env(
+            "HELM_CONFIG_HOME",
+            std::env::temp_dir().join("helm-test-config"),
+        )
+        .env(
+            "HELM_DATA_HOME",
+            std::env::temp_dir().join("helm-test-data"),
+        )
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
