@@ -60,7 +60,7 @@ enum Command {
         #[arg(long, env = "EXPORT_ROOT")]
         export_root: PathBuf,
         /// Provisioner name StorageClasses use.
-        #[arg(long, default_value = DEFAULT_PROVISIONER)]
+        #[arg(long, env = "PROVISIONER", default_value = DEFAULT_PROVISIONER)]
         provisioner: String,
         /// kubeconfig file (default: in-cluster config or $KUBECONFIG).
         #[arg(long)]
@@ -79,7 +79,7 @@ const DEFAULT_PROVISIONER: &str = "cluster.local/nfs-server-provisioner";
 #[derive(clap::Args)]
 struct KubeArgs {
     /// Provisioner name StorageClasses use.
-    #[arg(long, default_value = DEFAULT_PROVISIONER)]
+    #[arg(long, env = "PROVISIONER", default_value = DEFAULT_PROVISIONER)]
     provisioner: String,
     /// Serve NFS only: no Kubernetes controller.
     #[arg(long)]

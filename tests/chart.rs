@@ -115,11 +115,10 @@ fn default_values_render_a_server_with_persistent_export_and_minimal_capabilitie
         );
         assert_eq!(sc.allow_volume_expansion, None);
         assert!(
-            sc.metadata
+            !sc.metadata
                 .annotations
                 .unwrap_or_default()
-                .get("storageclass.kubernetes.io/is-default-class")
-                .is_none()
+                .contains_key("storageclass.kubernetes.io/is-default-class")
         );
 
         let svc: Service = m.one("Service");
@@ -552,4 +551,69 @@ fn the_binary_runs_with_the_arguments_the_chart_renders() {
     assert!(log.contains("--grace-period ignored"), "{log}");
     assert!(log.contains("--device-based-fsids ignored"), "{log}");
     assert!(ready.unwrap().starts_with("HTTP/1.1 200"));
+}
+
+/// docs/configuration.md names every flag of every subcommand and every key of values.yaml.
+#[test]
+fn every_flag_and_chart_value_is_documented() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_nfs-server-provisioner");
+    let mut missing = Vec::new();
+    for sub in [
+        &["serve"][..],
+        &["status"],
+        &["volume", "add"],
+        &["volume", "remove"],
+        &["volume", "list"],
+    ] {
+        let out = Command::new(bin).args(sub).arg("--help").output().unwrap();
+        let help = String::from_utf8(out.stdout).unwrap();
+        for word in help.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
+            if word.starts_with("--")
+                && word.len() > 2
+                && word != "--help"
+                && !doc.contains(&format!("`{word}"))
+            {
+                missing.push(format!("{sub:?} {word}"));
+            }
+        }
+    }
+    let values: serde_json::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(format!("{}/values.yaml", manifests::CHART)).unwrap(),
+    )
+    .unwrap();
+    // Values whose content is free-form Kubernetes objects are documented as a whole.
+    let opaque = [
+        "extraArgs",
+        "resources",
+        "securityContext",
+        "podSecurityContext",
+        "nodeSelector",
+        "affinity",
+        "podAnnotations",
+        "readinessProbe",
+        "livenessProbe",
+    ];
+    for (key, value) in values.as_object().unwrap() {
+        let mut keys = vec![key.clone()];
+        if let Some(map) = value
+            .as_object()
+            .filter(|_| !opaque.contains(&key.as_str()))
+        {
+            keys = map.keys().map(|k| format!("{key}.{k}")).collect();
+        }
+        for k in keys {
+            if !doc.contains(&format!("`{k}`")) && !doc.contains(&format!("`{k},")) {
+                missing.push(format!("value {k}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "undocumented in docs/configuration.md: {missing:?}"
+    );
 }
