@@ -50,6 +50,10 @@ enum Command {
         /// Port of the /healthz and /readyz probes; 0 disables it.
         #[arg(long, default_value_t = 8080)]
         http_port: u16,
+        /// Serve even though the export root is on storage that does not outlive the pod
+        /// (emptyDir, tmpfs, the container's own filesystem): every volume is lost with it.
+        #[arg(long)]
+        allow_ephemeral_export_root: bool,
         #[command(flatten)]
         kube: KubeArgs,
         #[command(flatten)]
@@ -65,6 +69,40 @@ enum Command {
         /// kubeconfig file (default: in-cluster config or $KUBECONFIG).
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
+    },
+    /// Repair after a disaster: lost identity, lost data, orphaned data, new server address.
+    #[command(group(clap::ArgGroup::new("action").required(true).multiple(false)
+        .args(["adopt_identity", "recreate_missing", "bind_orphan", "server_address"])))]
+    Recover {
+        #[arg(long, env = "EXPORT_ROOT")]
+        export_root: PathBuf,
+        /// Provisioner name StorageClasses use.
+        #[arg(long, env = "PROVISIONER", default_value = DEFAULT_PROVISIONER)]
+        provisioner: String,
+        /// kubeconfig file (default: in-cluster config or $KUBECONFIG).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Write ID as the export root's identity (the `Provisioner_Id` of its PVs).
+        #[arg(long, value_name = "ID")]
+        adopt_identity: Option<String>,
+        /// Give every PV of ours whose directory is missing an empty one (the data is lost).
+        #[arg(long)]
+        recreate_missing: bool,
+        /// Hand orphaned directory DIR (no PV) to the claim given by --claim.
+        #[arg(long, value_name = "DIR", requires = "claim")]
+        bind_orphan: Option<String>,
+        /// NAMESPACE/NAME of the claim (Pending, or to be created) for --bind-orphan.
+        #[arg(long, value_name = "NAMESPACE/NAME")]
+        claim: Option<String>,
+        /// StorageClass of the PV when the claim does not exist yet.
+        #[arg(long, default_value = "nfs")]
+        storage_class: String,
+        /// Capacity of the PV when the claim does not exist yet.
+        #[arg(long, default_value = "1Gi")]
+        size: String,
+        /// Re-create our PVs with this NFS server address (same names, claims and data).
+        #[arg(long, value_name = "ADDR")]
+        server_address: Option<String>,
     },
     /// Add, remove or list volumes (works while `serve` runs).
     Volume {
@@ -98,6 +136,14 @@ struct KubeArgs {
     /// Provision at most this many volumes; a negative value means no limit.
     #[arg(long, allow_negative_numbers = true)]
     max_exports: Option<i64>,
+    /// auto: adopt a lost identity from our PVs and re-point PVs at a changed server
+    /// address; off: only report (and refuse to mint a new identity over existing PVs).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
+    recover: String,
+    /// At start, a PV of ours whose directory is missing: report it with Warning Events, or
+    /// recreate an empty directory so pods can mount again (its data is lost either way).
+    #[arg(long, default_value = "report", value_parser = ["report", "recreate"])]
+    on_missing_volume: String,
 }
 
 /// Flags of the old Go provisioner, accepted so that an existing chart's `extraArgs` keep
@@ -215,10 +261,12 @@ fn main() -> anyhow::Result<()> {
             mount_port,
             portmap_port,
             http_port,
+            allow_ephemeral_export_root,
             mut kube,
             legacy,
         } => {
             legacy.explain();
+            guard_export_root(&export_root, allow_ephemeral_export_root)?;
             if kube.server_address.is_none() {
                 kube.server_address = legacy.server_hostname;
             }
@@ -241,6 +289,149 @@ fn main() -> anyhow::Result<()> {
             kubeconfig,
         } => status(&export_root, &provisioner, kubeconfig.as_deref()),
         Command::Volume { command } => volume(command),
+        Command::Recover {
+            export_root,
+            provisioner,
+            kubeconfig,
+            adopt_identity,
+            recreate_missing,
+            bind_orphan,
+            claim,
+            storage_class,
+            size,
+            server_address,
+        } => {
+            let action = if let Some(id) = adopt_identity {
+                RecoverAction::AdoptIdentity(id)
+            } else if recreate_missing {
+                RecoverAction::RecreateMissing
+            } else if let Some(dir) = bind_orphan {
+                let (ns, name) = provisioner::recovery::parse_claim(&claim.unwrap_or_default())?;
+                RecoverAction::BindOrphan(provisioner::recovery::Orphan {
+                    directory: dir,
+                    claim_namespace: ns,
+                    claim_name: name,
+                    storage_class,
+                    size,
+                })
+            } else if let Some(addr) = server_address {
+                RecoverAction::ServerAddress(addr)
+            } else {
+                bail!("no action given");
+            };
+            recover(&export_root, &provisioner, kubeconfig.as_deref(), action)
+        }
+    }
+}
+
+/// Refuses an export root that cannot keep volumes, unless told to accept an ephemeral one.
+fn guard_export_root(root: &Path, allow_ephemeral: bool) -> anyhow::Result<()> {
+    use export_store::durability::{Verdict, check};
+    let verdict =
+        check(root).with_context(|| format!("cannot check export root {}", root.display()))?;
+    match verdict {
+        Verdict::Persistent => Ok(()),
+        Verdict::NoPersistentHandles(why) => bail!(
+            "refusing to serve from export root {}: {why}",
+            root.display()
+        ),
+        Verdict::Ephemeral(why) if allow_ephemeral => {
+            tracing::warn!(
+                export_root = %root.display(),
+                "EPHEMERAL EXPORT ROOT: {why}. Every volume will be lost with it \
+                 (--allow-ephemeral-export-root)"
+            );
+            Ok(())
+        }
+        Verdict::Ephemeral(why) => bail!(
+            "refusing to serve from export root {}: {why}, and every volume would be lost with it. \
+             Put the export root on persistent storage (Helm chart: persistence.enabled=true, the \
+             default, with persistence.storageClass naming a class of your cluster), or pass \
+             --allow-ephemeral-export-root to accept losing every volume",
+            root.display()
+        ),
+    }
+}
+
+enum RecoverAction {
+    AdoptIdentity(String),
+    RecreateMissing,
+    BindOrphan(provisioner::recovery::Orphan),
+    ServerAddress(String),
+}
+
+fn recover(
+    root: &Path,
+    name: &str,
+    kubeconfig: Option<&Path>,
+    action: RecoverAction,
+) -> anyhow::Result<()> {
+    use provisioner::recovery;
+    if let RecoverAction::AdoptIdentity(id) = &action {
+        recovery::adopt_identity(root, id)?;
+        println!(
+            "identity {id} adopted in {}; a waiting server picks it up within 10 s",
+            root.display()
+        );
+        return Ok(());
+    }
+    let store = Arc::new(open(root)?);
+    let identity = provisioner::identity::read(root)?.with_context(|| {
+        format!(
+            "{} has no identity file: adopt one first with --adopt-identity",
+            root.display()
+        )
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = provisioner::connect(kubeconfig).await?;
+        let mut config = cluster_config(name);
+        if let RecoverAction::ServerAddress(addr) = &action {
+            config.server_address = Some(addr.clone());
+        }
+        let ctx = provisioner::controller::Context::new(
+            client,
+            store,
+            config,
+            identity,
+            tokio::sync::watch::channel(true).1,
+        );
+        match action {
+            RecoverAction::AdoptIdentity(_) => {}
+            RecoverAction::RecreateMissing => {
+                let missing = recovery::missing_volumes(&ctx).await?;
+                for pv in &missing {
+                    recovery::recreate_missing(&ctx, pv).await?;
+                    println!("recreated {} (empty: its data is lost)", pv.metadata.name.as_deref().unwrap_or_default());
+                }
+                println!("{} volume(s) recreated", missing.len());
+            }
+            RecoverAction::BindOrphan(orphan) => {
+                recovery::bind_orphan(&ctx, &orphan).await?;
+                println!(
+                    "PersistentVolume {} created for claim {}/{}; create the claim (class {}, a request \
+                     no larger than the PV) if it does not exist yet",
+                    orphan.directory, orphan.claim_namespace, orphan.claim_name, orphan.storage_class
+                );
+            }
+            RecoverAction::ServerAddress(addr) => {
+                let n = recovery::repoint(&ctx, &addr).await?;
+                println!("{n} PersistentVolume(s) now name server {addr}; restart the pods that mount them");
+            }
+        }
+        anyhow::Ok(())
+    })
+}
+
+/// The controller settings `serve` derives from the pod's environment.
+fn cluster_config(name: &str) -> provisioner::controller::Config {
+    provisioner::controller::Config {
+        namespace: env("POD_NAMESPACE"),
+        service_name: env("SERVICE_NAME"),
+        pod_ip: env("POD_IP"),
+        ..provisioner::controller::Config::new(name)
     }
 }
 
@@ -364,14 +555,15 @@ async fn start_provisioner(
             return;
         }
     };
-    let identity = match provisioner::identity::load_or_create(&export_root) {
-        Ok(id) => id,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read or create the identity file; not provisioning");
-            health.set_ready();
-            return;
-        }
+    let recover = if args.recover == "off" {
+        provisioner::recovery::Recover::Off
+    } else {
+        provisioner::recovery::Recover::Auto
     };
+    // Never mint a new identity over PVs that carry one: wait for it to be settled.
+    let identity =
+        provisioner::recovery::settle_identity(&client, &export_root, &args.provisioner, recover)
+            .await;
     let namespace = env("POD_NAMESPACE");
     let election = match (&namespace, args.leader_elect) {
         (Some(ns), true) => Some(provisioner::Election {
@@ -393,11 +585,14 @@ async fn start_provisioner(
     };
     let config = provisioner::controller::Config {
         server_address: args.server_address,
-        namespace,
-        service_name: env("SERVICE_NAME"),
-        pod_ip: env("POD_IP"),
         max_exports: args.max_exports.and_then(|n| usize::try_from(n).ok()),
-        ..provisioner::controller::Config::new(&args.provisioner)
+        recover,
+        on_missing: if args.on_missing_volume == "recreate" {
+            provisioner::recovery::OnMissing::Recreate
+        } else {
+            provisioner::recovery::OnMissing::Report
+        },
+        ..cluster_config(&args.provisioner)
     };
     tracing::info!(provisioner = %config.name, %identity, "starting the provisioner");
     tokio::spawn(provisioner::run_then(
@@ -416,10 +611,42 @@ fn status(export_root: &Path, name: &str, kubeconfig: Option<&Path>) -> anyhow::
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let rows = runtime.block_on(async {
+    let store = Arc::new(store);
+    let (rows, mut problems) = runtime.block_on(async {
         let client = provisioner::connect(kubeconfig).await?;
-        provisioner::status(client, &store, name, identity.as_deref()).await
+        let rows = provisioner::status(client.clone(), &store, name, identity.as_deref()).await?;
+        // The address new PVs would get, to spot PVs naming an old one.
+        let ctx = provisioner::controller::Context::new(
+            client.clone(),
+            Arc::clone(&store),
+            cluster_config(name),
+            identity.clone().unwrap_or_default(),
+            tokio::sync::watch::channel(true).1,
+        );
+        let address = ctx.server_address().await.ok();
+        let problems = provisioner::recovery::problems(
+            &client,
+            &store,
+            name,
+            identity.as_deref(),
+            address.as_deref(),
+        )
+        .await?;
+        anyhow::Ok((rows, problems))
     })?;
+    if let Ok(
+        export_store::durability::Verdict::Ephemeral(why)
+        | export_store::durability::Verdict::NoPersistentHandles(why),
+    ) = export_store::durability::check(export_root)
+    {
+        problems.insert(
+            0,
+            provisioner::recovery::Problem {
+                what: format!("the export root cannot keep volumes: {why}"),
+                fix: "move it to persistent storage (Helm: persistence.enabled=true)".into(),
+            },
+        );
+    }
     println!(
         "{:<40} {:<44} {:<10} {:>8} {:<9} {:<10} IDENTITY",
         "CLAIM", "VOLUME", "PHASE", "SIZE", "EXPORTED", "DIRECTORY"
@@ -436,6 +663,14 @@ fn status(export_root: &Path, name: &str, kubeconfig: Option<&Path>) -> anyhow::
             if r.directory { "present" } else { "MISSING" },
             if r.identity_match { "ours" } else { "OTHER" }
         );
+    }
+    if problems.is_empty() {
+        println!("\nno problems found");
+    } else {
+        println!("\nPROBLEMS ({})", problems.len());
+        for p in &problems {
+            println!("- {}\n  fix: {}", p.what, p.fix);
+        }
     }
     Ok(())
 }

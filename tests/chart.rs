@@ -278,6 +278,8 @@ fn the_old_charts_defaults_install_with_our_image_and_an_emptydir() {
         let vols = spec.template.spec.clone().unwrap().volumes.unwrap();
         assert_eq!(vols[0].name, "data");
         assert!(vols[0].empty_dir.is_some());
+        // The server refuses an emptyDir unless told: the chart tells it, and warns.
+        assert!(args(&sts).contains(&"--allow-ephemeral-export-root".into()));
         // The old Ganesha image cannot run our arguments: ours is used instead.
         assert_eq!(
             container(&sts).image.as_deref(),

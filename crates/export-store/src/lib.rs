@@ -13,6 +13,7 @@
 //! Every function here blocks: callers run them on worker threads, never on an async reactor.
 
 pub mod cred;
+pub mod durability;
 pub mod handle;
 pub mod ops;
 pub mod registry;

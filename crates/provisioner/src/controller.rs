@@ -45,6 +45,12 @@ pub struct Config {
     pub retry_base: Duration,
     /// Most volumes this server holds; a claim beyond it fails with an Event and is retried.
     pub max_exports: Option<usize>,
+    /// Repair lost identity and stale server addresses without being asked.
+    pub recover: crate::recovery::Recover,
+    /// What to do at start with a PV whose directory is missing.
+    pub on_missing: crate::recovery::OnMissing,
+    /// How often PVs are checked against the current server address (`recover` auto).
+    pub address_check: Duration,
 }
 
 impl Config {
@@ -58,6 +64,9 @@ impl Config {
             pod_ip: None,
             retry_base: Duration::from_secs(15),
             max_exports: None,
+            recover: crate::recovery::Recover::Auto,
+            on_missing: crate::recovery::OnMissing::Report,
+            address_check: Duration::from_secs(30),
         }
     }
 }
@@ -147,7 +156,8 @@ impl Context {
             .remove(key);
     }
 
-    async fn server_address(&self) -> Result<String, Error> {
+    /// The NFS server address new PVs get.
+    pub async fn server_address(&self) -> Result<String, Error> {
         if let Some(a) = &self.config.server_address {
             return Ok(a.clone());
         }
@@ -515,8 +525,16 @@ pub async fn register_existing(ctx: &Context) -> Result<usize, Error> {
             served += 1;
             continue;
         }
+        if ctx.config.on_missing == crate::recovery::OnMissing::Recreate {
+            match crate::recovery::recreate_missing(ctx, &pv).await {
+                Ok(()) => served += 1,
+                Err(e) => warn!(volume = %name, error = %e, "cannot recreate a missing volume"),
+            }
+            continue;
+        }
         let msg = format!(
-            "the data directory of volume {name} is missing from the export root {}; the data is lost",
+            "the data directory of volume {name} is missing from the export root {}; the data is \
+             lost. `nfs-server-provisioner recover --recreate-missing` gives it an empty directory",
             ctx.store.root().display()
         );
         warn!(volume = %name, "{msg}");

@@ -11,7 +11,8 @@
 //! - [`volumes`]: directory + export creation and deletion;
 //! - [`events`]: Events on claims and volumes;
 //! - [`leader`]: Lease-based leader election;
-//! - [`controller`]: the reconcile loops.
+//! - [`controller`]: the reconcile loops;
+//! - [`recovery`]: repairs after lost identity, lost data, orphans and a new server address.
 
 pub mod controller;
 pub mod events;
@@ -19,6 +20,7 @@ pub mod identity;
 pub mod leader;
 pub mod params;
 pub mod pv;
+pub mod recovery;
 pub mod volumes;
 
 use std::path::Path;
@@ -110,7 +112,40 @@ pub async fn run_then(
             }
         }
     }
+    // A re-pointing interrupted between delete and create is finished whatever --recover says.
+    match recovery::finish_replacements(&ctx).await {
+        Ok(0) => {}
+        Ok(n) => info!(volumes = n, "finished re-pointing PersistentVolumes"),
+        Err(e) => error!(error = %e, "cannot finish re-pointing PersistentVolumes"),
+    }
+    if ctx.config.recover == recovery::Recover::Auto {
+        tokio::spawn(watch_address(Arc::clone(&ctx)));
+    }
     controller::run(ctx).await;
+}
+
+/// With `--recover=auto`: keeps our PVs naming the server's current address (a recreated
+/// Service has a new ClusterIP), checking at start and every `address_check`.
+async fn watch_address(ctx: Arc<controller::Context>) {
+    loop {
+        if *ctx.leader.borrow() {
+            let repaired = match ctx.server_address().await {
+                Ok(addr) => recovery::repoint(&ctx, &addr).await,
+                Err(e) => Err(e.into()),
+            };
+            match repaired {
+                Ok(0) => {}
+                Ok(n) => info!(
+                    volumes = n,
+                    "PersistentVolumes re-pointed at the current server address"
+                ),
+                Err(e) => {
+                    error!(error = %e, "cannot check the server address of our PersistentVolumes")
+                }
+            }
+        }
+        tokio::time::sleep(ctx.config.address_check).await;
+    }
 }
 
 /// One line of `status`.

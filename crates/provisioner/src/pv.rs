@@ -96,6 +96,37 @@ pub fn build(input: &PvInput<'_>) -> Result<PersistentVolume, ClaimError> {
         .and_then(|r| r.get("storage"))
         .cloned()
         .ok_or(ClaimError::NoSize)?;
+    let claim_ref = ObjectReference {
+        api_version: Some("v1".to_owned()),
+        kind: Some("PersistentVolumeClaim".to_owned()),
+        namespace: pvc.metadata.namespace.clone(),
+        name: pvc.metadata.name.clone(),
+        uid: pvc.metadata.uid.clone(),
+        resource_version: pvc.metadata.resource_version.clone(),
+        ..ObjectReference::default()
+    };
+    Ok(assemble(input, &name, size, spec.access_modes, claim_ref))
+}
+
+/// The PV for volume directory `name`, bound ahead to `claim_ref`: how an orphaned directory
+/// is handed to a claim that may not exist yet.
+pub fn build_prebound(
+    input: &PvInput<'_>,
+    name: &str,
+    size: Quantity,
+    access_modes: Vec<String>,
+    claim_ref: ObjectReference,
+) -> PersistentVolume {
+    assemble(input, name, size, Some(access_modes), claim_ref)
+}
+
+fn assemble(
+    input: &PvInput<'_>,
+    name: &str,
+    size: Quantity,
+    access_modes: Option<Vec<String>>,
+    claim_ref: ObjectReference,
+) -> PersistentVolume {
     let mut annotations = BTreeMap::from([
         (ANN_PROVISIONED_BY.to_owned(), input.provisioner.to_owned()),
         (ANN_PROVISIONER_ID.to_owned(), input.identity.to_owned()),
@@ -111,16 +142,16 @@ pub fn build(input: &PvInput<'_>) -> Result<PersistentVolume, ClaimError> {
     {
         annotations.insert(ANN_MOUNT_OPTIONS.to_owned(), m.clone());
     }
-    Ok(PersistentVolume {
+    PersistentVolume {
         metadata: ObjectMeta {
-            name: Some(name.clone()),
+            name: Some(name.to_owned()),
             annotations: Some(annotations),
             finalizers: Some(vec![FINALIZER.to_owned()]),
             ..ObjectMeta::default()
         },
         spec: Some(PersistentVolumeSpec {
-            capacity: Some(BTreeMap::from([("storage".to_owned(), Quantity(size.0))])),
-            access_modes: spec.access_modes.clone(),
+            capacity: Some(BTreeMap::from([("storage".to_owned(), size)])),
+            access_modes,
             persistent_volume_reclaim_policy: Some(
                 input
                     .class
@@ -131,15 +162,7 @@ pub fn build(input: &PvInput<'_>) -> Result<PersistentVolume, ClaimError> {
             storage_class_name: input.class.metadata.name.clone(),
             mount_options: class_mount_options,
             volume_mode: Some("Filesystem".to_owned()),
-            claim_ref: Some(ObjectReference {
-                api_version: Some("v1".to_owned()),
-                kind: Some("PersistentVolumeClaim".to_owned()),
-                namespace: pvc.metadata.namespace.clone(),
-                name: pvc.metadata.name.clone(),
-                uid: pvc.metadata.uid.clone(),
-                resource_version: pvc.metadata.resource_version.clone(),
-                ..ObjectReference::default()
-            }),
+            claim_ref: Some(claim_ref),
             nfs: Some(NFSVolumeSource {
                 server: input.server.to_owned(),
                 path: format!("{EXPORT_PREFIX}/{name}"),
@@ -148,7 +171,7 @@ pub fn build(input: &PvInput<'_>) -> Result<PersistentVolume, ClaimError> {
             ..PersistentVolumeSpec::default()
         }),
         status: None,
-    })
+    }
 }
 
 #[cfg(test)]
