@@ -568,6 +568,7 @@ fn every_flag_and_chart_value_is_documented() {
     for sub in [
         &["serve"][..],
         &["status"],
+        &["recover"],
         &["volume", "add"],
         &["volume", "remove"],
         &["volume", "list"],
