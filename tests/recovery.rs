@@ -438,6 +438,7 @@ async fn a_recreated_service_re_points_the_pvs_without_touching_the_claims() {
         server_address: None,
         namespace: Some("storage".into()),
         service_name: Some("nfs-server".into()),
+        pod_ip: Some("10.244.0.5".into()),
         address_check: Duration::from_millis(200),
         ..config()
     };
@@ -451,6 +452,12 @@ async fn a_recreated_service_re_points_the_pvs_without_touching_the_claims() {
     s.api
         .delete("services", Some("storage"), "nfs-server")
         .unwrap();
+    // While it is missing, the PVs are not moved to the pod's own address.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        s.api.get("persistentvolumes", None, &pv).unwrap()["spec"]["nfs"]["server"],
+        "10.96.0.10"
+    );
     s.api.insert(service("10.96.0.77")).unwrap();
     let after = s
         .api

@@ -158,8 +158,14 @@ impl Context {
 
     /// The NFS server address new PVs get.
     pub async fn server_address(&self) -> Result<String, Error> {
+        Ok(self.address_and_source().await?.0)
+    }
+
+    /// The address and whether it is the one to keep PVs on: false when it is the pod IP
+    /// standing in for a configured Service that is missing (being recreated, say).
+    pub async fn address_and_source(&self) -> Result<(String, bool), Error> {
         if let Some(a) = &self.config.server_address {
-            return Ok(a.clone());
+            return Ok((a.clone(), true));
         }
         if let (Some(ns), Some(svc)) = (&self.config.namespace, &self.config.service_name) {
             let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
@@ -170,10 +176,11 @@ impl Context {
                 .and_then(|s| s.cluster_ip)
                 .filter(|ip| !ip.is_empty() && ip != "None")
             {
-                return Ok(ip);
+                return Ok((ip, true));
             }
         }
-        self.config.pod_ip.clone().ok_or(Error::NoAddress)
+        let ip = self.config.pod_ip.clone().ok_or(Error::NoAddress)?;
+        Ok((ip, self.config.service_name.is_none()))
     }
 }
 

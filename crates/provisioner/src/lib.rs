@@ -129,8 +129,11 @@ pub async fn run_then(
 async fn watch_address(ctx: Arc<controller::Context>) {
     loop {
         if *ctx.leader.borrow() {
-            let repaired = match ctx.server_address().await {
-                Ok(addr) => recovery::repoint(&ctx, &addr).await,
+            let repaired = match ctx.address_and_source().await {
+                Ok((addr, true)) => recovery::repoint(&ctx, &addr).await,
+                // Our Service is missing right now: wait for it rather than re-point every
+                // PV at the pod's own address.
+                Ok((_, false)) => Ok(0),
                 Err(e) => Err(e.into()),
             };
             match repaired {
