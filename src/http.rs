@@ -1,13 +1,13 @@
-//! The HTTP port (`serve --http-port`, default 8080): `/healthz` for liveness and `/readyz`
-//! for readiness, the probes the Helm chart points Kubernetes at.
+//! The HTTP port (`serve --http-port`, default 8080): `/healthz` for liveness, `/readyz` for
+//! readiness (the probes the Helm chart points Kubernetes at) and `/metrics` for Prometheus.
 //!
 //! Readiness means "every volume that existed before this start is served again": the NFS
 //! listeners are up and, when the Kubernetes controller runs, it has listed our PVs and
 //! re-exported any the registry lacked. Until then the Service sends no clients here.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -15,6 +15,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tracing::debug;
 
@@ -41,7 +42,7 @@ impl Health {
 
 /// Serves the probes on `listener` until the runtime ends. Each connection is its own task;
 /// a client that misbehaves only ends its own connection.
-pub async fn serve(listener: TcpListener, health: Arc<Health>) {
+pub async fn serve(listener: TcpListener, health: Arc<Health>, registry: Arc<Mutex<Registry>>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -53,10 +54,11 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>) {
             }
         };
         let health = Arc::clone(&health);
+        let registry = Arc::clone(&registry);
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let health = Arc::clone(&health);
-                async move { Ok::<_, Infallible>(answer(&req, &health)) }
+                let (health, registry) = (Arc::clone(&health), Arc::clone(&registry));
+                async move { Ok::<_, Infallible>(answer(&req, &health, &registry)) }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -68,7 +70,34 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>) {
     }
 }
 
-fn answer<B>(req: &Request<B>, health: &Health) -> Response<Full<Bytes>> {
+fn answer<B>(
+    req: &Request<B>,
+    health: &Health,
+    registry: &Mutex<Registry>,
+) -> Response<Full<Bytes>> {
+    if matches!(*req.method(), Method::GET | Method::HEAD) && req.uri().path() == "/metrics" {
+        let mut text = String::new();
+        let encoded = {
+            let registry = registry.lock().unwrap_or_else(|e| e.into_inner());
+            prometheus_client::encoding::text::encode(&mut text, &registry)
+        };
+        let (status, body) = match encoded {
+            Ok(()) => (StatusCode::OK, Bytes::from(text)),
+            Err(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Bytes::from_static(b"encoding failed\n"),
+            ),
+        };
+        let mut resp = Response::new(Full::new(body));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static(
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+        );
+        return resp;
+    }
     let (status, body) = match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/healthz" | "/livez") => (StatusCode::OK, "ok\n"),
         (&Method::GET | &Method::HEAD, "/readyz") if health.is_ready() => {

@@ -4,13 +4,16 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use export_store::ExportStore;
+use nfs_server::metrics::NfsMetrics;
 use oncrpc::portmap::{self, Mapping, Portmapper};
-use oncrpc::{RpcService, Server};
+use oncrpc::{RpcMetrics, RpcService, Server};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -33,8 +36,11 @@ pub struct ServeConfig {
     pub portmap_port: Option<u16>,
     /// How often the registry is checked for volumes added or removed.
     pub reload_interval: Duration,
-    /// Port of `/healthz` and `/readyz`; `None` disables it, `Some(0)` picks a free port.
+    /// Port of `/healthz`, `/readyz` and `/metrics`; `None` disables it, `Some(0)` picks a
+    /// free port.
     pub http_port: Option<u16>,
+    /// Count calls, bytes and connections for `/metrics`.
+    pub metrics: bool,
 }
 
 /// A started server: where it listens. Dropping it does not stop it; it runs until the
@@ -48,6 +54,8 @@ pub struct Running {
     pub store: Arc<ExportStore>,
     /// Readiness reported on the HTTP port; the caller decides when the process is ready.
     pub health: Arc<http::Health>,
+    /// What `/metrics` shows; the provisioner registers its metrics here too.
+    pub registry: Arc<Mutex<Registry>>,
 }
 
 /// Opens the export store, binds every port and starts serving in the background.
@@ -81,11 +89,32 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let portmap_addr = portmap.as_ref().map(|l| l.local_addr()).transpose()?;
     let http_addr = http.as_ref().map(|l| l.local_addr()).transpose()?;
     let health = http::Health::new();
+    let mut registry = Registry::default();
+    let exported = Gauge::<i64>::default();
+    registry.register(
+        "nfs_volumes_exported",
+        "Volumes served now",
+        exported.clone(),
+    );
+    let (rpc_metrics, nfs_metrics) = if config.metrics {
+        (
+            Some(Arc::new(RpcMetrics::register(&mut registry))),
+            Some(Arc::new(NfsMetrics::register(&mut registry))),
+        )
+    } else {
+        (None, None)
+    };
+    let registry = Arc::new(Mutex::new(registry));
     if let Some(listener) = http {
-        tokio::spawn(http::serve(listener, Arc::clone(&health)));
+        tokio::spawn(http::serve(
+            listener,
+            Arc::clone(&health),
+            Arc::clone(&registry),
+        ));
     }
 
-    let mut services: Vec<Arc<dyn RpcService>> = nfs_server::services(Arc::clone(&store));
+    let mut services: Vec<Arc<dyn RpcService>> =
+        nfs_server::services_with_metrics(Arc::clone(&store), nfs_metrics);
     if let Some(pm) = portmap_addr {
         let tcp = |prog, vers, port: u16| Mapping {
             prog,
@@ -99,7 +128,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             tcp(nfs_server::MOUNT_PROGRAM, 3, mount_addr.port()),
         ])));
     }
-    let server = Arc::new(Server::new(services, MAX_RECORD, MAX_IN_FLIGHT));
+    let mut server = Server::new(services, MAX_RECORD, MAX_IN_FLIGHT);
+    if let Some(m) = rpc_metrics {
+        server = server.with_metrics(m);
+    }
+    let server = Arc::new(server);
     for listener in [Some(nfs), mount, portmap].into_iter().flatten() {
         let server = Arc::clone(&server);
         tokio::spawn(async move {
@@ -113,6 +146,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         let mut tick = tokio::time::interval(config.reload_interval);
         loop {
             tick.tick().await;
+            exported.set(watched.volumes().len() as i64);
             let store = Arc::clone(&watched);
             let reloaded = tokio::task::spawn_blocking(move || {
                 store.sweep_cache();
@@ -140,6 +174,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         http: http_addr,
         store,
         health,
+        registry,
     })
 }
 

@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use export_store::{ExportStore, Squash, VolumeOptions};
-use nfs_server_provisioner::http::Health;
 use nfs_server_provisioner::{ServeConfig, raise_fd_limit, start};
 
 #[derive(Parser)]
@@ -28,6 +27,9 @@ mount -t nfs -o vers=3,proto=tcp,nolock SERVER:/export/demo /mnt"
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as human-readable text or as one JSON object per line.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 #[derive(Subcommand)]
@@ -47,9 +49,13 @@ enum Command {
         /// Portmapper (rpcbind) port; 0 disables the portmapper.
         #[arg(long, default_value_t = 111)]
         portmap_port: u16,
-        /// Port of the /healthz and /readyz probes; 0 disables it.
+        /// Port of /healthz, /readyz and /metrics; 0 disables it.
         #[arg(long, default_value_t = 8080)]
         http_port: u16,
+        /// Count requests, bytes and connections for /metrics.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set,
+              num_args = 0..=1, default_missing_value = "true")]
+        metrics: bool,
         /// Serve even though the export root is on storage that does not outlive the pod
         /// (emptyDir, tmpfs, the container's own filesystem): every volume is lost with it.
         #[arg(long)]
@@ -245,14 +251,18 @@ enum VolumeCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse_from(normalize_args(std::env::args_os()));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().with_current_span(true).init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     match cli.command {
         Command::Serve {
             export_root,
@@ -261,6 +271,7 @@ fn main() -> anyhow::Result<()> {
             mount_port,
             portmap_port,
             http_port,
+            metrics,
             allow_ephemeral_export_root,
             mut kube,
             legacy,
@@ -279,6 +290,7 @@ fn main() -> anyhow::Result<()> {
                     portmap_port: (portmap_port != 0).then_some(portmap_port),
                     reload_interval: Duration::from_secs(1),
                     http_port: (http_port != 0).then_some(http_port),
+                    metrics,
                 },
                 kube,
             )
@@ -454,7 +466,7 @@ fn serve(config: ServeConfig, kube: KubeArgs) -> anyhow::Result<()> {
         if kube.no_controller {
             running.health.set_ready();
         } else {
-            start_provisioner(kube, export_root, running.store, running.health).await;
+            start_provisioner(kube, export_root, running).await;
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
@@ -539,9 +551,9 @@ fn env(name: &str) -> Option<String> {
 async fn start_provisioner(
     args: KubeArgs,
     export_root: PathBuf,
-    store: Arc<ExportStore>,
-    health: Arc<Health>,
+    running: nfs_server_provisioner::Running,
 ) {
+    let (store, health) = (running.store, running.health);
     // Without a controller, every volume the registry holds is already served: ready.
     let client = match provisioner::connect(args.kubeconfig.as_deref()).await {
         Ok(c) => c,
@@ -592,6 +604,9 @@ async fn start_provisioner(
         } else {
             provisioner::recovery::OnMissing::Report
         },
+        metrics: Arc::new(provisioner::metrics::ProvisionerMetrics::register(
+            &mut running.registry.lock().unwrap_or_else(|e| e.into_inner()),
+        )),
         ..cluster_config(&args.provisioner)
     };
     tracing::info!(provisioner = %config.name, %identity, "starting the provisioner");

@@ -129,6 +129,7 @@ fn default_values_render_a_server_with_persistent_export_and_minimal_capabilitie
                 ("nfs".into(), 2049, "TCP".into(), None),
                 ("mountd".into(), 20048, "TCP".into(), None),
                 ("rpcbind".into(), 111, "TCP".into(), None),
+                ("http".into(), 8080, "TCP".into(), None),
             ]
         );
         let spec = svc.spec.unwrap();
@@ -294,7 +295,7 @@ fn the_old_charts_defaults_install_with_our_image_and_an_emptydir() {
         // nlockmgr, rquotad and statd ports are accepted but not opened: nothing serves them.
         let svc: Service = m.one("Service");
         let names: Vec<_> = service_ports(&svc).into_iter().map(|p| p.0).collect();
-        assert_eq!(names, owned(&["nfs", "mountd", "rpcbind"]));
+        assert_eq!(names, owned(&["nfs", "mountd", "rpcbind", "http"]));
     }
 }
 
@@ -376,6 +377,7 @@ fn every_old_values_key_is_honoured() {
                 ("nfs".into(), 2049, "TCP".into(), Some(32049)),
                 ("mountd".into(), 20048, "TCP".into(), Some(32048)),
                 ("rpcbind".into(), 111, "TCP".into(), Some(32111)),
+                ("http".into(), 8080, "TCP".into(), None),
             ]
         );
         let spec = svc.spec.unwrap();
@@ -619,4 +621,33 @@ fn every_flag_and_chart_value_is_documented() {
         missing.is_empty(),
         "undocumented in docs/configuration.md: {missing:?}"
     );
+}
+
+#[test]
+fn a_service_monitor_scrapes_the_http_port_when_enabled() {
+    for (major, helm) in helms() {
+        let off = Manifests::parse(&template(&helm, "nfs", "default", &[]));
+        assert!(off.find("ServiceMonitor").is_empty(), "helm {major}");
+        let values = std::env::temp_dir().join(format!("sm-values-{major}.yaml"));
+        std::fs::write(
+            &values,
+            "metrics:\n  serviceMonitor:\n    enabled: true\n    labels: {release: prom}\n",
+        )
+        .unwrap();
+        let on = Manifests::parse(&template(
+            &helm,
+            "nfs",
+            "default",
+            &[values.to_str().unwrap()],
+        ));
+        let sm = on.find("ServiceMonitor")[0].clone();
+        assert_eq!(sm["metadata"]["labels"]["release"], "prom");
+        assert_eq!(sm["spec"]["endpoints"][0]["port"], "http");
+        assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
+        let svc: Service = on.one("Service");
+        let selector = svc.spec.unwrap().selector.unwrap();
+        for (k, v) in selector {
+            assert_eq!(sm["spec"]["selector"]["matchLabels"][&k], v.as_str());
+        }
+    }
 }

@@ -314,6 +314,7 @@ async fn server_without_portmapper_has_no_portmap_listener() {
         portmap_port: None,
         reload_interval: RELOAD,
         http_port: None,
+        metrics: true,
     })
     .await
     .unwrap();

@@ -564,6 +564,7 @@ async fn readyz_turns_true_only_once_existing_volumes_are_exported_again() {
         portmap_port: None,
         reload_interval: Duration::from_millis(100),
         http_port: Some(0),
+        metrics: true,
     })
     .await
     .unwrap();
@@ -628,4 +629,46 @@ async fn max_exports_refuses_claims_beyond_the_limit_until_a_volume_goes() {
     release_and_wait_gone(&s, &first).await;
     wait_pv(&s, &second).await;
     assert_eq!(registered(&s), vec![format!("pvc-{second}")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_reconciles_provisioning_deleting_and_leadership() {
+    let s = setup(json!({})).await;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(provisioner::metrics::ProvisionerMetrics::register(
+        &mut registry,
+    ));
+    start_controller(
+        &s,
+        Config {
+            metrics: Arc::clone(&metrics),
+            ..config()
+        },
+        None,
+    )
+    .await;
+    let uid = add_claim(&s, "data", json!({}));
+    wait_pv(&s, &uid).await;
+    release_and_wait_gone(&s, &uid).await;
+    // The reconcile that removed the finalizer returns just after the PV is gone.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text.clear();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        if text.contains("provisioner_reconciles_total{controller=\"volume\",result=\"ok\"}") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert_eq!(value("provisioner_provision_duration_seconds_count"), 1.0);
+    assert_eq!(value("provisioner_delete_duration_seconds_count"), 1.0);
+    assert!(value("provisioner_reconciles_total{controller=\"claim\",result=\"ok\"}") >= 1.0);
+    assert!(value("provisioner_reconciles_total{controller=\"volume\",result=\"ok\"}") >= 1.0);
+    assert_eq!(value("provisioner_leader"), 1.0);
+    assert_eq!(value("provisioner_missing_volumes"), 0.0);
 }

@@ -64,7 +64,8 @@ fn config(root: &Path) -> ServeConfig {
         mount_port: 0,
         portmap_port: Some(0),
         reload_interval: RELOAD,
-        http_port: None,
+        http_port: Some(0),
+        metrics: true,
     }
 }
 

@@ -152,6 +152,7 @@ pub async fn serve_nfs(s: &Setup) -> nfs_server_provisioner::Running {
         portmap_port: None,
         reload_interval: Duration::from_millis(100),
         http_port: None,
+        metrics: true,
     })
     .await
     .unwrap()

@@ -7,6 +7,7 @@
 //! nothing about sockets: `oncrpc` delivers calls to the [`RpcService`]s built here.
 
 mod convert;
+pub mod metrics;
 pub mod mount;
 pub mod nfs3;
 mod shape;
@@ -27,8 +28,16 @@ pub const MAX_IO: u32 = 1024 * 1024;
 
 /// The NFS and MOUNT services for one export store.
 pub fn services(store: Arc<ExportStore>) -> Vec<Arc<dyn RpcService>> {
+    services_with_metrics(store, None)
+}
+
+/// [`services`], counting bytes per volume and stale handles in `metrics`.
+pub fn services_with_metrics(
+    store: Arc<ExportStore>,
+    metrics: Option<Arc<metrics::NfsMetrics>>,
+) -> Vec<Arc<dyn RpcService>> {
     vec![
-        Arc::new(nfs3::Nfs3Service::new(Arc::clone(&store))),
+        Arc::new(nfs3::Nfs3Service::new(Arc::clone(&store)).with_metrics(metrics)),
         Arc::new(mount::MountService::new(store)),
     ]
 }

@@ -145,6 +145,18 @@ impl RpcService for MountService {
     fn call(&self, ctx: CallContext, args: CallArgs, reply: ReplySender) {
         reply.send(self.answer(&ctx, args.bytes()));
     }
+
+    fn call_names(&self, _vers: u32, proc_: u32) -> oncrpc::CallNames {
+        oncrpc::CallNames {
+            program: "mount",
+            version: "3",
+            procedure: crate::metrics::mount3_procedure(proc_),
+        }
+    }
+
+    fn status_reader(&self) -> fn(u32, &[u8]) -> &'static str {
+        crate::metrics::mount3_status
+    }
 }
 
 #[cfg(test)]

@@ -13,10 +13,11 @@ use export_store::{Attr, CreateHow, ExportStore, Identity, Object, WriteStabilit
 use nfs3_types::nfs3::*;
 use nfs3_types::xdr_codec::{List, Opaque, Pack, Unpack};
 use oncrpc::message::XdrReader;
-use oncrpc::{CallArgs, CallContext, Credential, Reply, ReplySender, RpcService};
+use oncrpc::{CallArgs, CallContext, CallNames, Credential, Reply, ReplySender, RpcService};
 use tracing::debug;
 
 use crate::convert::{fattr, post_op, set_attr, status, wcc};
+use crate::metrics::NfsMetrics;
 use crate::{MAX_IO, NFS_PROGRAM};
 
 /// The NFSv3 program.
@@ -27,6 +28,7 @@ pub struct Nfs3Service {
 struct Inner {
     store: Arc<ExportStore>,
     write_verifier: [u8; 8],
+    metrics: Option<Arc<NfsMetrics>>,
 }
 
 impl Nfs3Service {
@@ -45,7 +47,20 @@ impl Nfs3Service {
             inner: Arc::new(Inner {
                 store,
                 write_verifier,
+                metrics: None,
             }),
+        }
+    }
+
+    /// Counts bytes per volume and stale handles in `metrics`.
+    pub fn with_metrics(self, metrics: Option<Arc<NfsMetrics>>) -> Self {
+        let inner = Inner {
+            store: Arc::clone(&self.inner.store),
+            write_verifier: self.inner.write_verifier,
+            metrics,
+        };
+        Self {
+            inner: Arc::new(inner),
         }
     }
 }
@@ -70,6 +85,18 @@ impl RpcService for Nfs3Service {
 
     fn versions(&self) -> (u32, u32) {
         (3, 3)
+    }
+
+    fn call_names(&self, _vers: u32, proc_: u32) -> CallNames {
+        CallNames {
+            program: "nfs",
+            version: "3",
+            procedure: crate::metrics::nfs3_procedure(proc_),
+        }
+    }
+
+    fn status_reader(&self) -> fn(u32, &[u8]) -> &'static str {
+        crate::metrics::nfs3_status
     }
 
     fn call(&self, ctx: CallContext, args: CallArgs, reply: ReplySender) {
@@ -167,10 +194,42 @@ impl Inner {
     }
 
     fn resolve(&self, fh: &nfs_fh3, flags: libc::c_int) -> io::Result<Object> {
-        self.store.resolve(&fh.data, flags)
+        self.resolve_bytes(&fh.data, flags)
+    }
+
+    fn resolve_bytes(&self, fh: &[u8], flags: libc::c_int) -> io::Result<Object> {
+        let r = self.store.resolve(fh, flags);
+        if let (Err(e), Some(m)) = (&r, &self.metrics)
+            && matches!(
+                e.raw_os_error(),
+                Some(libc::ESTALE | export_store::store::EBADHANDLE)
+            )
+        {
+            m.stale();
+        }
+        r
     }
 
     fn dispatch(&self, ctx: &CallContext, a: &[u8]) -> Reply {
+        // Disabled unless RUST_LOG asks for debug: then every call logs inside this span.
+        let span = tracing::debug_span!(
+            "nfs3",
+            xid = ctx.xid,
+            procedure = crate::metrics::nfs3_procedure(ctx.proc_)
+        );
+        let _entered = span.enter();
+        let reply = self.answer(ctx, a);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let status = match &reply {
+                Reply::Success(body) => crate::metrics::nfs3_status(ctx.proc_, body),
+                _ => "rpc error",
+            };
+            debug!(peer = %ctx.peer, credential = ?ctx.credential, status, "answered");
+        }
+        reply
+    }
+
+    fn answer(&self, ctx: &CallContext, a: &[u8]) -> Reply {
         if !crate::shape::well_formed(ctx.proc_, a) {
             return Reply::GarbageArgs;
         }
@@ -323,6 +382,9 @@ impl Inner {
         out.resize(HEAD, 0);
         let r = ops::read_into(&obj, &id, args.offset, count, &mut out);
         let (n, eof, attr) = tri!(r, |st| fail(st, ops::getattr(&obj).ok().as_ref()));
+        if let Some(m) = &self.metrics {
+            m.read(obj.volume.name(), n as u64);
+        }
         let mut head = Vec::with_capacity(HEAD);
         let packed = (
             nfsstat3::NFS3_OK.pack(&mut head),
@@ -368,7 +430,7 @@ impl Inner {
                 },
             ))
         };
-        let obj = tri!(self.store.resolve(&fh, libc::O_PATH), |st| fail(
+        let obj = tri!(self.resolve_bytes(&fh, libc::O_PATH), |st| fail(
             st, None, None
         ));
         let id = self.identity(ctx, &obj);
@@ -376,6 +438,9 @@ impl Inner {
             let now = ops::getattr(&obj).ok();
             fail(st, now.as_ref(), now.as_ref())
         });
+        if let Some(m) = &self.metrics {
+            m.written(obj.volume.name(), data.len() as u64);
+        }
         ok(WRITE3res::Ok(WRITE3resok {
             file_wcc: wcc(Some(&before), Some(&after)),
             count: data.len() as u32,

@@ -7,13 +7,16 @@
 //!   as pure functions over byte buffers;
 //! - [`server`]: the TCP accept loop and per-connection pipeline (many calls in flight, replies
 //!   matched by xid) dispatching to [`RpcService`] implementations;
-//! - [`portmap`]: a portmapper v2 service answering for the programs this process serves.
+//! - [`portmap`]: a portmapper v2 service answering for the programs this process serves;
+//! - [`metrics`]: calls, latency, connections and rejected messages, for Prometheus.
 
 pub mod buffers;
 pub mod message;
+pub mod metrics;
 pub mod portmap;
 pub mod record;
 pub mod server;
 
 pub use message::{AuthSys, CallHeader, Credential, DecodeError, Reply};
+pub use metrics::{CallNames, RpcMetrics};
 pub use server::{CallArgs, CallContext, ReplySender, RpcService, Server};

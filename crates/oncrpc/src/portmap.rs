@@ -82,6 +82,15 @@ impl RpcService for Portmapper {
         (2, 2)
     }
 
+    fn call_names(&self, _vers: u32, proc_: u32) -> crate::CallNames {
+        const NAMES: [&str; 6] = ["NULL", "SET", "UNSET", "GETPORT", "DUMP", "CALLIT"];
+        crate::CallNames {
+            program: "portmap",
+            version: "2",
+            procedure: NAMES.get(proc_ as usize).copied().unwrap_or("unknown"),
+        }
+    }
+
     fn call(&self, ctx: CallContext, args: CallArgs, reply: ReplySender) {
         reply.send(self.answer(ctx.proc_, args.bytes()));
     }

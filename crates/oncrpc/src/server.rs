@@ -10,6 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
@@ -17,6 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, warn};
 
 use crate::message::{self, AUTH_BADCRED, AUTH_TOOWEAK, Credential, DecodeError, Reply};
+use crate::metrics::{CallNames, Observed, RpcMetrics};
 use crate::record;
 
 /// Where a service sends the reply to one call. It may be moved to any thread; if it is
@@ -28,11 +30,16 @@ pub struct ReplySender {
         u32,
         Option<OwnedSemaphorePermit>,
     )>,
+    /// Set when the server keeps metrics: the call's names and start time.
+    observed: Option<Box<Observed>>,
 }
 
 impl ReplySender {
     /// Sends the reply (the connection may already be gone; then it is dropped).
     pub fn send(mut self, reply: Reply) {
+        if let Some(o) = self.observed.take() {
+            o.finish(&reply);
+        }
         if let Some((tx, xid, permit)) = self.inner.take() {
             send(&tx, xid, reply, permit);
         }
@@ -44,6 +51,7 @@ impl ReplySender {
         (
             Self {
                 inner: Some((tx, 0, None)),
+                observed: None,
             },
             rx,
         )
@@ -54,6 +62,9 @@ impl Drop for ReplySender {
     fn drop(&mut self) {
         if let Some((tx, xid, permit)) = self.inner.take() {
             warn!(xid, "call dropped without a reply; answering SYSTEM_ERR");
+            if let Some(o) = self.observed.take() {
+                o.finish(&Reply::SystemErr);
+            }
             send(&tx, xid, Reply::SystemErr, permit);
         }
     }
@@ -100,6 +111,18 @@ pub trait RpcService: Send + Sync + 'static {
     /// Handles a call whose program and version were already checked, answering through
     /// `reply`. Must not block: file-system work belongs on a blocking worker thread.
     fn call(&self, ctx: CallContext, args: CallArgs, reply: ReplySender);
+    /// How the call is named in metrics.
+    fn call_names(&self, _vers: u32, _proc: u32) -> CallNames {
+        CallNames {
+            program: "unknown",
+            version: "unknown",
+            procedure: "unknown",
+        }
+    }
+    /// Reads the status label of a successful reply's body (`proc`, body).
+    fn status_reader(&self) -> fn(u32, &[u8]) -> &'static str {
+        |_, _| "OK"
+    }
 }
 
 /// Dispatches calls to services; the same dispatcher serves every listening port.
@@ -107,6 +130,18 @@ pub struct Server {
     services: Vec<Arc<dyn RpcService>>,
     max_record: usize,
     max_in_flight: usize,
+    metrics: Option<Arc<RpcMetrics>>,
+}
+
+/// Counts a connection as open for as long as it lives.
+struct OpenConnection(Option<Arc<RpcMetrics>>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        if let Some(m) = &self.0 {
+            m.connection_closed();
+        }
+    }
 }
 
 impl Server {
@@ -120,6 +155,19 @@ impl Server {
             services,
             max_record,
             max_in_flight,
+            metrics: None,
+        }
+    }
+
+    /// Records every call and connection in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<RpcMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn rejected(&self, reason: &'static str) {
+        if let Some(m) = &self.metrics {
+            m.rejected(reason);
         }
     }
 
@@ -138,6 +186,10 @@ impl Server {
 
     async fn connection(&self, stream: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
         stream.set_nodelay(true)?;
+        if let Some(m) = &self.metrics {
+            m.connection_opened();
+        }
+        let _open = OpenConnection(self.metrics.clone());
         let (mut reader, writer) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
         let writer_task = tokio::spawn(write_replies(writer, rx));
@@ -153,6 +205,7 @@ impl Server {
                 }
                 Err(e) => {
                     warn!(%peer, error = %e, "closing connection after a bad record");
+                    self.rejected("bad_record");
                     break;
                 }
             }
@@ -160,6 +213,7 @@ impl Server {
                 Ok(h) => h,
                 Err(DecodeError::Unreplyable) => {
                     warn!(%peer, "closing connection after a message without an RPC header");
+                    self.rejected("no_rpc_header");
                     break;
                 }
                 Err(DecodeError::NotACall(t)) => {
@@ -168,21 +222,26 @@ impl Server {
                 }
                 Err(e) => {
                     let xid = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-                    let reply = match e {
-                        DecodeError::RpcMismatch(_) => Reply::RpcMismatch,
-                        DecodeError::UnsupportedFlavor(_) => Reply::AuthError(AUTH_TOOWEAK),
-                        _ => Reply::AuthError(AUTH_BADCRED),
+                    let (reply, reason) = match e {
+                        DecodeError::RpcMismatch(_) => (Reply::RpcMismatch, "rpc_version"),
+                        DecodeError::UnsupportedFlavor(_) => {
+                            (Reply::AuthError(AUTH_TOOWEAK), "auth_flavor")
+                        }
+                        _ => (Reply::AuthError(AUTH_BADCRED), "bad_credential"),
                     };
+                    self.rejected(reason);
                     send(&tx, xid, reply, None);
                     continue;
                 }
             };
             let Some(service) = self.services.iter().find(|s| s.program() == header.prog) else {
+                self.rejected("unknown_program");
                 send(&tx, header.xid, Reply::ProgUnavail, None);
                 continue;
             };
             let (low, high) = service.versions();
             if header.vers < low || header.vers > high {
+                self.rejected("unknown_version");
                 send(&tx, header.xid, Reply::ProgMismatch { low, high }, None);
                 continue;
             }
@@ -198,8 +257,18 @@ impl Server {
             };
             // The permit travels with the reply and is released once it is written, so a
             // client that stops reading cannot make replies pile up without bound.
+            let observed = self.metrics.as_ref().map(|m| {
+                Box::new(Observed {
+                    metrics: Arc::clone(m),
+                    names: service.call_names(header.vers, header.proc_),
+                    start: Instant::now(),
+                    status_of: service.status_reader(),
+                    proc_: header.proc_,
+                })
+            });
             let reply = ReplySender {
                 inner: Some((tx.clone(), header.xid, Some(permit))),
+                observed,
             };
             service.call(ctx, CallArgs::new(buf, header.args_offset), reply);
         }

@@ -10,7 +10,6 @@
 //! touched. Failures back off from 15 s to 15 min per object and never give up.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +26,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::events::{Kind, Recorder};
+use crate::metrics::ProvisionerMetrics;
 use crate::params::{self, OnDelete};
 use crate::pv::{self, ANN_ON_DELETE, ANN_PROVISIONED_BY, ANN_PROVISIONER_ID, FINALIZER};
 use crate::volumes;
@@ -51,6 +51,8 @@ pub struct Config {
     pub on_missing: crate::recovery::OnMissing,
     /// How often PVs are checked against the current server address (`recover` auto).
     pub address_check: Duration,
+    /// Where reconciles are counted (registered by the process, or private).
+    pub metrics: Arc<ProvisionerMetrics>,
 }
 
 impl Config {
@@ -67,6 +69,7 @@ impl Config {
             recover: crate::recovery::Recover::Auto,
             on_missing: crate::recovery::OnMissing::Report,
             address_check: Duration::from_secs(30),
+            metrics: Arc::default(),
         }
     }
 }
@@ -108,8 +111,6 @@ pub struct Context {
     /// Volumes created for a claim whose PV does not exist yet: if the claim disappears
     /// before the PV is created, the janitor removes them (they were never handed out).
     provisional: Mutex<HashMap<String, (String, String)>>,
-    /// PVs seen with our provisioner name but another identity (never touched).
-    pub foreign_volumes: AtomicU64,
 }
 
 impl Context {
@@ -131,7 +132,6 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             warned_foreign: Mutex::new(HashSet::new()),
             provisional: Mutex::new(HashMap::new()),
-            foreign_volumes: AtomicU64::new(0),
         }
     }
 
@@ -267,9 +267,14 @@ pub async fn reconcile_claim(
             &format!("External provisioner is provisioning volume for claim \"{claim}\""),
         )
         .await;
+    let started = std::time::Instant::now();
     let result = provision(&pvc, &class, &params, &name, &ctx).await;
     match &result {
         Ok(true) => {
+            ctx.config
+                .metrics
+                .provision_seconds
+                .observe(started.elapsed().as_secs_f64());
             ctx.succeeded(&name);
             info!(%claim, volume = %name, "provisioned");
             ctx.recorder
@@ -420,7 +425,9 @@ pub async fn reconcile_volume(
         .unwrap_or_default();
     let has_finalizer = pv.finalizers().iter().any(|f| f == FINALIZER);
     let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    let mut latest: Option<PersistentVolume> = None;
     if phase == "Released" && reclaim == "Delete" {
+        let started = std::time::Instant::now();
         let id = pv
             .annotations()
             .get(ANN_PROVISIONER_ID)
@@ -433,7 +440,7 @@ pub async fn reconcile_volume(
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(name.clone());
             if first {
-                ctx.foreign_volumes.fetch_add(1, Ordering::Relaxed);
+                ctx.config.metrics.foreign_volumes.inc();
                 warn!(volume = %name, their_identity = %id, "not deleting a volume of another provisioner instance");
                 ctx.recorder
                     .record(
@@ -471,10 +478,17 @@ pub async fn reconcile_volume(
         }
         if pv.metadata.deletion_timestamp.is_none() {
             match pvs.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => {}
+                // Held by finalizers: the object as it is now, so the finalizer patch below
+                // carries its current resourceVersion.
+                Ok(res) => latest = res.left(),
                 Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
                 Err(e) => return Err(e.into()),
             }
+            // Counted once, by the reconcile that issued the delete.
+            ctx.config
+                .metrics
+                .delete_seconds
+                .observe(started.elapsed().as_secs_f64());
         }
         info!(volume = %name, on_delete = on_delete.as_str(), "deleted");
     } else if pv.metadata.deletion_timestamp.is_none() {
@@ -482,7 +496,7 @@ pub async fn reconcile_volume(
     }
     // The PV is being deleted and its data was handled (or is kept): let it go.
     if has_finalizer {
-        remove_finalizer(&pvs, &pv).await?;
+        remove_finalizer(&pvs, latest.as_ref().unwrap_or(&pv)).await?;
     }
     ctx.succeeded(&pv.uid().unwrap_or_default());
     Ok(Action::await_change())
@@ -511,6 +525,7 @@ async fn remove_finalizer(pvs: &Api<PersistentVolume>, pv: &PersistentVolume) ->
 pub async fn register_existing(ctx: &Context) -> Result<usize, Error> {
     let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
     let mut served = 0;
+    let mut missing = 0;
     for pv in pvs.list(&ListParams::default()).await? {
         if !ours(&pv, &ctx.config.name)
             || pv.annotations().get(ANN_PROVISIONER_ID) != Some(&ctx.identity)
@@ -532,6 +547,7 @@ pub async fn register_existing(ctx: &Context) -> Result<usize, Error> {
             served += 1;
             continue;
         }
+        missing += 1;
         if ctx.config.on_missing == crate::recovery::OnMissing::Recreate {
             match crate::recovery::recreate_missing(ctx, &pv).await {
                 Ok(()) => served += 1,
@@ -559,7 +575,22 @@ pub async fn register_existing(ctx: &Context) -> Result<usize, Error> {
             }
         }
     }
+    ctx.config.metrics.missing_volumes.set(missing);
     Ok(served)
+}
+
+/// Runs one reconcile, counting it in flight and by result.
+async fn counted(
+    controller: &'static str,
+    reconcile: impl std::future::Future<Output = Result<Action, Error>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let m = &ctx.config.metrics;
+    m.in_flight.inc();
+    let result = reconcile.await;
+    m.in_flight.dec();
+    m.reconciled(controller, result.is_ok());
+    result
 }
 
 /// Runs both controllers until they stop (they run as long as the API can be watched).
@@ -567,10 +598,18 @@ pub async fn run(ctx: Arc<Context>) {
     let claims: Api<PersistentVolumeClaim> = Api::all(ctx.client.clone());
     let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
     let claim_loop = Controller::new(claims, watcher::Config::default())
-        .run(reconcile_claim, error_policy, Arc::clone(&ctx))
+        .run(
+            |pvc, ctx| counted("claim", reconcile_claim(pvc, Arc::clone(&ctx)), ctx),
+            error_policy,
+            Arc::clone(&ctx),
+        )
         .for_each(|_| async {});
     let volume_loop = Controller::new(pvs, watcher::Config::default())
-        .run(reconcile_volume, error_policy, Arc::clone(&ctx))
+        .run(
+            |pv, ctx| counted("volume", reconcile_volume(pv, Arc::clone(&ctx)), ctx),
+            error_policy,
+            Arc::clone(&ctx),
+        )
         .for_each(|_| async {});
     let janitor = async {
         loop {

@@ -18,6 +18,7 @@ pub mod controller;
 pub mod events;
 pub mod identity;
 pub mod leader;
+pub mod metrics;
 pub mod params;
 pub mod pv;
 pub mod recovery;
@@ -97,6 +98,15 @@ pub async fn run_then(
     let ctx = Arc::new(controller::Context::new(
         client, store, config, identity, rx,
     ));
+    let (metrics, mut leading) = (Arc::clone(&ctx.config.metrics), ctx.leader.clone());
+    tokio::spawn(async move {
+        loop {
+            metrics.leader.set(i64::from(*leading.borrow_and_update()));
+            if leading.changed().await.is_err() {
+                break;
+            }
+        }
+    });
     let mut delay = Duration::from_secs(1);
     loop {
         match controller::register_existing(&ctx).await {
