@@ -4,7 +4,8 @@
 #
 # Usage: bench/run.sh [SERVER_BINARY] [nfs-bench options...]
 #        bench/run.sh --ganesha-only [nfs-bench options...]
-# SERVER_BINARY defaults to target/release/nfs-server-provisioner. nfs-bench options, e.g.
+# BENCH_SERVE_ARGS adds flags to our `serve` (e.g. --metrics=false to measure the cost of
+# metrics). SERVER_BINARY defaults to target/release/nfs-server-provisioner. nfs-bench options, e.g.
 # `--size-mib 256 --files 2000`, are passed through (see `nfs-bench --help`).
 #
 # Runs inside a private network + mount namespace (needs root): port 111 belongs to a private
@@ -132,7 +133,7 @@ if [[ "$server" != "none" ]]; then
     mkdir -p "$tmp/ours"
     "$server" volume add bench --export-root "$tmp/ours" >"$tmp/ours.log" 2>&1
     "$server" serve --export-root "$tmp/ours" --bind 127.0.0.1 --nfs-port 2049 --mount-port 20048 \
-        --portmap-port 0 >>"$tmp/ours.log" 2>&1 &
+        --portmap-port 0 ${BENCH_SERVE_ARGS:-} >>"$tmp/ours.log" 2>&1 &
     ours_pid=$!
     pids+=("$ours_pid")
     wait_ports "$ours_pid" 2049 20048

@@ -228,3 +228,44 @@ async fn documented_and_dashboard_metric_names_are_the_ones_exposed() {
         );
     }
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: serve needs root");
+        return;
+    }
+    let dir = export_root();
+    let out = std::process::Command::new("timeout")
+        .arg("2")
+        .arg(env!("CARGO_BIN_EXE_nfs-server-provisioner"))
+        .args(["--log-format", "json", "serve", "--export-root"])
+        .arg(dir.path())
+        .args([
+            "--bind=127.0.0.1",
+            "--nfs-port=0",
+            "--mount-port=0",
+            "--portmap-port=0",
+            "--http-port=0",
+            "--no-controller",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let serving = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "serving NFSv3")
+        .unwrap_or_else(|| panic!("no start line in {stderr}"));
+    assert_eq!(serving["level"], "INFO");
+    assert!(
+        serving["fields"]["nfs"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+}
