@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// `GET /metrics`, parsed into `series -> value` (series with its labels as printed).
-async fn scrape(s: &Server) -> HashMap<String, f64> {
+/// The whole HTTP reply to `GET /metrics` on the server's HTTP port.
+async fn get_metrics(s: &Server) -> String {
     let addr = s.running.http.expect("http port");
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
     conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -18,6 +18,12 @@ async fn scrape(s: &Server) -> HashMap<String, f64> {
         .unwrap();
     let mut reply = String::new();
     conn.read_to_string(&mut reply).await.unwrap();
+    reply
+}
+
+/// `GET /metrics`, parsed into `series -> value` (series with its labels as printed).
+async fn scrape(s: &Server) -> HashMap<String, f64> {
+    let reply = get_metrics(s).await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.contains("application/openmetrics-text"));
     let body = &reply[reply.find("\r\n\r\n").unwrap() + 4..];
@@ -170,13 +176,7 @@ async fn documented_and_dashboard_metric_names_are_the_ones_exposed() {
     raw.send(&record(&call_body(2, 3, NFS_PROGRAM, 3, 0, &[])))
         .await;
     raw.recv().await;
-    let addr = s.running.http.unwrap();
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    conn.read_to_string(&mut text).await.unwrap();
+    let text = get_metrics(&s).await;
     let mut registry = prometheus_client::registry::Registry::default();
     let m = provisioner::metrics::ProvisionerMetrics::register(&mut registry);
     m.reconciles

@@ -118,10 +118,7 @@ pub async fn resolve_identity(
     if let Some(id) = identity::read(root)? {
         return Ok((id, Vec::new()));
     }
-    let all = Api::<PersistentVolume>::all(client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items;
+    let all = all_volumes(client).await?;
     let mine = ours(&all, provisioner);
     let ids: BTreeSet<String> = mine
         .iter()
@@ -271,16 +268,28 @@ pub async fn record_on_pv_and_claim(ctx: &Context, pv: &PersistentVolume, reason
     }
 }
 
-/// Our PVs (provisioner name and identity) whose directory is missing.
-pub async fn missing_volumes(ctx: &Context) -> Result<Vec<PersistentVolume>, RecoveryError> {
-    let all = Api::<PersistentVolume>::all(ctx.client.clone())
+/// Every PersistentVolume in the cluster.
+async fn all_volumes(client: &Client) -> Result<Vec<PersistentVolume>, kube::Error> {
+    Ok(Api::<PersistentVolume>::all(client.clone())
         .list(&ListParams::default())
         .await?
-        .items;
-    Ok(all
+        .items)
+}
+
+/// Our PVs (provisioner name and identity) that are not being deleted.
+async fn live_volumes(ctx: &Context) -> Result<Vec<PersistentVolume>, kube::Error> {
+    Ok(all_volumes(&ctx.client)
+        .await?
         .into_iter()
-        .filter(|pv| is_ours(pv, ctx))
-        .filter(|pv| pv.metadata.deletion_timestamp.is_none())
+        .filter(|pv| is_ours(pv, ctx) && pv.metadata.deletion_timestamp.is_none())
+        .collect())
+}
+
+/// Our PVs whose directory is missing.
+pub async fn missing_volumes(ctx: &Context) -> Result<Vec<PersistentVolume>, RecoveryError> {
+    Ok(live_volumes(ctx)
+        .await?
+        .into_iter()
         .filter(|pv| !volumes::present(&ctx.store, &pv.name_any()))
         .collect())
 }
@@ -448,13 +457,9 @@ pub async fn stale_addresses(
     ctx: &Context,
     address: &str,
 ) -> Result<Vec<PersistentVolume>, RecoveryError> {
-    let all = Api::<PersistentVolume>::all(ctx.client.clone())
-        .list(&ListParams::default())
+    Ok(live_volumes(ctx)
         .await?
-        .items;
-    Ok(all
         .into_iter()
-        .filter(|pv| is_ours(pv, ctx) && pv.metadata.deletion_timestamp.is_none())
         .filter(|pv| {
             pv.spec
                 .as_ref()
@@ -595,10 +600,7 @@ pub async fn problems(
     identity: Option<&str>,
     address: Option<&str>,
 ) -> Result<Vec<Problem>, RecoveryError> {
-    let all = Api::<PersistentVolume>::all(client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items;
+    let all = all_volumes(client).await?;
     let mine = ours(&all, provisioner);
     let mut out = Vec::new();
     let ids: BTreeMap<String, usize> = mine.iter().fold(BTreeMap::new(), |mut m, pv| {
