@@ -67,27 +67,15 @@ enum Command {
     },
     /// Show our volumes as Kubernetes and the export root see them.
     Status {
-        #[arg(long, env = "EXPORT_ROOT")]
-        export_root: PathBuf,
-        /// Provisioner name StorageClasses use.
-        #[arg(long, env = "PROVISIONER", default_value = DEFAULT_PROVISIONER)]
-        provisioner: String,
-        /// kubeconfig file (default: in-cluster config or $KUBECONFIG).
-        #[arg(long)]
-        kubeconfig: Option<PathBuf>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Repair after a disaster: lost identity, lost data, orphaned data, new server address.
     #[command(group(clap::ArgGroup::new("action").required(true).multiple(false)
         .args(["adopt_identity", "recreate_missing", "bind_orphan", "server_address"])))]
     Recover {
-        #[arg(long, env = "EXPORT_ROOT")]
-        export_root: PathBuf,
-        /// Provisioner name StorageClasses use.
-        #[arg(long, env = "PROVISIONER", default_value = DEFAULT_PROVISIONER)]
-        provisioner: String,
-        /// kubeconfig file (default: in-cluster config or $KUBECONFIG).
-        #[arg(long)]
-        kubeconfig: Option<PathBuf>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
         /// Write ID as the export root's identity (the `Provisioner_Id` of its PVs).
         #[arg(long, value_name = "ID")]
         adopt_identity: Option<String>,
@@ -118,6 +106,19 @@ enum Command {
 }
 
 const DEFAULT_PROVISIONER: &str = "cluster.local/nfs-server-provisioner";
+
+/// Where `status` and `recover` find the export root and the cluster.
+#[derive(clap::Args)]
+struct ClusterArgs {
+    #[arg(long, env = "EXPORT_ROOT")]
+    export_root: PathBuf,
+    /// Provisioner name StorageClasses use.
+    #[arg(long, env = "PROVISIONER", default_value = DEFAULT_PROVISIONER)]
+    provisioner: String,
+    /// kubeconfig file (default: in-cluster config or $KUBECONFIG).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+}
 
 /// The Kubernetes provisioner that runs inside `serve`.
 #[derive(clap::Args)]
@@ -295,16 +296,14 @@ fn main() -> anyhow::Result<()> {
                 kube,
             )
         }
-        Command::Status {
-            export_root,
-            provisioner,
-            kubeconfig,
-        } => status(&export_root, &provisioner, kubeconfig.as_deref()),
+        Command::Status { cluster } => status(
+            &cluster.export_root,
+            &cluster.provisioner,
+            cluster.kubeconfig.as_deref(),
+        ),
         Command::Volume { command } => volume(command),
         Command::Recover {
-            export_root,
-            provisioner,
-            kubeconfig,
+            cluster,
             adopt_identity,
             recreate_missing,
             bind_orphan,
@@ -331,7 +330,12 @@ fn main() -> anyhow::Result<()> {
             } else {
                 bail!("no action given");
             };
-            recover(&export_root, &provisioner, kubeconfig.as_deref(), action)
+            recover(
+                &cluster.export_root,
+                &cluster.provisioner,
+                cluster.kubeconfig.as_deref(),
+                action,
+            )
         }
     }
 }
