@@ -145,9 +145,13 @@ async fn run_bin(s: &Setup, args: &[&str]) -> String {
         .env("POD_IP", "10.0.0.1")
         .env_remove("POD_NAMESPACE")
         .env_remove("SERVICE_NAME");
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    // A thread of its own: blocking-pool threads may carry an NFS client's fsuid, which
+    // exec would be checked against.
+    let child = std::thread::spawn(move || cmd.output().unwrap());
+    while !child.is_finished() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let out = child.join().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

@@ -284,6 +284,8 @@ impl ExportStore {
             path: path.clone(),
             source,
         };
+        // Blocking-pool threads may still carry the last NFS client's credentials.
+        cred::become_root().map_err(io_err)?;
         match fs::create_dir(&path) {
             Ok(()) => {
                 fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).map_err(io_err)?;
@@ -299,6 +301,10 @@ impl ExportStore {
 
     /// Unregisters a volume; its handles become stale at once. The data is left in place.
     pub fn remove_volume(&self, name: &str) -> Result<VolumeRecord, StoreError> {
+        cred::become_root().map_err(|source| StoreError::Io {
+            path: self.root.clone(),
+            source,
+        })?;
         let record = self.registry.remove(name)?;
         self.reload()?;
         Ok(record)

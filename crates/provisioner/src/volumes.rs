@@ -27,6 +27,9 @@ pub fn provision(
     params: &Params,
     read_only: bool,
 ) -> Result<(), StoreError> {
+    // This runs on a blocking-pool thread that may have served an NFS call as a client's
+    // uid; the export root is root's.
+    export_store::cred::become_root().map_err(io_err)?;
     let dir = store.root().join(name);
     match fs::create_dir(&dir) {
         Ok(()) => {}
@@ -76,6 +79,7 @@ pub fn adopt(store: &ExportStore, name: &str) -> Result<bool, StoreError> {
 
 /// Unexports the volume, then applies `on_delete` to its directory. Idempotent.
 pub fn discard(store: &ExportStore, name: &str, on_delete: OnDelete) -> Result<(), StoreError> {
+    export_store::cred::become_root().map_err(io_err)?;
     match store.remove_volume(name) {
         Ok(_) | Err(StoreError::Registry(RegistryError::NotFound(_))) => {}
         Err(e) => return Err(e),
