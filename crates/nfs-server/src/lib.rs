@@ -7,6 +7,8 @@
 //! nothing about sockets: `oncrpc` delivers calls to the [`RpcService`]s built here.
 
 mod convert;
+pub mod grace;
+pub mod locks;
 pub mod metrics;
 pub mod mount;
 pub mod nfs3;

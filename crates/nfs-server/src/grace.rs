@@ -1,0 +1,74 @@
+//! The grace period after a restart (RFC 8881 section 8.4.2; NLM's equivalent).
+//!
+//! While it lasts, only reclaims of state held before the restart are granted: new opens and
+//! locks get NFS4ERR_GRACE / NLM4_DENIED_GRACE_PERIOD, so a client cannot take a lock that
+//! another client is about to reclaim. It ends when its time runs out or, sooner, when every
+//! client known before the restart has said it finished reclaiming.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Shared by NFSv4.1 and NLM.
+#[derive(Debug, Default)]
+pub struct Grace {
+    until: Mutex<Option<Instant>>,
+}
+
+impl Grace {
+    /// No grace period.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// A grace period of `length` from now.
+    pub fn starting_now(length: Duration) -> Self {
+        Self {
+            until: Mutex::new(Some(Instant::now() + length)),
+        }
+    }
+
+    fn until(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.until.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether reclaims are still accepted and new state refused.
+    pub fn active(&self) -> bool {
+        let mut until = self.until();
+        match *until {
+            Some(t) if Instant::now() < t => true,
+            Some(_) => {
+                *until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Time left, if the period is active.
+    pub fn remaining(&self) -> Option<Duration> {
+        let until = *self.until();
+        until.and_then(|t| t.checked_duration_since(Instant::now()))
+    }
+
+    /// Ends the period now (every previous client finished reclaiming).
+    pub fn end(&self) {
+        *self.until() = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ends_by_time_or_on_demand() {
+        assert!(!Grace::none().active());
+        let g = Grace::starting_now(Duration::from_secs(60));
+        assert!(g.active());
+        assert!(g.remaining().unwrap() > Duration::from_secs(50));
+        g.end();
+        assert!(!g.active());
+        let g = Grace::starting_now(Duration::ZERO);
+        assert!(!g.active());
+    }
+}

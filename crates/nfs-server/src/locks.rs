@@ -1,0 +1,278 @@
+//! Byte-range locks shared by every protocol that locks: NFSv4.1 LOCK/LOCKT/LOCKU and NLM v4.
+//!
+//! One table for both, so a v3 client's fcntl lock and a v4 client's lock on the same file
+//! conflict as they would on a local file system. Files are keyed by their persistent handle
+//! bytes (one handle per object, the same for v3 and v4). Locks are advisory and kept in
+//! memory; after a restart clients reclaim them during the grace period.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+
+/// Who holds a lock. Two owners conflict even when they are the same client.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Owner {
+    /// NFSv4: the client id and the opaque lock-owner the client chose.
+    V4 { clientid: u64, owner: Vec<u8> },
+    /// NLM: the caller's host name, its process id and its opaque owner handle.
+    Nlm {
+        host: Vec<u8>,
+        svid: u32,
+        oh: Vec<u8>,
+    },
+}
+
+impl Owner {
+    /// The host part of the owner: v4 locks belong to a client id, NLM locks to a host.
+    pub fn is_nlm_host(&self, name: &[u8]) -> bool {
+        matches!(self, Owner::Nlm { host, .. } if host == name)
+    }
+}
+
+/// A lock as held or as found in conflict. `end` is exclusive; `u64::MAX` means "to the end
+/// of the file" (offsets beyond 2^64 - 1 do not exist).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lock {
+    pub owner: Owner,
+    pub start: u64,
+    pub end: u64,
+    pub write: bool,
+}
+
+impl Lock {
+    /// A range from an (offset, length) pair where length 0 (NLM) or all-ones (v4) means to
+    /// the end of the file.
+    pub fn range(offset: u64, length: u64) -> (u64, u64) {
+        if length == 0 || length == u64::MAX {
+            (offset, u64::MAX)
+        } else {
+            (offset, offset.saturating_add(length))
+        }
+    }
+
+    /// The length to report on the wire for this lock (`u64::MAX` for "to the end").
+    pub fn length(&self) -> u64 {
+        if self.end == u64::MAX {
+            u64::MAX
+        } else {
+            self.end - self.start
+        }
+    }
+
+    fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.start < end && start < self.end
+    }
+}
+
+/// The lock table.
+#[derive(Default)]
+pub struct LockTable {
+    files: Mutex<HashMap<Vec<u8>, Vec<Lock>>>,
+    released: Notify,
+}
+
+impl LockTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Notified (all waiters) whenever locks are released or downgraded, so blocked lock
+    /// requests can retry. Create the `notified()` future and `enable()` it *before* trying
+    /// the lock, or a release between the try and the wait is missed.
+    pub fn released(&self) -> &Notify {
+        &self.released
+    }
+
+    fn files(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Vec<Lock>>> {
+        self.files.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The first lock of another owner that conflicts with `want`, if any.
+    pub fn test(&self, file: &[u8], want: &Lock) -> Option<Lock> {
+        let files = self.files();
+        conflict(files.get(file).map(Vec::as_slice).unwrap_or(&[]), want).cloned()
+    }
+
+    /// Takes `want` unless another owner holds a conflicting lock, which is returned. The
+    /// owner's own locks in the range are replaced (a write lock over its read lock upgrades
+    /// it; POSIX semantics: ranges merge and split as needed).
+    pub fn lock(&self, file: &[u8], want: Lock) -> Result<(), Lock> {
+        let mut files = self.files();
+        let held = files.entry(file.to_vec()).or_default();
+        if let Some(c) = conflict(held, &want) {
+            return Err(c.clone());
+        }
+        let downgrade = !want.write;
+        carve(held, &want.owner, want.start, want.end);
+        held.push(want);
+        coalesce(held);
+        drop(files);
+        if downgrade {
+            self.released.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Releases `owner`'s locks in [start, end).
+    pub fn unlock(&self, file: &[u8], owner: &Owner, start: u64, end: u64) {
+        let mut files = self.files();
+        if let Some(held) = files.get_mut(file) {
+            carve(held, owner, start, end);
+            if held.is_empty() {
+                files.remove(file);
+            }
+        }
+        drop(files);
+        self.released.notify_waiters();
+    }
+
+    /// Whether `owner` holds any lock on `file`.
+    pub fn holds(&self, file: &[u8], owner: &Owner) -> bool {
+        self.files()
+            .get(file)
+            .is_some_and(|held| held.iter().any(|l| &l.owner == owner))
+    }
+
+    /// Releases every lock whose owner matches `which` (a client that went away, an NLM host
+    /// that rebooted, a lock-owner freed). Returns how many were released.
+    pub fn release_all(&self, which: impl Fn(&Owner) -> bool) -> usize {
+        let mut files = self.files();
+        let mut released = 0;
+        files.retain(|_, held| {
+            let before = held.len();
+            held.retain(|l| !which(&l.owner));
+            released += before - held.len();
+            !held.is_empty()
+        });
+        drop(files);
+        if released > 0 {
+            self.released.notify_waiters();
+        }
+        released
+    }
+
+    /// Every lock held, per file (for tests and `status`).
+    pub fn snapshot(&self) -> Vec<(Vec<u8>, Lock)> {
+        self.files()
+            .iter()
+            .flat_map(|(f, held)| held.iter().map(|l| (f.clone(), l.clone())))
+            .collect()
+    }
+}
+
+fn conflict<'a>(held: &'a [Lock], want: &Lock) -> Option<&'a Lock> {
+    held.iter().find(|l| {
+        l.owner != want.owner && (l.write || want.write) && l.overlaps(want.start, want.end)
+    })
+}
+
+/// Removes `owner`'s coverage of [start, end), splitting locks that straddle it.
+fn carve(held: &mut Vec<Lock>, owner: &Owner, start: u64, end: u64) {
+    let mut kept = Vec::with_capacity(held.len() + 1);
+    for l in held.drain(..) {
+        if &l.owner != owner || !l.overlaps(start, end) {
+            kept.push(l);
+            continue;
+        }
+        if l.start < start {
+            kept.push(Lock {
+                end: start,
+                ..l.clone()
+            });
+        }
+        if l.end > end {
+            kept.push(Lock { start: end, ..l });
+        }
+    }
+    *held = kept;
+}
+
+/// Merges adjacent or overlapping locks of one owner and mode.
+fn coalesce(held: &mut Vec<Lock>) {
+    held.sort_by(|a, b| (a.start, a.end).cmp(&(b.start, b.end)));
+    let mut out: Vec<Lock> = Vec::with_capacity(held.len());
+    for l in held.drain(..) {
+        if let Some(prev) = out
+            .iter_mut()
+            .rev()
+            .find(|p| p.owner == l.owner && p.write == l.write && p.end >= l.start)
+        {
+            prev.end = prev.end.max(l.end);
+            continue;
+        }
+        out.push(l);
+    }
+    *held = out;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(n: u8) -> Owner {
+        Owner::V4 {
+            clientid: 1,
+            owner: vec![n],
+        }
+    }
+
+    fn lock(owner: Owner, start: u64, end: u64, write: bool) -> Lock {
+        Lock {
+            owner,
+            start,
+            end,
+            write,
+        }
+    }
+
+    #[test]
+    fn readers_share_writers_exclude() {
+        let t = LockTable::new();
+        t.lock(b"f", lock(v4(1), 0, 10, false)).unwrap();
+        t.lock(b"f", lock(v4(2), 5, 15, false)).unwrap();
+        let c = t.lock(b"f", lock(v4(3), 9, 10, true)).unwrap_err();
+        assert!(c.owner == v4(1) || c.owner == v4(2));
+        t.lock(b"f", lock(v4(3), 15, u64::MAX, true)).unwrap();
+        assert!(t.test(b"g", &lock(v4(9), 0, u64::MAX, true)).is_none());
+    }
+
+    #[test]
+    fn unlock_splits_and_upgrade_replaces() {
+        let t = LockTable::new();
+        t.lock(b"f", lock(v4(1), 0, 100, true)).unwrap();
+        t.unlock(b"f", &v4(1), 40, 60);
+        assert!(t.test(b"f", &lock(v4(2), 40, 60, true)).is_none());
+        assert!(t.test(b"f", &lock(v4(2), 39, 40, false)).is_some());
+        assert!(t.test(b"f", &lock(v4(2), 60, 61, false)).is_some());
+        // Downgrade part of the range to a read lock: others may now read it.
+        t.lock(b"f", lock(v4(1), 0, 40, false)).unwrap();
+        assert!(t.test(b"f", &lock(v4(2), 0, 40, false)).is_none());
+        assert!(t.test(b"f", &lock(v4(2), 0, 40, true)).is_some());
+        assert_eq!(t.release_all(|o| o == &v4(1)), 2);
+        assert!(t.snapshot().is_empty());
+    }
+
+    #[test]
+    fn nlm_and_v4_owners_conflict() {
+        let t = LockTable::new();
+        let nlm = Owner::Nlm {
+            host: b"guest".to_vec(),
+            svid: 7,
+            oh: b"oh".to_vec(),
+        };
+        let (s, e) = Lock::range(0, 0);
+        t.lock(b"f", lock(nlm.clone(), s, e, true)).unwrap();
+        let c = t.lock(b"f", lock(v4(1), 1 << 40, u64::MAX, false));
+        assert_eq!(c.unwrap_err().owner, nlm);
+        assert_eq!(t.release_all(|o| o.is_nlm_host(b"guest")), 1);
+        t.lock(b"f", lock(v4(1), 1 << 40, u64::MAX, false)).unwrap();
+    }
+
+    #[test]
+    fn ranges_saturate() {
+        assert_eq!(Lock::range(5, u64::MAX), (5, u64::MAX));
+        assert_eq!(Lock::range(u64::MAX - 1, 10), (u64::MAX - 1, u64::MAX));
+        assert_eq!(lock(v4(1), 5, u64::MAX, true).length(), u64::MAX);
+    }
+}
