@@ -190,7 +190,7 @@ fn carve(held: &mut Vec<Lock>, owner: &Owner, start: u64, end: u64) {
 
 /// Merges adjacent or overlapping locks of one owner and mode.
 fn coalesce(held: &mut Vec<Lock>) {
-    held.sort_by(|a, b| (a.start, a.end).cmp(&(b.start, b.end)));
+    held.sort_by_key(|l| (l.start, l.end));
     let mut out: Vec<Lock> = Vec::with_capacity(held.len());
     for l in held.drain(..) {
         if let Some(prev) = out
