@@ -41,6 +41,8 @@ pub struct ServeConfig {
     pub http_port: Option<u16>,
     /// Count calls, bytes and connections for `/metrics`.
     pub metrics: bool,
+    /// NFSv4 lease and grace period.
+    pub v4: nfs_server::V4Config,
 }
 
 /// A started server: where it listens. Dropping it does not stop it; it runs until the
@@ -113,8 +115,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         ));
     }
 
+    let shared = nfs_server::Shared::new(Arc::clone(&store), &config.v4);
     let mut services: Vec<Arc<dyn RpcService>> =
-        nfs_server::services_with_metrics(Arc::clone(&store), nfs_metrics);
+        nfs_server::services_with_metrics(&shared, nfs_metrics);
     if let Some(pm) = portmap_addr {
         let tcp = |prog, vers, port: u16| Mapping {
             prog,
@@ -125,6 +128,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         services.push(Arc::new(Portmapper::new(vec![
             tcp(portmap::PROGRAM, 2, pm.port()),
             tcp(nfs_server::NFS_PROGRAM, 3, nfs_addr.port()),
+            tcp(nfs_server::NFS_PROGRAM, 4, nfs_addr.port()),
             tcp(nfs_server::MOUNT_PROGRAM, 3, mount_addr.port()),
         ])));
     }
@@ -165,7 +169,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         portmap = ?portmap_addr,
         http = ?http_addr,
         volumes = store.volumes().len(),
-        "serving NFSv3"
+        "serving NFSv3 and NFSv4.1"
     );
     Ok(Running {
         nfs: nfs_addr,

@@ -60,6 +60,15 @@ enum Command {
         /// (emptyDir, tmpfs, the container's own filesystem): every volume is lost with it.
         #[arg(long)]
         allow_ephemeral_export_root: bool,
+        /// Longest grace period after a restart, in seconds: clients known before it reclaim
+        /// their opens and locks, new ones wait. It ends sooner once every known client has
+        /// reclaimed (the old provisioner's flag, same meaning).
+        #[arg(long, value_name = "SECONDS", default_value_t = 90)]
+        grace_period: u64,
+        /// NFSv4 lease in seconds: a client silent for longer loses its opens and locks.
+        #[arg(long, value_name = "SECONDS", default_value_t = 90,
+              value_parser = clap::value_parser!(u64).range(10..=3600))]
+        lease_time: u64,
         #[command(flatten)]
         kube: KubeArgs,
         #[command(flatten)]
@@ -158,10 +167,6 @@ struct KubeArgs {
 #[derive(clap::Args)]
 #[command(next_help_heading = "Flags kept from the old provisioner")]
 struct LegacyArgs {
-    /// Seconds of NFSv4 grace after a restart. This server speaks NFSv3 only so far, which
-    /// has no grace period; accepted and ignored.
-    #[arg(long, value_name = "SECONDS")]
-    grace_period: Option<u64>,
     /// Ignored: file handles never depend on device numbers here, so they survive moving
     /// the export root to another disk or node.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
@@ -177,13 +182,6 @@ struct LegacyArgs {
 impl LegacyArgs {
     /// Logs what each given old flag does here.
     fn explain(&self) {
-        if let Some(secs) = self.grace_period {
-            tracing::info!(
-                grace_period = secs,
-                "--grace-period ignored: NFSv3 has no grace period, so clients resume at once \
-                 after a restart"
-            );
-        }
         if let Some(v) = self.device_based_fsids {
             tracing::info!(
                 device_based_fsids = v,
@@ -274,6 +272,8 @@ fn main() -> anyhow::Result<()> {
             http_port,
             metrics,
             allow_ephemeral_export_root,
+            grace_period,
+            lease_time,
             mut kube,
             legacy,
         } => {
@@ -292,6 +292,11 @@ fn main() -> anyhow::Result<()> {
                     reload_interval: Duration::from_secs(1),
                     http_port: (http_port != 0).then_some(http_port),
                     metrics,
+                    v4: nfs_server::V4Config {
+                        lease: Duration::from_secs(lease_time),
+                        grace: Duration::from_secs(grace_period),
+                        record_clients: true,
+                    },
                 },
                 kube,
             )
@@ -722,6 +727,7 @@ mod tests {
             export_root,
             kube,
             legacy,
+            grace_period,
             ..
         } = cli.command
         else {
@@ -731,7 +737,7 @@ mod tests {
         assert_eq!(kube.provisioner, "cluster.local/old");
         assert!(!kube.leader_elect);
         assert_eq!(kube.max_exports, Some(-1));
-        assert_eq!(legacy.grace_period, Some(0));
+        assert_eq!(grace_period, 0);
         assert_eq!(legacy.device_based_fsids, Some(false));
         assert_eq!(legacy.enable_xfs_quota, Some(true));
         assert_eq!(legacy.server_hostname.as_deref(), Some("nfs.example"));

@@ -315,6 +315,7 @@ async fn server_without_portmapper_has_no_portmap_listener() {
         reload_interval: RELOAD,
         http_port: None,
         metrics: true,
+        v4: nfs_server::V4Config::default(),
     })
     .await
     .unwrap();

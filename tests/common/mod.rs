@@ -66,6 +66,7 @@ fn config(root: &Path) -> ServeConfig {
         reload_interval: RELOAD,
         http_port: Some(0),
         metrics: true,
+        v4: nfs_server::V4Config::default(),
     }
 }
 

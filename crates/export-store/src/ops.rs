@@ -892,3 +892,38 @@ pub fn fsstat(obj: &Object) -> io::Result<libc::statvfs> {
 pub fn fd_of(obj: &Object) -> BorrowedFd<'_> {
     obj.fd.as_fd()
 }
+
+/// ALLOCATE / DEALLOCATE (NFSv4.2): reserves space for, or punches a hole in, a range of a
+/// regular file (the size does not change when punching).
+pub fn allocate(obj: &Object, id: &Identity, offset: u64, len: u64, punch: bool) -> io::Result<()> {
+    check_writable(obj)?;
+    let (fd, _) = open_for_io(obj, id, true)?;
+    let mode = if punch {
+        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE
+    } else {
+        0
+    };
+    let off = i64::try_from(offset).map_err(|_| errno(libc::EFBIG))?;
+    let len = i64::try_from(len).map_err(|_| errno(libc::EFBIG))?;
+    // SAFETY: plain syscall on an open descriptor.
+    cvt(unsafe { libc::fallocate(fd.as_raw_fd(), mode, off, len) })?;
+    Ok(())
+}
+
+/// SEEK (NFSv4.2): the next data (or hole) at or after `offset`; `None` past the last one.
+pub fn seek(obj: &Object, id: &Identity, offset: u64, hole: bool) -> io::Result<Option<u64>> {
+    let (fd, _) = open_for_io(obj, id, false)?;
+    let off = i64::try_from(offset).map_err(|_| errno(libc::ENXIO))?;
+    let whence = if hole { libc::SEEK_HOLE } else { libc::SEEK_DATA };
+    // SAFETY: plain syscall on an open descriptor.
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), off, whence) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ENXIO) {
+            Ok(None)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(Some(r as u64))
+}

@@ -50,6 +50,11 @@ impl Grace {
         until.and_then(|t| t.checked_duration_since(Instant::now()))
     }
 
+    /// Starts (or restarts) the period for `length` from now.
+    pub fn start(&self, length: Duration) {
+        *self.until() = Some(Instant::now() + length);
+    }
+
     /// Ends the period now (every previous client finished reclaiming).
     pub fn end(&self) {
         *self.until() = None;

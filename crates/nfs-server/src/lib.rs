@@ -1,4 +1,4 @@
-//! NFSv3 (RFC 1813) and MOUNT v3 services over the export store.
+//! NFSv3 (RFC 1813), MOUNT v3 and NFSv4.1 (RFC 8881) services over the export store.
 //!
 //! This crate maps protocol operations onto `export-store`: it decodes arguments with the
 //! `nfs3_types` codec, resolves handles, applies the export's squash options to the caller's
@@ -12,9 +12,11 @@ pub mod locks;
 pub mod metrics;
 pub mod mount;
 pub mod nfs3;
+pub mod nfs4;
 mod shape;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use export_store::ExportStore;
 use oncrpc::RpcService;
@@ -28,18 +30,100 @@ pub const EXPORT_PREFIX: &str = "/export";
 /// Largest READ/WRITE transfer (FSINFO rtmax/wtmax).
 pub const MAX_IO: u32 = 1024 * 1024;
 
-/// The NFS and MOUNT services for one export store.
+/// Settings of the NFSv4 state.
+#[derive(Clone, Debug)]
+pub struct V4Config {
+    /// Lease of a client's state: how long it lives without renewal.
+    pub lease: Duration,
+    /// Grace period after a restart during which clients reclaim state.
+    pub grace: Duration,
+    /// Keep the list of clients in the export root (so they can reclaim after a restart).
+    pub record_clients: bool,
+}
+
+impl Default for V4Config {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(90),
+            grace: Duration::from_secs(90),
+            record_clients: true,
+        }
+    }
+}
+
+/// File name of the NFSv4 client records in the export root's state directory.
+pub const CLIENT_RECORDS: &str = "nfs4-clients";
+
+/// Everything the NFS services share: the store, the lock table and the grace period.
+pub struct Shared {
+    pub store: Arc<ExportStore>,
+    pub locks: Arc<locks::LockTable>,
+    pub grace: Arc<grace::Grace>,
+    pub v4: Arc<nfs4::state::State>,
+}
+
+impl Shared {
+    /// Loads the NFSv4 client records (starting the grace period if there are any).
+    pub fn new(store: Arc<ExportStore>, config: &V4Config) -> Self {
+        let locks = Arc::new(locks::LockTable::new());
+        let grace = Arc::new(grace::Grace::none());
+        let records = config
+            .record_clients
+            .then(|| store.registry().state_dir().join(CLIENT_RECORDS));
+        let v4 = Arc::new(nfs4::state::State::new(
+            nfs4::state::StateConfig {
+                lease: config.lease,
+                grace: config.grace,
+                records,
+            },
+            Arc::clone(&locks),
+            Arc::clone(&grace),
+        ));
+        Self {
+            store,
+            locks,
+            grace,
+            v4,
+        }
+    }
+}
+
+/// The NFS (v3 and v4) and MOUNT services for one export store.
 pub fn services(store: Arc<ExportStore>) -> Vec<Arc<dyn RpcService>> {
-    services_with_metrics(store, None)
+    let shared = Shared::new(store, &V4Config::default());
+    services_with_metrics(&shared, None)
 }
 
 /// [`services`], counting bytes per volume and stale handles in `metrics`.
 pub fn services_with_metrics(
-    store: Arc<ExportStore>,
+    shared: &Shared,
     metrics: Option<Arc<metrics::NfsMetrics>>,
 ) -> Vec<Arc<dyn RpcService>> {
+    let store = &shared.store;
+    let v3 = nfs3::Nfs3Service::new(Arc::clone(store)).with_metrics(metrics.clone());
+    let v4 = nfs4::Nfs4Service::new(
+        Arc::clone(store),
+        Arc::clone(&shared.v4),
+        write_verifier(),
+        metrics,
+    );
     vec![
-        Arc::new(nfs3::Nfs3Service::new(Arc::clone(&store)).with_metrics(metrics)),
-        Arc::new(mount::MountService::new(store)),
+        Arc::new(v3),
+        Arc::new(v4),
+        Arc::new(mount::MountService::new(Arc::clone(store))),
     ]
+}
+
+/// A write verifier: random per start and never derived from handles, so after a restart
+/// clients see a new one and resend their unstable writes.
+pub fn write_verifier() -> [u8; 8] {
+    let mut v = [0u8; 8];
+    if getrandom::fill(&mut v).is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        v = now.to_be_bytes();
+    }
+    v
 }

@@ -234,17 +234,30 @@ impl Server {
                     continue;
                 }
             };
-            let Some(service) = self.services.iter().find(|s| s.program() == header.prog) else {
-                self.rejected("unknown_program");
-                send(&tx, header.xid, Reply::ProgUnavail, None);
-                continue;
-            };
-            let (low, high) = service.versions();
-            if header.vers < low || header.vers > high {
-                self.rejected("unknown_version");
-                send(&tx, header.xid, Reply::ProgMismatch { low, high }, None);
-                continue;
+            // A program may be served by several services, one per range of versions.
+            let mut range: Option<(u32, u32)> = None;
+            let mut found = None;
+            for s in self.services.iter().filter(|s| s.program() == header.prog) {
+                let (low, high) = s.versions();
+                range = Some(range.map_or((low, high), |(l, h)| (l.min(low), h.max(high))));
+                if (low..=high).contains(&header.vers) {
+                    found = Some(s);
+                    break;
+                }
             }
+            let service = match (found, range) {
+                (Some(s), _) => s,
+                (None, None) => {
+                    self.rejected("unknown_program");
+                    send(&tx, header.xid, Reply::ProgUnavail, None);
+                    continue;
+                }
+                (None, Some((low, high))) => {
+                    self.rejected("unknown_version");
+                    send(&tx, header.xid, Reply::ProgMismatch { low, high }, None);
+                    continue;
+                }
+            };
             let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
                 break;
             };

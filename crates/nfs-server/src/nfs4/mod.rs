@@ -1,0 +1,788 @@
+//! NFSv4.1 (RFC 8881) and the cheap parts of 4.2 (RFC 7862: SEEK, ALLOCATE, DEALLOCATE) on
+//! the NFS program's version 4.
+//!
+//! A COMPOUND runs on one blocking worker thread, operation after operation, with a current
+//! and a saved file handle. Sessions give exactly-once semantics: SEQUENCE names a slot, a
+//! retransmission on the same slot and sequence id gets the cached reply. File-system work
+//! goes through `export-store` exactly as NFSv3 does, with the same persistent handles, so a
+//! volume's v3 and v4 handles are the same bytes.
+//!
+//! The namespace: a read-only pseudo-root holding `export`, which lists the volumes by name,
+//! so `SERVER:/export/<volume>` is the same path for v3 and v4.
+
+mod attrs;
+mod fileops;
+pub mod state;
+pub mod xdr;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use export_store::{Attr, ExportStore, Identity, NodeKind, Object};
+use oncrpc::{CallArgs, CallContext, CallNames, Credential, Reply, ReplySender, RpcService};
+use tracing::debug;
+
+use crate::metrics::NfsMetrics;
+use crate::{MAX_IO, NFS_PROGRAM};
+use state::{Client, Session, Slot, State};
+use xdr::*;
+
+/// How long one compound may hold ops: a bound on work per request.
+const MAX_OPS: u32 = 64;
+/// Largest request and reply we negotiate: a full-size WRITE or READ plus headers.
+const MAX_MSG: u32 = MAX_IO + 64 * 1024;
+
+/// A current or saved file handle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Fh {
+    /// The pseudo-root `/`.
+    Root,
+    /// The pseudo directory `/export`, listing the volumes.
+    Export,
+    /// A handle inside a volume (the persistent export-store handle).
+    Vol(Vec<u8>),
+}
+
+const PSEUDO_PREFIX: &[u8; 7] = b"\xf4pseudo";
+
+impl Fh {
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            Fh::Root => [&PSEUDO_PREFIX[..], &[0]].concat(),
+            Fh::Export => [&PSEUDO_PREFIX[..], &[1]].concat(),
+            Fh::Vol(h) => h.clone(),
+        }
+    }
+
+    fn parse(b: &[u8]) -> Fh {
+        if b.len() == 8 && b.starts_with(PSEUDO_PREFIX) {
+            match b[7] {
+                0 => return Fh::Root,
+                1 => return Fh::Export,
+                _ => {}
+            }
+        }
+        Fh::Vol(b.to_vec())
+    }
+}
+
+/// The NFSv4 program.
+pub struct Nfs4Service {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<ExportStore>,
+    state: Arc<State>,
+    write_verifier: [u8; 8],
+    metrics: Option<Arc<NfsMetrics>>,
+    started: (i64, u32),
+}
+
+impl Nfs4Service {
+    pub fn new(
+        store: Arc<ExportStore>,
+        state: Arc<State>,
+        write_verifier: [u8; 8],
+        metrics: Option<Arc<NfsMetrics>>,
+    ) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                state,
+                write_verifier,
+                metrics,
+                started: (now.as_secs() as i64, now.subsec_nanos()),
+            }),
+        }
+    }
+
+    /// Runs one call on the calling thread (tests and fuzzing).
+    pub fn call_blocking(&self, ctx: &CallContext, args: &[u8]) -> Reply {
+        match ctx.proc_ {
+            0 => Reply::Success(Vec::new()),
+            1 => self.inner.compound(ctx, args),
+            _ => Reply::ProcUnavail,
+        }
+    }
+}
+
+impl RpcService for Nfs4Service {
+    fn program(&self) -> u32 {
+        NFS_PROGRAM
+    }
+
+    fn versions(&self) -> (u32, u32) {
+        (4, 4)
+    }
+
+    fn call_names(&self, _vers: u32, proc_: u32) -> CallNames {
+        CallNames {
+            program: "nfs",
+            version: "4",
+            procedure: match proc_ {
+                0 => "null",
+                1 => "compound",
+                _ => "unknown",
+            },
+        }
+    }
+
+    fn status_reader(&self) -> fn(u32, &[u8]) -> &'static str {
+        status_name
+    }
+
+    fn call(&self, ctx: CallContext, args: CallArgs, reply: ReplySender) {
+        if ctx.proc_ != 1 {
+            return reply.send(self.call_blocking(&ctx, &[]));
+        }
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || reply.send(inner.compound(&ctx, args.bytes())));
+    }
+}
+
+/// The metrics label of a COMPOUND reply: its overall status.
+fn status_name(proc_: u32, body: &[u8]) -> &'static str {
+    if proc_ != 1 {
+        return "OK";
+    }
+    let Some(w) = body.get(..4) else {
+        return "OK";
+    };
+    match u32::from_be_bytes([w[0], w[1], w[2], w[3]]) {
+        st::OK => "OK",
+        st::NOENT => "NFS4ERR_NOENT",
+        st::ACCESS => "NFS4ERR_ACCESS",
+        st::EXIST => "NFS4ERR_EXIST",
+        st::STALE => "NFS4ERR_STALE",
+        st::BADHANDLE => "NFS4ERR_BADHANDLE",
+        st::DENIED => "NFS4ERR_DENIED",
+        st::GRACE => "NFS4ERR_GRACE",
+        st::BADSESSION => "NFS4ERR_BADSESSION",
+        st::STALE_CLIENTID => "NFS4ERR_STALE_CLIENTID",
+        st::BAD_STATEID => "NFS4ERR_BAD_STATEID",
+        st::NOTSUPP => "NFS4ERR_NOTSUPP",
+        st::DQUOT => "NFS4ERR_DQUOT",
+        st::NOSPC => "NFS4ERR_NOSPC",
+        _ => "NFS4ERR_OTHER",
+    }
+}
+
+/// Ops that are not in NFSv4.1 any more (RFC 8881 section 18: NOTSUPP).
+fn v40_only(op: u32) -> bool {
+    matches!(
+        op,
+        OP_OPEN_CONFIRM
+            | OP_RENEW
+            | OP_SETCLIENTID
+            | OP_SETCLIENTID_CONFIRM
+            | OP_RELEASE_LOCKOWNER
+    )
+}
+
+/// Ops that may (must) stand alone, without SEQUENCE.
+fn sessionless(op: u32) -> bool {
+    matches!(
+        op,
+        OP_EXCHANGE_ID
+            | OP_CREATE_SESSION
+            | OP_DESTROY_SESSION
+            | OP_DESTROY_CLIENTID
+            | OP_BIND_CONN_TO_SESSION
+    )
+}
+
+/// One COMPOUND in progress.
+struct Compound<'a> {
+    inner: &'a Inner,
+    ctx: &'a CallContext,
+    nops: u32,
+    cur: Option<Fh>,
+    saved: Option<Fh>,
+    cur_sid: Option<StateId>,
+    saved_sid: Option<StateId>,
+    clientid: Option<u64>,
+    /// Session, slot, and whether the client asked to cache the reply.
+    slot: Option<(state::SessionId, usize, bool)>,
+    /// The failing op's result keeps its body (LOCK denied, SETATTR's attrsset).
+    keep_body: bool,
+    /// SEQUENCE found a retransmission: the whole cached reply.
+    replay: Option<Vec<u8>>,
+}
+
+impl Inner {
+    fn compound(&self, ctx: &CallContext, args: &[u8]) -> Reply {
+        let span = tracing::debug_span!("nfs4", xid = ctx.xid);
+        let _entered = span.enter();
+        let mut d = Dec::new(args);
+        let Ok((tag, minor, nops)) = (|| Ok::<_, BadXdr>((d.opaque(1024)?, d.u32()?, d.u32()?)))()
+        else {
+            return Reply::GarbageArgs;
+        };
+        let mut out = Enc::new();
+        out.u32(st::OK).opaque(tag).u32(0);
+        let count_at = out.len() - 4;
+        if !(1..=2).contains(&minor) {
+            out.buf[..4].copy_from_slice(&st::MINOR_VERS_MISMATCH.to_be_bytes());
+            return Reply::Success(out.buf);
+        }
+        let mut c = Compound {
+            inner: self,
+            ctx,
+            nops,
+            cur: None,
+            saved: None,
+            cur_sid: None,
+            saved_sid: None,
+            clientid: None,
+            slot: None,
+            keep_body: false,
+            replay: None,
+        };
+        let mut status = st::OK;
+        let mut done = 0u32;
+        for i in 0..nops {
+            let op = match d.u32() {
+                Ok(op) => op,
+                Err(BadXdr) => {
+                    out.u32(OP_ILLEGAL).u32(st::BADXDR);
+                    status = st::BADXDR;
+                    done += 1;
+                    break;
+                }
+            };
+            let known = op >= OP_ACCESS
+                && (op <= OP_RECLAIM_COMPLETE || (minor >= 2 && op <= OP_LISTXATTRS))
+                && op != OP_GETXATTR + 1
+                && op != OP_GETXATTR + 2;
+            let resop = if known { op } else { OP_ILLEGAL };
+            out.u32(resop);
+            let at = out.len();
+            out.u32(st::OK);
+            c.keep_body = false;
+            let s = if !known {
+                st::OP_ILLEGAL
+            } else if i == 0 && op != OP_SEQUENCE && !sessionless(op) {
+                st::OP_NOT_IN_SESSION
+            } else if i == 0 && sessionless(op) && nops != 1 {
+                st::NOT_ONLY_OP
+            } else if i > 0 && (op == OP_SEQUENCE || sessionless(op)) {
+                if op == OP_SEQUENCE {
+                    st::SEQUENCE_POS
+                } else {
+                    st::NOT_ONLY_OP
+                }
+            } else {
+                match c.op(op, &mut d, &mut out) {
+                    Ok(s) => s,
+                    Err(BadXdr) => st::BADXDR,
+                }
+            };
+            if let Some(cached) = c.replay.take() {
+                return Reply::Success(cached);
+            }
+            out.buf[at..at + 4].copy_from_slice(&s.to_be_bytes());
+            done += 1;
+            if s != st::OK {
+                if !c.keep_body {
+                    out.buf.truncate(at + 4);
+                }
+                debug!(op, status = s, "compound stopped");
+                status = s;
+                break;
+            }
+        }
+        out.buf[..4].copy_from_slice(&status.to_be_bytes());
+        out.buf[count_at..count_at + 4].copy_from_slice(&done.to_be_bytes());
+        if let Some((sid, slot, cache)) = c.slot {
+            let mut t = self.state.lock();
+            if let Some(s) = t.sessions.get_mut(&sid).and_then(|s| s.slots.get_mut(slot)) {
+                s.busy = false;
+                s.reply = (cache && out.len() <= state::MAX_CACHED_REPLY as usize)
+                    .then(|| out.buf.clone());
+            }
+        }
+        Reply::Success(out.buf)
+    }
+
+    fn identity(&self, ctx: &CallContext, obj: &Object) -> Identity {
+        let opts = obj.volume.options();
+        match &ctx.credential {
+            Credential::Sys(s) => opts.squash.apply(
+                Identity {
+                    uid: s.uid,
+                    gid: s.gid,
+                    groups: s.gids.clone(),
+                },
+                opts.anonuid,
+                opts.anongid,
+            ),
+            Credential::None => Identity {
+                uid: opts.anonuid,
+                gid: opts.anongid,
+                groups: Vec::new(),
+            },
+        }
+    }
+}
+
+impl Compound<'_> {
+    fn op(&mut self, op: u32, d: &mut Dec<'_>, out: &mut Enc) -> DResult<u32> {
+        if v40_only(op) {
+            return Ok(st::NOTSUPP);
+        }
+        match op {
+            OP_EXCHANGE_ID => self.exchange_id(d, out),
+            OP_CREATE_SESSION => self.create_session(d, out),
+            OP_DESTROY_SESSION => self.destroy_session(d),
+            OP_DESTROY_CLIENTID => self.destroy_clientid(d),
+            OP_BIND_CONN_TO_SESSION => self.bind_conn(d, out),
+            OP_SEQUENCE => self.sequence(d, out),
+            OP_RECLAIM_COMPLETE => self.reclaim_complete(d),
+            OP_SECINFO_NO_NAME => {
+                d.u32()?;
+                self.secinfo(out)
+            }
+            OP_SECINFO => {
+                d.opaque(1024)?;
+                self.secinfo(out)
+            }
+            OP_PUTROOTFH | OP_PUTPUBFH => {
+                self.cur = Some(Fh::Root);
+                self.cur_sid = None;
+                Ok(st::OK)
+            }
+            OP_PUTFH => self.putfh(d),
+            OP_GETFH => match &self.cur {
+                Some(fh) => {
+                    out.opaque(&fh.bytes());
+                    Ok(st::OK)
+                }
+                None => Ok(st::NOFILEHANDLE),
+            },
+            OP_SAVEFH => match &self.cur {
+                Some(fh) => {
+                    self.saved = Some(fh.clone());
+                    self.saved_sid = self.cur_sid;
+                    Ok(st::OK)
+                }
+                None => Ok(st::NOFILEHANDLE),
+            },
+            OP_RESTOREFH => match &self.saved {
+                Some(fh) => {
+                    self.cur = Some(fh.clone());
+                    self.cur_sid = self.saved_sid;
+                    Ok(st::OK)
+                }
+                None => Ok(st::RESTOREFH),
+            },
+            OP_BACKCHANNEL_CTL => {
+                d.u32()?;
+                skip_sec_parms(d)?;
+                Ok(st::OK)
+            }
+            OP_DELEGRETURN => {
+                d.stateid()?;
+                Ok(st::BAD_STATEID)
+            }
+            OP_DELEGPURGE | OP_OPENATTR | OP_GETDEVICEINFO | OP_GETDEVICELIST
+            | OP_LAYOUTCOMMIT | OP_LAYOUTGET | OP_LAYOUTRETURN | OP_SET_SSV
+            | OP_WANT_DELEGATION | OP_GET_DIR_DELEGATION => Ok(st::NOTSUPP),
+            _ => self.file_op(op, d, out),
+        }
+    }
+
+    fn putfh(&mut self, d: &mut Dec<'_>) -> DResult<u32> {
+        let b = d.opaque(128)?;
+        let fh = Fh::parse(b);
+        if let Fh::Vol(h) = &fh
+            && let Err(e) = self.inner.store.resolve(h, libc::O_PATH)
+        {
+            if let Some(m) = &self.inner.metrics {
+                m.stale();
+            }
+            return Ok(status_of(&e));
+        }
+        self.cur = Some(fh);
+        self.cur_sid = None;
+        Ok(st::OK)
+    }
+
+    fn secinfo(&mut self, out: &mut Enc) -> DResult<u32> {
+        if self.cur.is_none() {
+            return Ok(st::NOFILEHANDLE);
+        }
+        // AUTH_SYS only; the current handle is consumed (RFC 8881 section 2.6.3.1.1.8).
+        out.u32(1).u32(1);
+        self.cur = None;
+        Ok(st::OK)
+    }
+
+    fn exchange_id(&mut self, d: &mut Dec<'_>, out: &mut Enc) -> DResult<u32> {
+        const USE_NON_PNFS: u32 = 0x0001_0000;
+        const UPD_CONFIRMED_REC_A: u32 = 0x4000_0000;
+        const CONFIRMED_R: u32 = 0x8000_0000;
+        let verifier = d.fixed::<8>()?;
+        let owner = d.opaque(1024)?.to_vec();
+        let flags = d.u32()?;
+        match d.u32()? {
+            0 => {}
+            1 => {
+                // SP4_MACH_CRED needs RPCSEC_GSS, which we do not offer.
+                d.bitmap()?;
+                d.bitmap()?;
+                return Ok(st::NOTSUPP);
+            }
+            _ => return Ok(st::NOTSUPP),
+        }
+        let n = d.count(1, 12)?;
+        for _ in 0..n {
+            d.opaque(1024)?;
+            d.opaque(1024)?;
+            d.time()?;
+        }
+        let state = &self.inner.state;
+        let mut t = state.lock();
+        state.sweep(&mut t);
+        let existing = t
+            .clients
+            .iter()
+            .filter(|(_, c)| c.owner == owner)
+            .map(|(id, c)| (*id, c.confirmed, c.verifier, c.cs_seq))
+            .collect::<Vec<_>>();
+        let confirmed = existing.iter().find(|e| e.1);
+        let (clientid, seq, rflags) = match confirmed {
+            Some(&(id, _, v, cs)) if v == verifier => {
+                (id, cs.wrapping_add(1), USE_NON_PNFS | CONFIRMED_R)
+            }
+            Some(&(id, _, _, cs)) if flags & UPD_CONFIRMED_REC_A != 0 => {
+                (id, cs.wrapping_add(1), USE_NON_PNFS | CONFIRMED_R)
+            }
+            None if flags & UPD_CONFIRMED_REC_A != 0 => return Ok(st::NOENT),
+            _ => {
+                // A new client, or one that rebooted (new verifier): a fresh unconfirmed
+                // record. The old one's state goes when the new one is confirmed.
+                for (id, was_confirmed, ..) in &existing {
+                    if !was_confirmed {
+                        t.clients.remove(id);
+                    }
+                }
+                let id = state.new_clientid(&mut t);
+                t.clients.insert(
+                    id,
+                    Client {
+                        owner,
+                        verifier,
+                        confirmed: false,
+                        cs_seq: 0,
+                        cs_reply: None,
+                        renewed: Instant::now(),
+                        reclaim_complete: false,
+                        may_reclaim: false,
+                        sessions: Default::default(),
+                    },
+                );
+                (id, 1, USE_NON_PNFS)
+            }
+        };
+        drop(t);
+        out.u64(clientid).u32(seq).u32(rflags).u32(0);
+        out.u64(0).opaque(&state.server_owner);
+        out.opaque(&state.server_owner);
+        out.u32(1)
+            .opaque(b"nfs-server-provisioner")
+            .opaque(concat!("nfs-server-provisioner ", env!("CARGO_PKG_VERSION")).as_bytes())
+            .time((0, 0));
+        Ok(st::OK)
+    }
+
+    fn create_session(&mut self, d: &mut Dec<'_>, out: &mut Enc) -> DResult<u32> {
+        let clientid = d.u64()?;
+        let seq = d.u32()?;
+        let _flags = d.u32()?;
+        let fore = ChannelAttrs::decode(d)?;
+        let back = ChannelAttrs::decode(d)?;
+        let _cb_program = d.u32()?;
+        skip_sec_parms(d)?;
+        let state = &self.inner.state;
+        let mut t = state.lock();
+        state.sweep(&mut t);
+        let Some(client) = t.clients.get(&clientid) else {
+            return Ok(st::STALE_CLIENTID);
+        };
+        if seq == client.cs_seq
+            && let Some(r) = &client.cs_reply
+        {
+            out.buf.extend_from_slice(r);
+            return Ok(st::OK);
+        }
+        if seq != client.cs_seq.wrapping_add(1) {
+            return Ok(st::SEQ_MISORDERED);
+        }
+        let fore = ChannelAttrs {
+            header_pad: 0,
+            max_request: fore.max_request.min(MAX_MSG),
+            max_response: fore.max_response.min(MAX_MSG),
+            max_cached: fore.max_cached.min(state::MAX_CACHED_REPLY),
+            max_ops: fore.max_ops.clamp(2, MAX_OPS),
+            max_requests: fore.max_requests.clamp(1, state::MAX_SLOTS),
+        };
+        let back = ChannelAttrs {
+            header_pad: 0,
+            max_requests: back.max_requests.clamp(1, 4),
+            ..back
+        };
+        let sid = state.new_sessionid(&mut t, clientid);
+        t.sessions.insert(
+            sid,
+            Session {
+                clientid,
+                slots: (0..fore.max_requests)
+                    .map(|_| Slot {
+                        seqid: 0,
+                        busy: false,
+                        reply: None,
+                    })
+                    .collect(),
+                max_ops: fore.max_ops,
+                max_request: fore.max_request,
+                max_response: fore.max_response,
+                max_cached: fore.max_cached,
+            },
+        );
+        let mut r = Enc::new();
+        r.fixed(&sid).u32(seq).u32(0);
+        fore.encode(&mut r);
+        back.encode(&mut r);
+        if let Some(c) = t.clients.get_mut(&clientid) {
+            c.cs_seq = seq;
+            c.cs_reply = Some(r.buf.clone());
+            c.sessions.insert(sid);
+            c.renewed = Instant::now();
+        }
+        state.confirm(&mut t, clientid);
+        out.buf.extend_from_slice(&r.buf);
+        Ok(st::OK)
+    }
+
+    fn destroy_session(&mut self, d: &mut Dec<'_>) -> DResult<u32> {
+        let sid = d.fixed::<16>()?;
+        let mut t = self.inner.state.lock();
+        let Some(s) = t.sessions.remove(&sid) else {
+            return Ok(st::BADSESSION);
+        };
+        if let Some(c) = t.clients.get_mut(&s.clientid) {
+            c.sessions.remove(&sid);
+        }
+        Ok(st::OK)
+    }
+
+    fn destroy_clientid(&mut self, d: &mut Dec<'_>) -> DResult<u32> {
+        let id = d.u64()?;
+        let state = &self.inner.state;
+        let mut t = state.lock();
+        match t.clients.get(&id) {
+            None => Ok(st::STALE_CLIENTID),
+            Some(c) if !c.sessions.is_empty() => Ok(st::CLIENTID_BUSY),
+            Some(_) => {
+                state.expire(&mut t, id);
+                Ok(st::OK)
+            }
+        }
+    }
+
+    fn bind_conn(&mut self, d: &mut Dec<'_>, out: &mut Enc) -> DResult<u32> {
+        let sid = d.fixed::<16>()?;
+        let _dir = d.u32()?;
+        let _rdma = d.bool()?;
+        if !self.inner.state.lock().sessions.contains_key(&sid) {
+            return Ok(st::BADSESSION);
+        }
+        // The fore channel only: we never call back.
+        out.fixed(&sid).u32(1).bool(false);
+        Ok(st::OK)
+    }
+
+    fn sequence(&mut self, d: &mut Dec<'_>, out: &mut Enc) -> DResult<u32> {
+        let sid = d.fixed::<16>()?;
+        let seq = d.u32()?;
+        let slotid = d.u32()?;
+        let _highest = d.u32()?;
+        let cachethis = d.bool()?;
+        let state = &self.inner.state;
+        let mut t = state.lock();
+        state.sweep(&mut t);
+        let Some(session) = t.sessions.get_mut(&sid) else {
+            return Ok(st::BADSESSION);
+        };
+        if self.nops > session.max_ops {
+            return Ok(st::TOO_MANY_OPS);
+        }
+        let nslots = session.slots.len() as u32;
+        let clientid = session.clientid;
+        let Some(slot) = session.slots.get_mut(slotid as usize) else {
+            return Ok(st::BADSLOT);
+        };
+        if seq == slot.seqid.wrapping_add(1) {
+            slot.seqid = seq;
+            slot.busy = true;
+            slot.reply = None;
+        } else if seq == slot.seqid {
+            if slot.busy {
+                return Ok(st::DELAY);
+            }
+            return match &slot.reply {
+                Some(r) => {
+                    self.replay = Some(r.clone());
+                    Ok(st::OK)
+                }
+                None => Ok(st::RETRY_UNCACHED_REP),
+            };
+        } else {
+            return Ok(st::SEQ_MISORDERED);
+        }
+        if let Some(c) = t.clients.get_mut(&clientid) {
+            c.renewed = Instant::now();
+        }
+        self.clientid = Some(clientid);
+        self.slot = Some((sid, slotid as usize, cachethis));
+        out.fixed(&sid)
+            .u32(seq)
+            .u32(slotid)
+            .u32(nslots - 1)
+            .u32(nslots - 1)
+            .u32(0);
+        Ok(st::OK)
+    }
+
+    fn reclaim_complete(&mut self, d: &mut Dec<'_>) -> DResult<u32> {
+        let one_fs = d.bool()?;
+        if one_fs {
+            // Per-file-system completion: ours is one server-wide grace period.
+            return Ok(st::OK);
+        }
+        let Some(id) = self.clientid else {
+            return Ok(st::OP_NOT_IN_SESSION);
+        };
+        let state = &self.inner.state;
+        let mut t = state.lock();
+        Ok(match state.reclaim_complete(&mut t, id) {
+            Ok(()) => st::OK,
+            Err(s) => s,
+        })
+    }
+
+    /// The object of the current handle inside a volume (`Err`: the status to answer; the
+    /// pseudo directories answer `pseudo`).
+    fn vol_obj(&self, pseudo: u32) -> Result<Object, u32> {
+        match &self.cur {
+            None => Err(st::NOFILEHANDLE),
+            Some(Fh::Root | Fh::Export) => Err(pseudo),
+            Some(Fh::Vol(h)) => self.inner.store.resolve(h, libc::O_PATH).map_err(|e| {
+                if let Some(m) = &self.inner.metrics {
+                    m.stale();
+                }
+                status_of(&e)
+            }),
+        }
+    }
+
+    fn pseudo_attr(&self, fh: &Fh) -> Attr {
+        let vols = self.inner.store.volumes();
+        let stamp = (
+            self.inner.started.0,
+            // Changes when volumes come or go, so clients re-read /export.
+            (vols.len() as u32 + vols.iter().map(|v| v.id()).max().unwrap_or(0))
+                % 1_000_000_000,
+        );
+        Attr {
+            kind: NodeKind::Directory,
+            mode: 0o555,
+            nlink: 2,
+            uid: 0,
+            gid: 0,
+            size: 4096,
+            used: 4096,
+            rdev_major: 0,
+            rdev_minor: 0,
+            fsid: 0,
+            fileid: if *fh == Fh::Root { 1 } else { 2 },
+            atime: self.inner.started,
+            mtime: stamp,
+            ctime: stamp,
+        }
+    }
+}
+
+/// The fileid a volume's root shows in the pseudo file system it is mounted on.
+fn mountpoint_fileid(volume_id: u32) -> u64 {
+    (1 << 32) | u64::from(volume_id)
+}
+
+fn skip_sec_parms(d: &mut Dec<'_>) -> DResult<()> {
+    let n = d.count(16, 4)?;
+    for _ in 0..n {
+        match d.u32()? {
+            0 => {}
+            1 => {
+                d.u32()?;
+                d.opaque(255)?;
+                d.u32()?;
+                d.u32()?;
+                let g = d.count(16, 4)?;
+                for _ in 0..g {
+                    d.u32()?;
+                }
+            }
+            6 => {
+                d.u32()?;
+                d.opaque(1024)?;
+                d.opaque(1024)?;
+            }
+            _ => return Err(BadXdr),
+        }
+    }
+    Ok(())
+}
+
+/// channel_attrs4.
+#[derive(Clone, Copy, Debug)]
+struct ChannelAttrs {
+    header_pad: u32,
+    max_request: u32,
+    max_response: u32,
+    max_cached: u32,
+    max_ops: u32,
+    max_requests: u32,
+}
+
+impl ChannelAttrs {
+    fn decode(d: &mut Dec<'_>) -> DResult<Self> {
+        let a = Self {
+            header_pad: d.u32()?,
+            max_request: d.u32()?,
+            max_response: d.u32()?,
+            max_cached: d.u32()?,
+            max_ops: d.u32()?,
+            max_requests: d.u32()?,
+        };
+        let n = d.count(1, 4)?;
+        for _ in 0..n {
+            d.u32()?;
+        }
+        Ok(a)
+    }
+
+    fn encode(&self, out: &mut Enc) {
+        out.u32(self.header_pad)
+            .u32(self.max_request)
+            .u32(self.max_response)
+            .u32(self.max_cached)
+            .u32(self.max_ops)
+            .u32(self.max_requests)
+            .u32(0);
+    }
+}

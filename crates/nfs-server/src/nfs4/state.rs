@@ -1,0 +1,549 @@
+//! NFSv4.1 state: client records, sessions with their slot tables and reply caches, open and
+//! lock stateids, leases, and the client list kept on disk for the grace period.
+//!
+//! Everything lives under one mutex, held only for table updates (never across file-system
+//! work). Ids embed this server instance's boot number, so ids from before a restart are
+//! recognised as stale rather than aliased to new state.
+//!
+//! Restart: the owners of confirmed clients are written to `nfs4-clients` in the state
+//! directory. After a restart they are the clients allowed to reclaim; the grace period ends
+//! as soon as each of them sent RECLAIM_COMPLETE, or when it runs out.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::xdr::{StateId, st};
+use crate::grace::Grace;
+use crate::locks::{LockTable, Owner};
+
+/// Slots granted per session.
+pub const MAX_SLOTS: u32 = 64;
+/// Longest compound reply kept for replay.
+pub const MAX_CACHED_REPLY: u32 = 64 * 1024;
+/// Extra time a silent client keeps its state past its lease.
+const COURTESY: Duration = Duration::from_secs(15);
+
+pub type SessionId = [u8; 16];
+
+/// Settings of the state tables.
+#[derive(Clone, Debug)]
+pub struct StateConfig {
+    pub lease: Duration,
+    pub grace: Duration,
+    /// Where client owners are recorded for recovery (`None`: not recorded, tests).
+    pub records: Option<PathBuf>,
+}
+
+pub struct Client {
+    pub owner: Vec<u8>,
+    pub verifier: [u8; 8],
+    pub confirmed: bool,
+    /// CREATE_SESSION's sequence id: the last one seen, and its reply for replays.
+    pub cs_seq: u32,
+    pub cs_reply: Option<Vec<u8>>,
+    pub renewed: Instant,
+    pub reclaim_complete: bool,
+    /// Known before the restart: its reclaims are accepted during grace.
+    pub may_reclaim: bool,
+    pub sessions: HashSet<SessionId>,
+}
+
+pub struct Slot {
+    pub seqid: u32,
+    pub busy: bool,
+    pub reply: Option<Vec<u8>>,
+}
+
+pub struct Session {
+    pub clientid: u64,
+    pub slots: Vec<Slot>,
+    pub max_ops: u32,
+    pub max_request: u32,
+    pub max_response: u32,
+    pub max_cached: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct OpenState {
+    pub clientid: u64,
+    pub owner: Vec<u8>,
+    pub file: Vec<u8>,
+    pub seqid: u32,
+    pub access: u32,
+    pub deny: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct LockState {
+    pub clientid: u64,
+    pub owner: Vec<u8>,
+    pub file: Vec<u8>,
+    pub open: [u8; 12],
+    pub seqid: u32,
+}
+
+#[derive(Clone, Debug)]
+pub enum Stateful {
+    Open(OpenState),
+    Lock(LockState),
+}
+
+#[derive(Default)]
+pub struct Tables {
+    next: u64,
+    pub clients: HashMap<u64, Client>,
+    pub sessions: HashMap<SessionId, Session>,
+    pub states: HashMap<[u8; 12], Stateful>,
+    /// (client, open owner, file) → open stateid.
+    opens: HashMap<(u64, Vec<u8>, Vec<u8>), [u8; 12]>,
+    /// (client, lock owner, file) → lock stateid.
+    lockers: HashMap<(u64, Vec<u8>, Vec<u8>), [u8; 12]>,
+    /// Owners of clients from before the restart that have not finished reclaiming.
+    pending_reclaim: HashSet<Vec<u8>>,
+    /// Owners written in the records file.
+    recorded: HashSet<Vec<u8>>,
+    last_sweep: Option<Instant>,
+}
+
+/// The NFSv4.1 state of this server.
+pub struct State {
+    tables: Mutex<Tables>,
+    pub locks: Arc<LockTable>,
+    pub grace: Arc<Grace>,
+    pub config: StateConfig,
+    /// This server instance, in every client id, session id and stateid.
+    pub boot: u32,
+    /// EXCHANGE_ID's server owner and scope.
+    pub server_owner: Vec<u8>,
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs())
+}
+
+impl State {
+    /// Loads the client records and starts a grace period if any client was known before.
+    pub fn new(config: StateConfig, locks: Arc<LockTable>, grace: Arc<Grace>) -> Self {
+        let previous = config
+            .records
+            .as_ref()
+            .map(|p| load_records(p))
+            .unwrap_or_default();
+        if !previous.is_empty() {
+            info!(
+                clients = previous.len(),
+                grace_s = config.grace.as_secs(),
+                "NFSv4 clients known before the restart may reclaim their state during the grace period"
+            );
+            grace.start(config.grace);
+        }
+        // Low bits of the clock: distinct across restarts, and never zero (zero is the
+        // anonymous stateid's).
+        let boot = (now_secs() as u32).max(1);
+        let mut server_owner = b"nfs-server-provisioner:".to_vec();
+        server_owner.extend_from_slice(
+            config
+                .records
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        Self {
+            tables: Mutex::new(Tables {
+                pending_reclaim: previous.iter().cloned().collect(),
+                recorded: previous.into_iter().collect(),
+                ..Tables::default()
+            }),
+            locks,
+            grace,
+            config,
+            boot,
+            server_owner,
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new id, unique for this server instance: boot in the high half.
+    pub fn new_clientid(&self, t: &mut Tables) -> u64 {
+        t.next += 1;
+        (u64::from(self.boot) << 32) | (t.next & 0xffff_ffff)
+    }
+
+    pub fn new_other(&self, t: &mut Tables) -> [u8; 12] {
+        t.next += 1;
+        let mut o = [0u8; 12];
+        o[..4].copy_from_slice(&self.boot.to_be_bytes());
+        o[4..].copy_from_slice(&t.next.to_be_bytes());
+        o
+    }
+
+    pub fn new_sessionid(&self, t: &mut Tables, clientid: u64) -> SessionId {
+        t.next += 1;
+        let mut s = [0u8; 16];
+        s[..8].copy_from_slice(&clientid.to_be_bytes());
+        s[8..12].copy_from_slice(&self.boot.to_be_bytes());
+        s[12..].copy_from_slice(&(t.next as u32).to_be_bytes());
+        s
+    }
+
+    /// Whether reclaims by this client are accepted now (RECLAIM_BAD / NO_GRACE otherwise).
+    pub fn check_reclaim(&self, t: &Tables, clientid: u64) -> Result<(), u32> {
+        if !self.grace.active() {
+            return Err(st::NO_GRACE);
+        }
+        match t.clients.get(&clientid) {
+            Some(c) if c.may_reclaim && !c.reclaim_complete => Ok(()),
+            Some(c) if c.reclaim_complete => Err(st::NO_GRACE),
+            _ => Err(st::RECLAIM_BAD),
+        }
+    }
+
+    /// Confirms a client: drops other records of the same owner and writes it to disk.
+    pub fn confirm(&self, t: &mut Tables, clientid: u64) {
+        let Some(owner) = t.clients.get(&clientid).map(|c| c.owner.clone()) else {
+            return;
+        };
+        let stale: Vec<u64> = t
+            .clients
+            .iter()
+            .filter(|(id, c)| **id != clientid && c.owner == owner)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.expire(t, id);
+        }
+        let may_reclaim = t.pending_reclaim.contains(&owner);
+        if let Some(c) = t.clients.get_mut(&clientid) {
+            c.confirmed = true;
+            c.may_reclaim = may_reclaim && self.grace.active();
+        }
+        if t.recorded.insert(owner) {
+            self.write_records(t);
+        }
+    }
+
+    /// RECLAIM_COMPLETE: ends the grace period once no client from before is missing.
+    pub fn reclaim_complete(&self, t: &mut Tables, clientid: u64) -> Result<(), u32> {
+        let c = t.clients.get_mut(&clientid).ok_or(st::STALE_CLIENTID)?;
+        if c.reclaim_complete {
+            return Err(st::COMPLETE_ALREADY);
+        }
+        c.reclaim_complete = true;
+        let owner = c.owner.clone();
+        if t.pending_reclaim.remove(&owner) && t.pending_reclaim.is_empty() && self.grace.active()
+        {
+            info!("every NFSv4 client known before the restart has reclaimed: grace period over");
+            self.grace.end();
+            self.forget_absent(t);
+        }
+        Ok(())
+    }
+
+    /// After grace: clients that never came back lose their record.
+    fn forget_absent(&self, t: &mut Tables) {
+        let present: HashSet<Vec<u8>> = t.clients.values().map(|c| c.owner.clone()).collect();
+        let before = t.recorded.len();
+        t.recorded.retain(|o| present.contains(o));
+        t.pending_reclaim.clear();
+        if t.recorded.len() != before {
+            self.write_records(t);
+        }
+    }
+
+    /// Removes a client and everything it holds.
+    pub fn expire(&self, t: &mut Tables, clientid: u64) {
+        let Some(c) = t.clients.remove(&clientid) else {
+            return;
+        };
+        for s in &c.sessions {
+            t.sessions.remove(s);
+        }
+        t.states.retain(|_, s| match s {
+            Stateful::Open(o) => o.clientid != clientid,
+            Stateful::Lock(l) => l.clientid != clientid,
+        });
+        t.opens.retain(|k, _| k.0 != clientid);
+        t.lockers.retain(|k, _| k.0 != clientid);
+        self.locks
+            .release_all(|o| matches!(o, Owner::V4 { clientid: c, .. } if *c == clientid));
+        let owner_elsewhere = t.clients.values().any(|o| o.owner == c.owner);
+        if !owner_elsewhere && t.recorded.remove(&c.owner) {
+            self.write_records(t);
+        }
+    }
+
+    /// Expires clients whose lease ran out, and ends an expired grace period; at most every
+    /// few seconds.
+    pub fn sweep(&self, t: &mut Tables) {
+        let now = Instant::now();
+        if t.last_sweep.is_some_and(|l| now - l < Duration::from_secs(2)) {
+            return;
+        }
+        t.last_sweep = Some(now);
+        let limit = self.config.lease + COURTESY;
+        let gone: Vec<u64> = t
+            .clients
+            .iter()
+            .filter(|(_, c)| now.duration_since(c.renewed) > limit)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            info!(clientid = id, "NFSv4 client lease expired; its state is released");
+            self.expire(t, id);
+        }
+        if !t.pending_reclaim.is_empty() && !self.grace.active() {
+            info!("grace period over");
+            self.forget_absent(t);
+        }
+    }
+
+    /// The open stateid of (client, owner, file), made if missing.
+    pub fn open_state(
+        &self,
+        t: &mut Tables,
+        clientid: u64,
+        owner: &[u8],
+        file: &[u8],
+    ) -> ([u8; 12], bool) {
+        let key = (clientid, owner.to_vec(), file.to_vec());
+        if let Some(o) = t.opens.get(&key) {
+            return (*o, false);
+        }
+        let other = self.new_other(t);
+        t.opens.insert(key, other);
+        t.states.insert(
+            other,
+            Stateful::Open(OpenState {
+                clientid,
+                owner: owner.to_vec(),
+                file: file.to_vec(),
+                seqid: 0,
+                access: 0,
+                deny: 0,
+            }),
+        );
+        (other, true)
+    }
+
+    /// The lock stateid of (client, lock owner, file), made if missing.
+    pub fn lock_state(
+        &self,
+        t: &mut Tables,
+        clientid: u64,
+        owner: &[u8],
+        file: &[u8],
+        open: [u8; 12],
+    ) -> [u8; 12] {
+        let key = (clientid, owner.to_vec(), file.to_vec());
+        if let Some(o) = t.lockers.get(&key) {
+            return *o;
+        }
+        let other = self.new_other(t);
+        t.lockers.insert(key, other);
+        t.states.insert(
+            other,
+            Stateful::Lock(LockState {
+                clientid,
+                owner: owner.to_vec(),
+                file: file.to_vec(),
+                open,
+                seqid: 0,
+            }),
+        );
+        other
+    }
+
+    /// Drops an open or lock stateid (CLOSE, FREE_STATEID).
+    pub fn drop_state(&self, t: &mut Tables, other: &[u8; 12]) {
+        match t.states.remove(other) {
+            Some(Stateful::Open(o)) => {
+                t.opens.remove(&(o.clientid, o.owner, o.file));
+            }
+            Some(Stateful::Lock(l)) => {
+                t.lockers.remove(&(l.clientid, l.owner, l.file));
+            }
+            None => {}
+        }
+    }
+
+    /// Checks a stateid's seqid against the current one (RFC 8881 section 8.2.2: zero means
+    /// "the current one").
+    pub fn check_seqid(given: &StateId, current: u32) -> Result<(), u32> {
+        if given.seqid == 0 || given.seqid == current {
+            Ok(())
+        } else if given.seqid > current {
+            Err(st::BAD_STATEID)
+        } else {
+            Err(st::OLD_STATEID)
+        }
+    }
+
+    /// Whether `other` was issued by an earlier instance of this server.
+    pub fn from_earlier_boot(&self, other: &[u8; 12]) -> bool {
+        other[..4] != self.boot.to_be_bytes()
+    }
+
+    /// Share reservations: whether an open of `file` with `access`/`deny` by `owner` conflicts
+    /// with another owner's open (RFC 8881 section 9.7).
+    pub fn share_conflict(
+        t: &Tables,
+        clientid: u64,
+        owner: &[u8],
+        file: &[u8],
+        access: u32,
+        deny: u32,
+    ) -> bool {
+        t.states.values().any(|s| match s {
+            Stateful::Open(o) => {
+                o.file == file
+                    && !(o.clientid == clientid && o.owner == owner)
+                    && ((o.deny & access) != 0 || (o.access & deny) != 0)
+            }
+            Stateful::Lock(_) => false,
+        })
+    }
+
+    fn write_records(&self, t: &Tables) {
+        let Some(path) = &self.config.records else {
+            return;
+        };
+        let mut owners: Vec<String> = t.recorded.iter().map(|o| hex(o)).collect();
+        owners.sort();
+        let mut text = owners.join("\n");
+        text.push('\n');
+        if let Err(e) = export_store::registry::write_atomically(path, text.as_bytes(), 0o600) {
+            warn!(error = %e, path = %path.display(), "cannot record NFSv4 clients; after a restart they may be unable to reclaim locks");
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn load_records(path: &PathBuf) -> Vec<Vec<u8>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .filter_map(|l| unhex(l.trim()))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            warn!(error = %e, path = %path.display(), "cannot read the NFSv4 client records; no grace period");
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(dir: &std::path::Path) -> State {
+        State::new(
+            StateConfig {
+                lease: Duration::from_secs(90),
+                grace: Duration::from_secs(90),
+                records: Some(dir.join("nfs4-clients")),
+            },
+            Arc::new(LockTable::new()),
+            Arc::new(Grace::none()),
+        )
+    }
+
+    fn client(s: &State, owner: &[u8]) -> u64 {
+        let mut t = s.lock();
+        let id = s.new_clientid(&mut t);
+        t.clients.insert(
+            id,
+            Client {
+                owner: owner.to_vec(),
+                verifier: [0; 8],
+                confirmed: false,
+                cs_seq: 0,
+                cs_reply: None,
+                renewed: Instant::now(),
+                reclaim_complete: false,
+                may_reclaim: false,
+                sessions: HashSet::new(),
+            },
+        );
+        s.confirm(&mut t, id);
+        id
+    }
+
+    #[test]
+    fn records_give_a_grace_period_that_ends_when_all_reclaimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path());
+        assert!(!s.grace.active());
+        client(&s, b"alpha");
+        client(&s, b"beta");
+        drop(s);
+        let s = state(dir.path());
+        assert!(s.grace.active());
+        let a = client(&s, b"alpha");
+        assert_eq!(s.check_reclaim(&s.lock(), a), Ok(()));
+        s.reclaim_complete(&mut s.lock(), a).unwrap();
+        assert!(s.grace.active(), "beta has not reclaimed yet");
+        let newcomer = client(&s, b"gamma");
+        assert_eq!(s.check_reclaim(&s.lock(), newcomer), Err(st::RECLAIM_BAD));
+        s.reclaim_complete(&mut s.lock(), newcomer).unwrap();
+        assert!(s.grace.active());
+        let b = client(&s, b"beta");
+        s.reclaim_complete(&mut s.lock(), b).unwrap();
+        assert!(!s.grace.active());
+        assert_eq!(
+            s.reclaim_complete(&mut s.lock(), b),
+            Err(st::COMPLETE_ALREADY)
+        );
+        assert_eq!(s.check_reclaim(&s.lock(), a), Err(st::NO_GRACE));
+    }
+
+    #[test]
+    fn expiry_releases_locks_and_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path());
+        let a = client(&s, b"alpha");
+        let owner = Owner::V4 {
+            clientid: a,
+            owner: b"o".to_vec(),
+        };
+        s.locks
+            .lock(
+                b"file",
+                crate::locks::Lock {
+                    owner,
+                    start: 0,
+                    end: 10,
+                    write: true,
+                },
+            )
+            .unwrap();
+        s.expire(&mut s.lock(), a);
+        assert!(s.locks.snapshot().is_empty());
+        let text = std::fs::read_to_string(dir.path().join("nfs4-clients")).unwrap();
+        assert!(text.trim().is_empty(), "{text}");
+    }
+}
