@@ -58,6 +58,10 @@ pub struct Running {
     pub health: Arc<http::Health>,
     /// What `/metrics` shows; the provisioner registers its metrics here too.
     pub registry: Arc<Mutex<Registry>>,
+    /// The byte-range locks of every protocol.
+    pub locks: Arc<nfs_server::locks::LockTable>,
+    /// The grace period after a restart.
+    pub grace: Arc<nfs_server::grace::Grace>,
 }
 
 /// Opens the export store, binds every port and starts serving in the background.
@@ -179,6 +183,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         store,
         health,
         registry,
+        locks: Arc::clone(&shared.locks),
+        grace: Arc::clone(&shared.grace),
     })
 }
 

@@ -96,6 +96,27 @@ impl Server {
         }
     }
 
+    /// A server on an existing export root, whose NFSv4 grace period (when clients were
+    /// recorded there) lasts `grace`; [`VOL`] is added if the root does not have it.
+    pub async fn on_root(root: &Path, grace: Duration) -> Self {
+        let mut cfg = config(root);
+        cfg.v4.grace = grace;
+        let running = nfs_server_provisioner::start(cfg)
+            .await
+            .expect("start a server on an existing export root");
+        if running.store.volume_by_name(VOL).is_none() {
+            running
+                .store
+                .add_volume(VOL, VolumeOptions::default())
+                .expect("add a volume");
+        }
+        Self {
+            running,
+            _dir: None,
+            root: root.to_owned(),
+        }
+    }
+
     /// A second server instance on this server's export root (a restart, or another
     /// process sharing the root). The first server keeps running.
     pub async fn restart_on_same_root(&self) -> Self {

@@ -914,7 +914,11 @@ pub fn allocate(obj: &Object, id: &Identity, offset: u64, len: u64, punch: bool)
 pub fn seek(obj: &Object, id: &Identity, offset: u64, hole: bool) -> io::Result<Option<u64>> {
     let (fd, _) = open_for_io(obj, id, false)?;
     let off = i64::try_from(offset).map_err(|_| errno(libc::ENXIO))?;
-    let whence = if hole { libc::SEEK_HOLE } else { libc::SEEK_DATA };
+    let whence = if hole {
+        libc::SEEK_HOLE
+    } else {
+        libc::SEEK_DATA
+    };
     // SAFETY: plain syscall on an open descriptor.
     let r = unsafe { libc::lseek(fd.as_raw_fd(), off, whence) };
     if r < 0 {

@@ -420,7 +420,11 @@ mod tests {
     fn decodes_settable_attributes_and_refuses_others() {
         let mut e = Enc::new();
         let mut vals = Enc::new();
-        vals.u64(0).u32(0o755).opaque(b"7@example").u32(1).time((9, 9));
+        vals.u64(0)
+            .u32(0o755)
+            .opaque(b"7@example")
+            .u32(1)
+            .time((9, 9));
         e.bitmap(&Bitmap::from_bits(&[SIZE, MODE, OWNER, TIME_MODIFY_SET]))
             .opaque(&vals.buf);
         let (set, _) = decode_set(&mut Dec::new(&e.buf), false).unwrap().unwrap();
@@ -444,7 +448,8 @@ mod tests {
             Err(st::INVAL)
         );
         let mut e = Enc::new();
-        e.bitmap(&Bitmap::from_bits(&[TIME_MODIFY_SET])).opaque(&[0; 4]);
+        e.bitmap(&Bitmap::from_bits(&[TIME_MODIFY_SET]))
+            .opaque(&[0; 4]);
         assert_eq!(
             decode_set(&mut Dec::new(&e.buf), true).unwrap(),
             Err(st::INVAL)

@@ -115,9 +115,10 @@ impl Compound<'_> {
         fs: &'a dyn Fn() -> Option<libc::statvfs>,
     ) -> Node<'a> {
         let (fsid, mounted_on) = match obj {
-            Some(o) if o.volume.root_handle() == fh => {
-                ((u64::from(o.volume.id()), 0), mountpoint_fileid(o.volume.id()))
-            }
+            Some(o) if o.volume.root_handle() == fh => (
+                (u64::from(o.volume.id()), 0),
+                mountpoint_fileid(o.volume.id()),
+            ),
             Some(o) => ((u64::from(o.volume.id()), 0), attr.fileid),
             None => ((0, 0), attr.fileid),
         };
@@ -574,7 +575,12 @@ impl Compound<'_> {
                     let mut v = self.inner.store.volumes();
                     v.sort_by_key(|v| v.id());
                     v.iter()
-                        .map(|v| (v.name().as_bytes().to_vec(), Fh::Vol(v.root_handle().to_vec())))
+                        .map(|v| {
+                            (
+                                v.name().as_bytes().to_vec(),
+                                Fh::Vol(v.root_handle().to_vec()),
+                            )
+                        })
                         .collect()
                 };
                 let start = if cookie == 0 { 0 } else { cookie as usize - 2 };
@@ -602,8 +608,7 @@ impl Compound<'_> {
                 let lease = self.inner.state.config.lease.as_secs() as u32;
                 let eof = io!(ops::readdir(&dir, &id, cookie, |listing, e| {
                     use std::os::fd::AsFd;
-                    let Some((h, attr)) =
-                        ops::entry_details(store, &dir, listing.as_fd(), &e.name)
+                    let Some((h, attr)) = ops::entry_details(store, &dir, listing.as_fd(), &e.name)
                     else {
                         return Ok(true);
                     };

@@ -175,11 +175,7 @@ fn status_name(proc_: u32, body: &[u8]) -> &'static str {
 fn v40_only(op: u32) -> bool {
     matches!(
         op,
-        OP_OPEN_CONFIRM
-            | OP_RENEW
-            | OP_SETCLIENTID
-            | OP_SETCLIENTID_CONFIRM
-            | OP_RELEASE_LOCKOWNER
+        OP_OPEN_CONFIRM | OP_RENEW | OP_SETCLIENTID | OP_SETCLIENTID_CONFIRM | OP_RELEASE_LOCKOWNER
     )
 }
 
@@ -388,9 +384,16 @@ impl Compound<'_> {
                 d.stateid()?;
                 Ok(st::BAD_STATEID)
             }
-            OP_DELEGPURGE | OP_OPENATTR | OP_GETDEVICEINFO | OP_GETDEVICELIST
-            | OP_LAYOUTCOMMIT | OP_LAYOUTGET | OP_LAYOUTRETURN | OP_SET_SSV
-            | OP_WANT_DELEGATION | OP_GET_DIR_DELEGATION => Ok(st::NOTSUPP),
+            OP_DELEGPURGE
+            | OP_OPENATTR
+            | OP_GETDEVICEINFO
+            | OP_GETDEVICELIST
+            | OP_LAYOUTCOMMIT
+            | OP_LAYOUTGET
+            | OP_LAYOUTRETURN
+            | OP_SET_SSV
+            | OP_WANT_DELEGATION
+            | OP_GET_DIR_DELEGATION => Ok(st::NOTSUPP),
             _ => self.file_op(op, d, out),
         }
     }
@@ -502,7 +505,7 @@ impl Compound<'_> {
     fn create_session(&mut self, d: &mut Dec<'_>, out: &mut Enc) -> DResult<u32> {
         let clientid = d.u64()?;
         let seq = d.u32()?;
-        let _flags = d.u32()?;
+        let flags = d.u32()?;
         let fore = ChannelAttrs::decode(d)?;
         let back = ChannelAttrs::decode(d)?;
         let _cb_program = d.u32()?;
@@ -554,7 +557,9 @@ impl Compound<'_> {
             },
         );
         let mut r = Enc::new();
-        r.fixed(&sid).u32(seq).u32(0);
+        // CREATE_SESSION4_FLAG_CONN_BACK_CHAN is granted when asked (see bind_conn);
+        // sessions are never persistent.
+        r.fixed(&sid).u32(seq).u32(flags & 0x2);
         fore.encode(&mut r);
         back.encode(&mut r);
         if let Some(c) = t.clients.get_mut(&clientid) {
@@ -596,13 +601,20 @@ impl Compound<'_> {
 
     fn bind_conn(&mut self, d: &mut Dec<'_>, out: &mut Enc) -> DResult<u32> {
         let sid = d.fixed::<16>()?;
-        let _dir = d.u32()?;
+        let dir = d.u32()?;
         let _rdma = d.bool()?;
         if !self.inner.state.lock().sessions.contains_key(&sid) {
             return Ok(st::BADSESSION);
         }
-        // The fore channel only: we never call back.
-        out.fixed(&sid).u32(1).bool(false);
+        // The connection is bound as asked. No delegations or layouts are ever handed out,
+        // so nothing is sent on a back channel, but clients may insist on having one.
+        let bound = match dir {
+            1 => 1,
+            2 => 2,
+            3 | 7 => 3,
+            _ => return Ok(st::INVAL),
+        };
+        out.fixed(&sid).u32(bound).bool(false);
         Ok(st::OK)
     }
 
@@ -695,8 +707,7 @@ impl Compound<'_> {
         let stamp = (
             self.inner.started.0,
             // Changes when volumes come or go, so clients re-read /export.
-            (vols.len() as u32 + vols.iter().map(|v| v.id()).max().unwrap_or(0))
-                % 1_000_000_000,
+            (vols.len() as u32 + vols.iter().map(|v| v.id()).max().unwrap_or(0)) % 1_000_000_000,
         );
         Attr {
             kind: NodeKind::Directory,
@@ -784,5 +795,173 @@ impl ChannelAttrs {
             .u32(self.max_ops)
             .u32(self.max_requests)
             .u32(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grace::Grace;
+    use crate::locks::LockTable;
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    fn service() -> (tempfile::TempDir, Nfs4Service) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ExportStore::open(dir.path()).unwrap());
+        let state = Arc::new(State::new(
+            state::StateConfig {
+                lease: std::time::Duration::from_secs(90),
+                grace: std::time::Duration::from_secs(90),
+                records: None,
+            },
+            Arc::new(LockTable::new()),
+            Arc::new(Grace::none()),
+        ));
+        (dir, Nfs4Service::new(store, state, [1; 8], None))
+    }
+
+    fn ctx() -> CallContext {
+        CallContext {
+            xid: 1,
+            vers: 4,
+            proc_: 1,
+            credential: Credential::None,
+            peer: SocketAddr::from((Ipv4Addr::LOCALHOST, 1)),
+        }
+    }
+
+    fn compound(svc: &Nfs4Service, minor: u32, ops: &[&[u32]]) -> Vec<u8> {
+        let mut e = Enc::new();
+        e.opaque(b"t").u32(minor).u32(ops.len() as u32);
+        for op in ops {
+            for w in *op {
+                e.u32(*w);
+            }
+        }
+        match svc.call_blocking(&ctx(), &e.buf) {
+            Reply::Success(b) => b,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// (status, [(op, status)]) of a reply.
+    fn statuses(body: &[u8]) -> (u32, Vec<(u32, u32)>) {
+        let mut d = Dec::new(body);
+        let status = d.u32().unwrap();
+        d.opaque(1024).unwrap();
+        let n = d.u32().unwrap();
+        let mut ops = Vec::new();
+        for _ in 0..n {
+            let op = d.u32().unwrap();
+            let s = d.u32().unwrap();
+            ops.push((op, s));
+            if s != st::OK {
+                break;
+            }
+        }
+        (status, ops)
+    }
+
+    #[test]
+    fn protocol_errors_are_answered_not_crashed_on() {
+        let (_dir, svc) = service();
+        // Minor version 0 is not served.
+        let (s, ops) = statuses(&compound(&svc, 0, &[&[OP_PUTROOTFH]]));
+        assert_eq!((s, ops.len()), (st::MINOR_VERS_MISMATCH, 0));
+        // Without SEQUENCE first.
+        let (s, ops) = statuses(&compound(&svc, 1, &[&[OP_PUTROOTFH]]));
+        assert_eq!(s, st::OP_NOT_IN_SESSION);
+        assert_eq!(ops, [(OP_PUTROOTFH, st::OP_NOT_IN_SESSION)]);
+        // An unknown operation.
+        let (s, ops) = statuses(&compound(&svc, 1, &[&[9999]]));
+        assert_eq!(
+            (s, ops),
+            (st::OP_ILLEGAL, vec![(OP_ILLEGAL, st::OP_ILLEGAL)])
+        );
+        // EXCHANGE_ID with other ops.
+        let (s, _) = statuses(&compound(&svc, 1, &[&[OP_DESTROY_SESSION], &[OP_GETFH]]));
+        assert_eq!(s, st::NOT_ONLY_OP);
+        // SEQUENCE on a session that does not exist.
+        let mut seq = vec![OP_SEQUENCE];
+        seq.extend([0u32; 4]);
+        seq.extend([1, 0, 0, 0]);
+        let (s, _) = statuses(&compound(&svc, 1, &[&seq]));
+        assert_eq!(s, st::BADSESSION);
+        // Truncated arguments: BADXDR for that op, or GARBAGE_ARGS for the header.
+        let (s, _) = statuses(&compound(&svc, 1, &[&[OP_SEQUENCE, 1]]));
+        assert_eq!(s, st::BADXDR);
+        assert!(matches!(
+            svc.call_blocking(&ctx(), &[0, 0]),
+            Reply::GarbageArgs
+        ));
+        // A forged operation count does not allocate or loop.
+        let mut e = Enc::new();
+        e.opaque(b"").u32(1).u32(u32::MAX);
+        let Reply::Success(b) = svc.call_blocking(&ctx(), &e.buf) else {
+            panic!()
+        };
+        assert_eq!(statuses(&b).0, st::BADXDR);
+    }
+
+    #[test]
+    fn a_session_replays_its_cached_reply() {
+        let (_dir, svc) = service();
+        let mut e = Enc::new();
+        e.opaque(b"").u32(1).u32(1).u32(OP_EXCHANGE_ID);
+        e.fixed(&[7; 8]).opaque(b"client-a").u32(0).u32(0).u32(0);
+        let Reply::Success(b) = svc.call_blocking(&ctx(), &e.buf) else {
+            panic!()
+        };
+        let mut d = Dec::new(&b);
+        assert_eq!(d.u32(), Ok(st::OK));
+        d.opaque(1024).unwrap();
+        d.u32().unwrap();
+        d.u32().unwrap();
+        d.u32().unwrap();
+        let clientid = d.u64().unwrap();
+        let seq = d.u32().unwrap();
+        let mut e = Enc::new();
+        e.opaque(b"").u32(1).u32(1).u32(OP_CREATE_SESSION);
+        e.u64(clientid).u32(seq).u32(0);
+        for _ in 0..2 {
+            e.u32(0)
+                .u32(1 << 20)
+                .u32(1 << 20)
+                .u32(4096)
+                .u32(8)
+                .u32(4)
+                .u32(0);
+        }
+        e.u32(0x4000_0000).u32(0);
+        let Reply::Success(b) = svc.call_blocking(&ctx(), &e.buf) else {
+            panic!()
+        };
+        let mut d = Dec::new(&b);
+        assert_eq!(d.u32(), Ok(st::OK));
+        d.opaque(1024).unwrap();
+        d.u32().unwrap();
+        d.u32().unwrap();
+        d.u32().unwrap();
+        let sid = d.fixed::<16>().unwrap();
+        let call = |seqid: u32| {
+            let mut e = Enc::new();
+            e.opaque(b"").u32(1).u32(3);
+            e.u32(OP_SEQUENCE)
+                .fixed(&sid)
+                .u32(seqid)
+                .u32(0)
+                .u32(0)
+                .bool(true);
+            e.u32(OP_PUTROOTFH).u32(OP_GETFH);
+            match svc.call_blocking(&ctx(), &e.buf) {
+                Reply::Success(b) => b,
+                other => panic!("{other:?}"),
+            }
+        };
+        let first = call(1);
+        assert_eq!(statuses(&first).0, st::OK);
+        assert_eq!(call(1), first, "a retransmission gets the cached reply");
+        assert_eq!(statuses(&call(3)).0, st::SEQ_MISORDERED);
+        assert_eq!(statuses(&call(2)).0, st::OK);
     }
 }

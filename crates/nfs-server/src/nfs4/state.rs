@@ -133,7 +133,7 @@ impl State {
         let previous = config
             .records
             .as_ref()
-            .map(|p| load_records(p))
+            .map(load_records)
             .unwrap_or_default();
         if !previous.is_empty() {
             info!(
@@ -240,8 +240,7 @@ impl State {
         }
         c.reclaim_complete = true;
         let owner = c.owner.clone();
-        if t.pending_reclaim.remove(&owner) && t.pending_reclaim.is_empty() && self.grace.active()
-        {
+        if t.pending_reclaim.remove(&owner) && t.pending_reclaim.is_empty() && self.grace.active() {
             info!("every NFSv4 client known before the restart has reclaimed: grace period over");
             self.grace.end();
             self.forget_absent(t);
@@ -286,7 +285,9 @@ impl State {
     /// few seconds.
     pub fn sweep(&self, t: &mut Tables) {
         let now = Instant::now();
-        if t.last_sweep.is_some_and(|l| now - l < Duration::from_secs(2)) {
+        if t.last_sweep
+            .is_some_and(|l| now - l < Duration::from_secs(2))
+        {
             return;
         }
         t.last_sweep = Some(now);
@@ -298,7 +299,10 @@ impl State {
             .map(|(id, _)| *id)
             .collect();
         for id in gone {
-            info!(clientid = id, "NFSv4 client lease expired; its state is released");
+            info!(
+                clientid = id,
+                "NFSv4 client lease expired; its state is released"
+            );
             self.expire(t, id);
         }
         if !t.pending_reclaim.is_empty() && !self.grace.active() {
@@ -432,7 +436,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

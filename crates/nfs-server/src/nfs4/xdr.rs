@@ -486,7 +486,10 @@ mod tests {
     #[test]
     fn round_trips_and_bounds() {
         let mut e = Enc::new();
-        e.u32(7).u64(1 << 40).opaque(b"abcde").bitmap(&Bitmap::from_bits(&[1, 33]));
+        e.u32(7)
+            .u64(1 << 40)
+            .opaque(b"abcde")
+            .bitmap(&Bitmap::from_bits(&[1, 33]));
         e.stateid(&StateId::CURRENT);
         let mut d = Dec::new(&e.buf);
         assert_eq!(d.u32(), Ok(7));
