@@ -102,6 +102,18 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         "Volumes served now",
         exported.clone(),
     );
+    let locks_held = Gauge::<i64>::default();
+    registry.register(
+        "nfs_locks_held",
+        "Byte-range locks held now (NFSv4 and NLM), refreshed every second",
+        locks_held.clone(),
+    );
+    let grace_gauge = Gauge::<i64>::default();
+    registry.register(
+        "nfs_grace_period",
+        "1 while the grace period after a restart lasts (only reclaims are granted)",
+        grace_gauge.clone(),
+    );
     let (rpc_metrics, nfs_metrics) = if config.metrics {
         (
             Some(Arc::new(RpcMetrics::register(&mut registry))),
@@ -150,11 +162,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         });
     }
     let watched = Arc::clone(&store);
+    let (locks, grace) = (Arc::clone(&shared.locks), Arc::clone(&shared.grace));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(config.reload_interval);
         loop {
             tick.tick().await;
             exported.set(watched.volumes().len() as i64);
+            locks_held.set(locks.count() as i64);
+            grace_gauge.set(i64::from(grace.active()));
             let store = Arc::clone(&watched);
             let reloaded = tokio::task::spawn_blocking(move || {
                 store.sweep_cache();

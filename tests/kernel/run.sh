@@ -31,9 +31,12 @@ TOOLS=$REPO/target/tools
 RUN=$CACHE/run
 # Guest checks in the order they run; later ones build on files earlier ones made.
 ALL_CHECKS="mount mkdir write read append rename symlink hardlink chmod chown truncate utimes
-            mkfifo readdir-2000 unlink big64 portmap nonroot fsx pjdfstest restart umount"
+            mkfifo readdir-2000 unlink big64 portmap nonroot fsx pjdfstest restart umount
+            default-mount v4-mount v4-mkdir v4-write v4-read v4-append v4-rename v4-symlink
+            v4-hardlink v4-chmod v4-chown v4-truncate v4-utimes v4-mkfifo v4-readdir-2000
+            v4-unlink v4-big64 v4-nonroot v4-fsx v4-lock v4-restart v4-lock-restart v4-umount"
 VOL=vol
-PORTS="2049 20048 111"
+PORTS="2049 20048 111 8080"
 
 log() { echo "kernel-test: $*" >&2; }
 
@@ -62,30 +65,46 @@ start_server() {
             >> "$RUN/server.log" 2>&1 &
     else
         "$SERVER_BIN" serve --export-root "$RUN/export" --bind 127.0.0.1 --nfs-port 2049 \
-            --mount-port 20048 --portmap-port 111 >> "$RUN/server.log" 2>&1 &
+            --mount-port 20048 --portmap-port 111 --http-port 8080 --grace-period 90 \
+            >> "$RUN/server.log" 2>&1 &
     fi
     SERVER_PID=$!
     # shellcheck disable=SC2086
     wait_ports $PORTS
 }
 
-# The restart test: when the guest's write has started, SIGKILL the server, start it again 2 s
-# later and time how long the guest's write takes to finish after that.
-restart_on_cue() {
-    local go=$RUN/export/$VOL/.kt-restart-go done=$RUN/export/$VOL/.kt-restart-done
+# The restart tests: when the guest's check TAG signals (.kt-TAG-go in the export), SIGKILL the
+# server, start it again 2 s later, tell the guest (.kt-TAG-back), and time how long until the
+# guest's check is done, and until the guest's next write reached the server (kt4/tick).
+cue_restart() {
+    local tag=$1 dir=$RUN/export/$VOL
+    local go=$dir/.kt-$tag-go done=$dir/.kt-$tag-done tick=$dir/kt4/tick
     while [[ ! -e $go && ! -e $RUN/stop ]]; do sleep 0.1; done
     [[ -e $go ]] || return 0
-    # Let the guest's WRITEs get going, then kill the server mid-stream.
+    # Let the guest's I/O get going, then kill the server mid-stream.
     sleep 1
-    local before=no ok=yes t0 t1
+    local before=no ok=yes t0 t1 resume=none
     [[ -e $done ]] && before=yes
     kill -9 "$SERVER_PID"
     wait "$SERVER_PID" 2>/dev/null || true
-    echo "=== $(date +%T.%N) server killed with SIGKILL" >> "$RUN/server.log"
+    echo "=== $(date +%T.%N) server killed with SIGKILL ($tag)" >> "$RUN/server.log"
     sleep 2
     t0=$(date +%s.%N)
     start_server || ok=no
     echo "=== $(date +%T.%N) server restarted (listening: $ok)" >> "$RUN/server.log"
+    touch "$dir/.kt-$tag-back"
+    if [[ $tag == *lock* ]]; then
+        local i m
+        for i in $(seq 1 1200); do
+            m=$(stat -c %.9Y "$tick" 2>/dev/null || echo 0)
+            if awk -v a="$m" -v b="$t0" 'BEGIN { exit !(a > b) }'; then
+                resume=$(awk -v a="$m" -v b="$t0" 'BEGIN { printf "%.1f", a - b }')
+                break
+            fi
+            [[ -e $RUN/stop ]] && break
+            sleep 0.1
+        done
+    fi
     while [[ ! -e $done && ! -e $RUN/stop ]]; do sleep 0.1; done
     t1=$(date +%s.%N)
     {
@@ -93,7 +112,8 @@ restart_on_cue() {
         echo "restarted=$ok"
         echo "completed=$([[ -e $done ]] && echo yes || echo no)"
         echo "stall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')"
-    } > "$RUN/restart.result"
+        echo "resume=$resume"
+    } > "$RUN/$tag.result"
 }
 
 # Background job that owns the server process, so it can SIGKILL, reap and restart it.
@@ -110,7 +130,10 @@ supervise() {
         return
     fi
     touch "$RUN/server.ready"
-    if [[ " $KT_CHECKS " == *" restart "* ]]; then restart_on_cue; fi
+    local tag
+    for tag in restart v4-restart v4-lock-restart; do
+        if [[ " $KT_CHECKS " == *" $tag "* ]]; then cue_restart "$tag"; fi
+    done
     while [[ ! -e $RUN/stop ]]; do sleep 0.2; done
     kill -9 "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
@@ -219,7 +242,7 @@ NFS_CORE_PARAM {
     Bind_addr = 127.0.0.1;
     NFS_Port = 2049;
     MNT_Port = 20048;
-    Protocols = 3;
+    Protocols = 3, 4;
     Enable_NLM = false;
     Enable_RQUOTA = false;
     Enable_UDP = false;
@@ -233,7 +256,7 @@ EXPORT {
     Access_Type = RW;
     Squash = No_Root_Squash;
     SecType = sys;
-    Protocols = 3;
+    Protocols = 3, 4;
     FSAL { Name = VFS; }
 }
 EOF
@@ -243,7 +266,7 @@ EOF
 # (the kernel unpacks concatenated archives in order).
 prepare_guest_files() {
     local kt=$RUN/extra/kt
-    cp "$HERE/guest/main.sh" "$HERE/guest/checks.sh" "$HERE/fsx.toml" "$kt/"
+    cp "$HERE/guest/main.sh" "$HERE/guest/checks.sh" "$HERE/guest/lock.py" "$HERE/fsx.toml" "$kt/"
     # pjdfstest: the features the Linux v3 client has, users that exist on the host (the chroot
     # sees the host's /etc/passwd), and the NFSv3 exclusions as expected failures.
     {
@@ -328,19 +351,28 @@ report() {
             echo "     64 MiB write $(info big64-write-secs)s, read after remount $(info big64-read-secs)s (TCG guest)"
         fi
     fi
-    if wants restart; then
-        if [[ -f $RUN/restart.result ]]; then
-            rr() { sed -n "s/^$1=//p" "$RUN/restart.result"; }
+    local tag
+    for tag in restart v4-restart v4-lock-restart; do
+        wants $tag || continue
+        if [[ -f $RUN/$tag.result ]]; then
+            rr() { sed -n "s/^$1=//p" "$RUN/$tag.result"; }
             if [[ $(rr done_before_kill) == no && $(rr restarted) == yes && $(rr completed) == yes ]]; then
-                pass "restart-during-write: write completed $(rr stall)s after the server restart (server down 2 s)"
+                pass "$tag-across-kill: check completed $(rr stall)s after the server restart (server down 2 s)"
             else
-                fail "restart-during-write: done before kill=$(rr done_before_kill), restarted=$(rr restarted), completed=$(rr completed)"
+                fail "$tag-across-kill: done before kill=$(rr done_before_kill), restarted=$(rr restarted), completed=$(rr completed)"
             fi
-            echo "     guest write across the restart took $(info restart-guest-write-secs)s"
+            if [[ $tag == *lock* ]]; then
+                echo "     first guest write reaching the server after it was back: $(rr resume)s"
+            else
+                echo "     guest write across the restart took $(info restart-guest-write-secs)s"
+            fi
         else
-            fail "restart-during-write: the guest never signalled the start of its write"
+            fail "$tag-across-kill: the guest never signalled its start"
         fi
-        host_checksum restart64 "$RUN/export/$VOL/kt/restart64"
+    done
+    if wants restart; then host_checksum restart64 "$RUN/export/$VOL/kt/restart64"; fi
+    if [[ -n $(info default-mount) ]]; then
+        echo "     mount.nfs with no options negotiated $(info default-mount)"
     fi
     if wants pjdfstest && [[ -n $(info pjdfstest-summary) ]]; then
         echo "     pjdfstest: $(info pjdfstest-summary)"

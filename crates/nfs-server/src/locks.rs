@@ -152,6 +152,11 @@ impl LockTable {
         released
     }
 
+    /// How many locks are held.
+    pub fn count(&self) -> usize {
+        self.files().values().map(Vec::len).sum()
+    }
+
     /// Every lock held, per file (for tests and `status`).
     pub fn snapshot(&self) -> Vec<(Vec<u8>, Lock)> {
         self.files()

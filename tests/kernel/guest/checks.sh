@@ -15,6 +15,21 @@ V=/mnt2
 W=$M/kt
 VW=$V/kt
 
+# v4-NAME: the same check NAME on NFSv4 mounts (/mnt-v4, and /mnt2-v4 to verify).
+FN=$CHECK
+case $CHECK in
+v4-*)
+    FN=${CHECK#v4-}
+    OPTS="vers=4.2,addr=$SRV,clientaddr=10.0.2.15"
+    M=/mnt-v4
+    V=/mnt2-v4
+    W=$M/kt4
+    VW=$V/kt4
+    ;;
+esac
+FSTYPE=nfs
+case $OPTS in vers=4*) FSTYPE=nfs4 ;; esac
+
 fail() {
     echo "FAILED: $*" >&2
     exit 1
@@ -26,17 +41,23 @@ drop_caches() {
     echo 3 > /proc/sys/vm/drop_caches
 }
 info() { echo "$*" >> "/tmp/kt-$CHECK.info"; }
-nfs_mount() { mount -t nfs -o "$OPTS${2:+,$2}" "$SRV:$KT_NFS_PATH" "$1"; }
+nfs_mount() { mount -t $FSTYPE -o "$OPTS${2:+,$2}" "$SRV:$KT_NFS_PATH" "$1"; }
 is_mounted() { grep -q " $1 " /proc/mounts; }
 sha() { sha256sum "$1" | cut -c1-64; }
 ms() { echo $(($(cut -d' ' -f1 /proc/uptime | tr -d .) * 10)); }
 
-# Mounts what `chroot /host` needs and binds /mnt into it.
-host_bind() {
+# Mounts what `chroot /host` needs.
+host_setup() {
     is_mounted /host || fail "the host root is not mounted over 9p"
     is_mounted /host/tmp || mount -t tmpfs tmpfs /host/tmp
     is_mounted /host/proc || mount -t proc proc /host/proc
     is_mounted /host/dev || mount -t devtmpfs devtmpfs /host/dev
+    is_mounted /host/run || mount -t tmpfs tmpfs /host/run
+}
+
+# host_setup, and binds the mount under test ($M) at /host/tmp/nfs.
+host_bind() {
+    host_setup
     mkdir -p /host/tmp/nfs
     is_mounted /host/tmp/nfs || mount --bind $M /host/tmp/nfs
 }
@@ -310,7 +331,7 @@ chk_pjdfstest() {
 chk_restart() {
     # timeo=10 (1 s) so the client notices the dead server quickly; default hard mount, so
     # requests are retried until the server is back and the application sees no error.
-    R=/mnt4
+    R=/mnt4$FSTYPE
     mkdir -p $R
     nfs_mount $R timeo=10
     [ -f /tmp/r64 ] || dd if=/dev/urandom of=/tmp/r64 bs=1M count=64 2>/dev/null
@@ -318,15 +339,14 @@ chk_restart() {
     mkdir -p $R/kt
     printf 'keep me\n' > $R/kt/keep
     exec 3< $R/kt/keep
-    rm -f $R/.kt-restart-go $R/.kt-restart-done
     t0=$(date +%s)
     (dd if=/tmp/r64 of=$R/kt/restart64 bs=1M && sync) &
     dd_pid=$!
     # run.sh watches the export directory for this and kills the server with SIGKILL.
-    touch $R/.kt-restart-go
+    touch $R/.kt-$CHECK-go
     wait $dd_pid || fail "the write failed across the restart (rc $?)"
     t1=$(date +%s)
-    touch $R/.kt-restart-done
+    touch $R/.kt-$CHECK-done
     info "restart-guest-write-secs $((t1 - t0))"
     info "restart64-sha256 $src"
     drop_caches
@@ -346,4 +366,100 @@ chk_umount() {
     ! is_mounted $M || fail "still mounted"
 }
 
-"chk_$(echo "$CHECK" | tr - _)"
+# The NFSv4 mount as a node mounts it: mount.nfs with no options negotiates the version
+# (4.2, else 4.1, ...), then the suite's own v4 mounts.
+chk_default_mount() {
+    host_setup
+    mkdir -p /host/tmp/v4default
+    chroot /host /usr/sbin/mount.nfs "$SRV:$KT_NFS_PATH" /tmp/v4default
+    opts=$(grep " /host/tmp/v4default " /proc/mounts)
+    echo "$opts"
+    case "$opts" in
+    *" nfs4 "*vers=4.2*|*" nfs4 "*vers=4.1*) ;;
+    *) fail "negotiated something else than NFSv4.1/4.2: $opts" ;;
+    esac
+    info "default-mount $(echo "$opts" | grep -o 'vers=[0-9.]*')"
+    printf 'default options\n' > /host/tmp/v4default/default-options
+    eq "$(cat /host/tmp/v4default/default-options)" "default options" "read back"
+    rm /host/tmp/v4default/default-options
+    umount /host/tmp/v4default
+}
+
+# fcntl (POSIX) and flock locks between two processes of the guest on the v4 mount; the
+# server's /metrics must count the lock while it is held.
+chk_lock() {
+    host_bind
+    : > $W/lockf
+    py="chroot /host python3 /tmp/kt-lock.py"
+    cp /kt/lock.py /host/tmp/kt-lock.py
+    # Holder: takes the lock, reports, holds it until /tmp/kt-release exists.
+    rm -f /host/tmp/kt-held /host/tmp/kt-release
+    $py hold /tmp/nfs/kt4/lockf /tmp/kt-held /tmp/kt-release &
+    holder=$!
+    i=0
+    while [ ! -e /host/tmp/kt-held ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+    [ -e /host/tmp/kt-held ] || fail "the holder never got its lock"
+    # The server's gauge is refreshed every second.
+    i=0
+    held=
+    while [ $i -lt 50 ]; do
+        held=$(wget -qO- http://$SRV:8080/metrics | grep '^nfs_locks_held ' | cut -d' ' -f2)
+        [ "$held" = 1 ] && break
+        sleep 0.2
+        i=$((i + 1))
+    done
+    eq "$held" 1 "locks the server holds"
+    eq "$($py try /tmp/nfs/kt4/lockf)" denied "a second process's fcntl lock"
+    touch /host/tmp/kt-release
+    wait $holder
+    eq "$($py try /tmp/nfs/kt4/lockf)" granted "fcntl lock after the holder let go"
+    # flock(2): emulated with whole-file locks, so two processes conflict too (util-linux
+    # flock from the host root; busybox has none).
+    fl="chroot /host flock"
+    rm -f /host/tmp/flocked
+    $fl -x /tmp/nfs/kt4/lockf -c 'touch /tmp/flocked; sleep 6' &
+    flpid=$!
+    i=0
+    while [ ! -e /host/tmp/flocked ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+    [ -e /host/tmp/flocked ] || fail "the first flock was never granted"
+    if $fl -x -n /tmp/nfs/kt4/lockf true; then fail "a second flock was granted"; fi
+    wait $flpid
+    $fl -x -n /tmp/nfs/kt4/lockf true || fail "flock after release"
+}
+
+# A lock held across kill -9 + restart of the server: reclaimed by its holder, refused to
+# another process meanwhile; and the time from the server being back to the guest's next
+# successful write.
+chk_lock_restart() {
+    host_bind
+    py="chroot /host python3 /tmp/kt-lock.py"
+    cp /kt/lock.py /host/tmp/kt-lock.py
+    : > $W/lockr
+    rm -f /host/tmp/kt-held /host/tmp/kt-release
+    $py hold /tmp/nfs/kt4/lockr /tmp/kt-held /tmp/kt-release &
+    holder=$!
+    i=0
+    while [ ! -e /host/tmp/kt-held ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+    [ -e /host/tmp/kt-held ] || fail "the holder never got its lock"
+    # A writer that keeps writing small synced files: run.sh times the first one that reaches
+    # the server after the restart.
+    (i=0; while [ ! -e /tmp/kt-stop-ticks ]; do
+        echo $i > $W/tick.new && mv $W/tick.new $W/tick; i=$((i + 1)); sleep 0.2
+    done) &
+    ticker=$!
+    touch $M/.kt-$CHECK-go
+    # run.sh kills the server and starts it again; wait until it says so.
+    i=0
+    # Through the noac view, which asks the server every time.
+    while [ ! -e $V/.kt-$CHECK-back ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
+    [ -e $V/.kt-$CHECK-back ] || fail "the server did not come back"
+    eq "$($py try /tmp/nfs/kt4/lockr)" denied "another process's lock while the holder reclaims"
+    touch /tmp/kt-stop-ticks
+    wait $ticker || true
+    touch /host/tmp/kt-release
+    wait $holder || fail "the holder lost its lock across the restart"
+    eq "$($py try /tmp/nfs/kt4/lockr)" granted "the lock after the holder let go"
+    touch $M/.kt-$CHECK-done
+}
+
+"chk_$(echo "$FN" | tr - _)"
