@@ -5,7 +5,8 @@
 # Usage: bench/run.sh [SERVER_BINARY] [nfs-bench options...]
 #        bench/run.sh --ganesha-only [nfs-bench options...]
 # BENCH_SERVE_ARGS adds flags to our `serve` (e.g. --metrics=false to measure the cost of
-# metrics). SERVER_BINARY defaults to target/release/nfs-server-provisioner. nfs-bench options, e.g.
+# metrics). Pass --v4 to measure over NFSv4.1 (both servers export the same path through their
+# pseudo-roots). SERVER_BINARY defaults to target/release/nfs-server-provisioner. nfs-bench options, e.g.
 # `--size-mib 256 --files 2000`, are passed through (see `nfs-bench --help`).
 #
 # Runs inside a private network + mount namespace (needs root): port 111 belongs to a private

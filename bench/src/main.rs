@@ -1,5 +1,6 @@
-//! `nfs-bench`: one NFSv3 client (the `nfs3_client` crate) measures one or more servers on
-//! loopback in a single run and prints a markdown table.
+//! `nfs-bench`: one NFSv3 client (the `nfs3_client` crate), or with `--v4` one NFSv4.1 client
+//! (the `nfs-rs` crate), measures one or more servers on loopback in a single run and prints a
+//! markdown table.
 //!
 //! Per server: sequential WRITE of `--size-mib` in `--chunk-kib` requests (UNSTABLE, one COMMIT
 //! at the end) with 1 and with `--streams` requests in flight, sequential READ of the same data
@@ -21,6 +22,7 @@
 mod client;
 mod report;
 mod workload;
+mod workload4;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -34,7 +36,7 @@ use crate::report::{Measured, TargetResult};
 #[derive(Parser, Debug)]
 #[command(
     name = "nfs-bench",
-    about = "NFSv3 benchmark over loopback; first target vs second"
+    about = "NFSv3 (or, with --v4, NFSv4.1) benchmark over loopback; first target vs second"
 )]
 struct Args {
     /// A server to measure, repeatable (first = ours, second = baseline):
@@ -59,6 +61,10 @@ struct Args {
     /// Connect from ports below 1024 (needs root).
     #[arg(long)]
     privileged_port: bool,
+    /// Measure over NFSv4.1 (the `nfs-rs` client, paths through the pseudo-root) instead of
+    /// NFSv3.
+    #[arg(long)]
+    v4: bool,
 }
 
 #[derive(Debug)]
@@ -152,6 +158,7 @@ async fn run_once(
     ep: &Endpoint,
     data: &Arc<Vec<u8>>,
     chunk: u32,
+    v4: bool,
 ) -> Result<(f64, String)> {
     let seq = |s: workload::Seq| {
         let commit = if s.commit_secs > 0.0 {
@@ -168,10 +175,16 @@ async fn run_once(
         (s.mib_per_sec(), text)
     };
     Ok(match kind {
+        Kind::Write(n) if v4 => seq(workload4::seq_write(ep, data, chunk, n).await?),
+        Kind::Read(n) if v4 => seq(workload4::seq_read(ep, data, chunk, n).await?),
         Kind::Write(n) => seq(workload::seq_write(ep, data, chunk, n).await?),
         Kind::Read(n) => seq(workload::seq_read(ep, data, chunk, n).await?),
         Kind::Meta(files) => {
-            let m = workload::metadata(ep, files).await?;
+            let m = if v4 {
+                workload4::metadata(ep, files).await?
+            } else {
+                workload::metadata(ep, files).await?
+            };
             let text = format!(
                 "{:.0} ops/s (CREATE {:.0}/s, GETATTR {:.0}/s, REMOVE {:.0}/s)",
                 m.ops_per_sec(),
@@ -185,7 +198,13 @@ async fn run_once(
 }
 
 /// MOUNT + FSINFO: the request size to use with this server.
-async fn probe(t: &Target, wanted: u32) -> Result<(u32, Option<String>)> {
+async fn probe(t: &Target, wanted: u32, v4: bool) -> Result<(u32, Option<String>)> {
+    if v4 {
+        // The v4 client negotiates its sizes with the session; mounting proves the path.
+        workload4::mount(&t.ep).await?.umount().await.ok();
+        println!("{}: NFSv4.1 mount of {} works", t.name, t.ep.export);
+        return Ok((wanted, None));
+    }
     let mut conn = client::mount(&t.ep).await?;
     let root = conn.root_nfs_fh3();
     let (rtmax, wtmax) = client::fsinfo(&mut conn, &root).await?;
@@ -226,7 +245,7 @@ async fn run_all(
                     continue; // probe failed, or this measurement already failed
                 }
                 let cpu_before = t.pid.and_then(report::read_cpu_secs);
-                let outcome = run_once(kind, &t.ep, data, res.chunk).await;
+                let outcome = run_once(kind, &t.ep, data, res.chunk, args.v4).await;
                 let cpu = cpu_before
                     .zip(t.pid.and_then(report::read_cpu_secs))
                     .map(|(a, b)| b - a);
@@ -257,7 +276,12 @@ async fn run_all(
                 if res.chunk == 0 {
                     continue;
                 }
-                if let Err(e) = workload::cleanup(&t.ep).await {
+                let cleaned = if args.v4 {
+                    workload4::cleanup(&t.ep).await
+                } else {
+                    workload::cleanup(&t.ep).await
+                };
+                if let Err(e) = cleaned {
                     println!("{}: cleanup of {}: {e:#}", t.name, workload::DATA_FILE);
                 }
             }
@@ -295,7 +319,7 @@ async fn main() -> Result<()> {
 
     let wanted = args.chunk_kib.saturating_mul(1024);
     for (t, res) in targets.iter().zip(results.iter_mut()) {
-        match probe(t, wanted).await {
+        match probe(t, wanted, args.v4).await {
             Ok((chunk, note)) => {
                 res.chunk = chunk;
                 res.notes.extend(note);
@@ -330,6 +354,14 @@ async fn main() -> Result<()> {
     }
 
     println!();
+    println!(
+        "Protocol: {}",
+        if args.v4 {
+            "NFSv4.1 (nfs-rs client, one mount = one session per stream)"
+        } else {
+            "NFSv3 (nfs3_client)"
+        }
+    );
     print!("{}", report::table(&results, args.streams, args.files));
     if results.iter().any(TargetResult::any_failed) {
         bail!("some measurements failed (see above)");

@@ -44,7 +44,7 @@ impl Meta {
 }
 
 /// Regions `[start, end)` of `size` split into `streams` parts.
-fn regions(size: u64, streams: usize) -> Vec<(u64, u64)> {
+pub fn regions(size: u64, streams: usize) -> Vec<(u64, u64)> {
     let n = streams as u64;
     (0..n).map(|i| (size * i / n, size * (i + 1) / n)).collect()
 }

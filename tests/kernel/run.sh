@@ -34,7 +34,7 @@ ALL_CHECKS="mount mkdir write read append rename symlink hardlink chmod chown tr
             mkfifo readdir-2000 unlink big64 portmap nonroot fsx pjdfstest restart umount
             default-mount v4-mount v4-mkdir v4-write v4-read v4-append v4-rename v4-symlink
             v4-hardlink v4-chmod v4-chown v4-truncate v4-utimes v4-mkfifo v4-readdir-2000
-            v4-unlink v4-big64 v4-nonroot v4-fsx v4-lock v4-restart v4-lock-restart v4-umount"
+            v4-unlink v4-big64 v4-nonroot v4-fsx v4-pjdfstest v4-lock v4-restart v4-lock-restart v4-umount"
 VOL=vol
 PORTS="2049 20048 111 8080"
 
@@ -267,23 +267,27 @@ EOF
 prepare_guest_files() {
     local kt=$RUN/extra/kt
     cp "$HERE/guest/main.sh" "$HERE/guest/checks.sh" "$HERE/guest/lock.py" "$HERE/fsx.toml" "$kt/"
-    # pjdfstest: the features the Linux v3 client has, users that exist on the host (the chroot
-    # sees the host's /etc/passwd), and the NFSv3 exclusions as expected failures.
-    {
-        echo '[features]'
-        echo 'posix_fallocate = {}'
-        echo 'utime_now = {}'
-        echo 'utimensat = {}'
-        echo 'rename_ctime = {}'
-        echo '[settings]'
-        echo 'naptime = 0.01'
-        echo 'allow_remount = false'
-        echo 'expected_failures = ['
-        sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' -e 's/.*/  "&",/' "$HERE/pjdfstest-exclusions.txt"
-        echo ']'
-        echo '[dummy_auth]'
-        echo 'entries = [["nobody", "nogroup"], ["daemon", "daemon"]]'
-    } > "$kt/pjdfstest.toml"
+    # pjdfstest: the features the Linux client has, users that exist on the host (the chroot
+    # sees the host's /etc/passwd), and each protocol's inherent failures as expected ones.
+    local fstype
+    for fstype in nfs nfs4; do
+        {
+            echo '[features]'
+            echo 'posix_fallocate = {}'
+            echo 'utime_now = {}'
+            echo 'utimensat = {}'
+            echo 'rename_ctime = {}'
+            echo '[settings]'
+            echo 'naptime = 0.01'
+            echo 'allow_remount = false'
+            echo 'expected_failures = ['
+            sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' -e 's/.*/  "&",/' \
+                "$HERE/pjdfstest-exclusions-$fstype.txt"
+            echo ']'
+            echo '[dummy_auth]'
+            echo 'entries = [["nobody", "nogroup"], ["daemon", "daemon"]]'
+        } > "$kt/pjdfstest-$fstype.toml"
+    done
     cat > "$kt/config" <<EOF
 KT_NFS_PATH=/export/$VOL
 KT_ORDER="$(tr -s ' \n' '  ' <<< "$ALL_CHECKS")"
@@ -364,13 +368,14 @@ report() {
             if [[ $tag == *lock* ]]; then
                 echo "     first guest write reaching the server after it was back: $(rr resume)s"
             else
-                echo "     guest write across the restart took $(info restart-guest-write-secs)s"
+                echo "     guest write across the restart took $(info "$tag-write-secs")s"
             fi
         else
             fail "$tag-across-kill: the guest never signalled its start"
         fi
     done
-    if wants restart; then host_checksum restart64 "$RUN/export/$VOL/kt/restart64"; fi
+    if wants restart; then host_checksum restart "$RUN/export/$VOL/kt/restart64"; fi
+    if wants v4-restart; then host_checksum v4-restart "$RUN/export/$VOL/kt4/restart64"; fi
     if [[ -n $(info default-mount) ]]; then
         echo "     mount.nfs with no options negotiated $(info default-mount)"
     fi

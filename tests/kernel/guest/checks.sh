@@ -310,7 +310,8 @@ chk_fsx() {
 
 chk_pjdfstest() {
     host_bind
-    cp /kt/pjdfstest.toml /host/tmp/pjdfstest.toml
+    # Each protocol has its own list of expected failures.
+    cp /kt/pjdfstest-$FSTYPE.toml /host/tmp/pjdfstest.toml
     mkdir -p $W/pjd
     chmod 0755 $W/pjd
     rc=0
@@ -336,25 +337,27 @@ chk_restart() {
     nfs_mount $R timeo=10
     [ -f /tmp/r64 ] || dd if=/dev/urandom of=/tmp/r64 bs=1M count=64 2>/dev/null
     src=$(sha /tmp/r64)
-    mkdir -p $R/kt
-    printf 'keep me\n' > $R/kt/keep
-    exec 3< $R/kt/keep
+    # kt for v3, kt4 for v4: each protocol's run keeps its own file.
+    D=$R/${W##*/}
+    mkdir -p $D
+    printf 'keep me\n' > $D/keep
+    exec 3< $D/keep
     t0=$(date +%s)
-    (dd if=/tmp/r64 of=$R/kt/restart64 bs=1M && sync) &
+    (dd if=/tmp/r64 of=$D/restart64 bs=1M && sync) &
     dd_pid=$!
     # run.sh watches the export directory for this and kills the server with SIGKILL.
     touch $R/.kt-$CHECK-go
     wait $dd_pid || fail "the write failed across the restart (rc $?)"
     t1=$(date +%s)
     touch $R/.kt-$CHECK-done
-    info "restart-guest-write-secs $((t1 - t0))"
-    info "restart64-sha256 $src"
+    info "$CHECK-write-secs $((t1 - t0))"
+    info "$CHECK-sha256 $src"
     drop_caches
-    eq "$(sha $R/kt/restart64)" "$src" "checksum of the file written across the restart"
+    eq "$(sha $D/restart64)" "$src" "checksum of the file written across the restart"
     # The fd opened before the restart: its file handle must still resolve (no ESTALE).
     read -r line <&3 || fail "read from the fd opened before the restart failed"
     eq "$line" "keep me" "content read from the fd opened before the restart"
-    stat $R/kt/keep > /dev/null
+    stat $D/keep > /dev/null
     exec 3<&-
     umount $R
 }
