@@ -304,7 +304,7 @@ chk_fsx() {
     cp /kt/fsx.toml /host/tmp/fsx.toml
     mkdir -p /host/tmp/fsx-artifacts
     chroot /host env TZ=UTC "$KT_FSX" -f /tmp/fsx.toml -N "$KT_FSX_OPS" -S "$KT_FSX_SEED" \
-        -P /tmp/fsx-artifacts /tmp/nfs/kt/fsx.file
+        -P /tmp/fsx-artifacts "/tmp/nfs/${W##*/}/fsx.file"
     info "fsx-ops $KT_FSX_OPS seed $KT_FSX_SEED"
 }
 
@@ -318,7 +318,7 @@ chk_pjdfstest() {
     # -s: a second file system (the guest's tmpfs) for the EXDEV cases of link and rename.
     mkdir -p /host/tmp/pjd-second
     (cd /host && chroot /host env NO_COLOR=1 TZ=UTC "$KT_PJDFSTEST" -c /tmp/pjdfstest.toml \
-        -p /tmp/nfs/kt/pjd -s /tmp/pjd-second) > /tmp/pjd.out 2>&1 || rc=$?
+        -p "/tmp/nfs/${W##*/}/pjd" -s /tmp/pjd-second) > /tmp/pjd.out 2>&1 || rc=$?
     cat /tmp/pjd.out
     grep -E ' (FAILED|PASSED UNEXPECTEDLY)$' /tmp/pjd.out | awk '{print "pjdfstest-failed " $1 " " $2 $3}' \
         >> "/tmp/kt-$CHECK.info" || true
