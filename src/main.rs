@@ -52,6 +52,12 @@ enum Command {
         /// Port of /healthz, /readyz and /metrics; 0 disables it.
         #[arg(long, default_value_t = 8080)]
         http_port: u16,
+        /// NLM (NFSv3 lock manager, nlockmgr) port, TCP and UDP; 0 picks a free one.
+        #[arg(long, default_value_t = 32803)]
+        nlm_port: u16,
+        /// NSM (rpc.statd, status) port, TCP and UDP; 0 picks a free one.
+        #[arg(long, default_value_t = 662)]
+        statd_port: u16,
         /// Count requests, bytes and connections for /metrics.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set,
               num_args = 0..=1, default_missing_value = "true")]
@@ -158,8 +164,8 @@ struct KubeArgs {
 #[derive(clap::Args)]
 #[command(next_help_heading = "Flags kept from the old provisioner")]
 struct LegacyArgs {
-    /// Seconds of NFSv4 grace after a restart. This server speaks NFSv3 only so far, which
-    /// has no grace period; accepted and ignored.
+    /// Seconds of grace after a start (default 90): only NLM lock reclaims are granted
+    /// meanwhile, so clients that held locks before a restart get them back first.
     #[arg(long, value_name = "SECONDS")]
     grace_period: Option<u64>,
     /// Ignored: file handles never depend on device numbers here, so they survive moving
@@ -177,13 +183,6 @@ struct LegacyArgs {
 impl LegacyArgs {
     /// Logs what each given old flag does here.
     fn explain(&self) {
-        if let Some(secs) = self.grace_period {
-            tracing::info!(
-                grace_period = secs,
-                "--grace-period ignored: NFSv3 has no grace period, so clients resume at once \
-                 after a restart"
-            );
-        }
         if let Some(v) = self.device_based_fsids {
             tracing::info!(
                 device_based_fsids = v,
@@ -272,6 +271,8 @@ fn main() -> anyhow::Result<()> {
             mount_port,
             portmap_port,
             http_port,
+            nlm_port,
+            statd_port,
             metrics,
             allow_ephemeral_export_root,
             mut kube,
@@ -292,6 +293,12 @@ fn main() -> anyhow::Result<()> {
                     reload_interval: Duration::from_secs(1),
                     http_port: (http_port != 0).then_some(http_port),
                     metrics,
+                    locking: nfs_server_provisioner::LockingConfig {
+                        nlm_port,
+                        statd_port,
+                        callback_portmap_port: 111,
+                        grace_period: Duration::from_secs(legacy.grace_period.unwrap_or(90)),
+                    },
                 },
                 kube,
             )

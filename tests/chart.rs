@@ -515,6 +515,7 @@ fn the_binary_runs_with_the_arguments_the_chart_renders() {
     cmd.args(args(&sts))
         .arg(format!("--export-root={}", dir.path().display()))
         .args(["--bind=127.0.0.1", "--portmap-port=0", "--no-controller"])
+        .args(["--nlm-port=0", "--statd-port=0"])
         .arg(format!("--nfs-port={}", free()))
         .arg(format!("--mount-port={}", free()))
         .arg(format!("--http-port={http}"))
@@ -552,7 +553,6 @@ fn the_binary_runs_with_the_arguments_the_chart_renders() {
     let _ = child.wait();
     let log = log.join("\n");
     assert!(log.contains("serving NFSv3"), "{log}");
-    assert!(log.contains("--grace-period ignored"), "{log}");
     assert!(log.contains("--device-based-fsids ignored"), "{log}");
     assert!(ready.unwrap().starts_with("HTTP/1.1 200"));
 }

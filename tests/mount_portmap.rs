@@ -299,6 +299,11 @@ async fn portmapper_dump_lists_the_programs_served() {
             u32::from(s.running.mount.port()),
         ),
     ];
+    // The lock manager and statd, over TCP and UDP (17).
+    for prot in [IPPROTO_TCP, 17] {
+        want.push((100_021, 4, prot, u32::from(s.running.nlm.port())));
+        want.push((100_024, 1, prot, u32::from(s.running.statd.port())));
+    }
     want.sort();
     assert_eq!(got, want);
 }
@@ -315,6 +320,7 @@ async fn server_without_portmapper_has_no_portmap_listener() {
         reload_interval: RELOAD,
         http_port: None,
         metrics: true,
+        locking: Default::default(),
     })
     .await
     .unwrap();

@@ -565,6 +565,7 @@ async fn readyz_turns_true_only_once_existing_volumes_are_exported_again() {
         reload_interval: Duration::from_millis(100),
         http_port: Some(0),
         metrics: true,
+        locking: Default::default(),
     })
     .await
     .unwrap();

@@ -31,9 +31,11 @@ TOOLS=$REPO/target/tools
 RUN=$CACHE/run
 # Guest checks in the order they run; later ones build on files earlier ones made.
 ALL_CHECKS="mount mkdir write read append rename symlink hardlink chmod chown truncate utimes
-            mkfifo readdir-2000 unlink big64 portmap nonroot fsx pjdfstest restart umount"
+            mkfifo readdir-2000 unlink big64 portmap nonroot nlm-fcntl fsx pjdfstest restart umount"
 VOL=vol
 PORTS="2049 20048 111"
+# Our lock manager (NLM): forwarded too, so mounts without nolock can lock.
+NLM_PORT=32803
 
 log() { echo "kernel-test: $*" >&2; }
 
@@ -61,8 +63,11 @@ start_server() {
         ganesha.nfsd -F -f "$RUN/ganesha.conf" -L "$RUN/ganesha.log" -p /run/ganesha/ganesha.pid \
             >> "$RUN/server.log" 2>&1 &
     else
-        "$SERVER_BIN" serve --export-root "$RUN/export" --bind 127.0.0.1 --nfs-port 2049 \
-            --mount-port 20048 --portmap-port 111 >> "$RUN/server.log" 2>&1 &
+        # A short grace period: new locks wait for it after every start. NLM at debug level:
+        # the nlm-fcntl check looks for the refused LOCK in the log.
+        RUST_LOG=info,nfs_server::nlm=debug "$SERVER_BIN" serve --export-root "$RUN/export" \
+            --bind 127.0.0.1 --nfs-port 2049 --mount-port 20048 --portmap-port 111 \
+            --nlm-port "$NLM_PORT" --grace-period 5 >> "$RUN/server.log" 2>&1 &
     fi
     SERVER_PID=$!
     # shellcheck disable=SC2086
@@ -140,8 +145,9 @@ inner() {
         return 3
     fi
 
-    local fwd="" p rc=0
-    for p in $PORTS; do
+    local fwd="" p rc=0 ports=$PORTS
+    if [[ $SERVER_KIND == ours ]]; then ports+=" $NLM_PORT"; fi
+    for p in $ports; do
         # cmd: opens a new host connection per guest connection, so reconnects after a server
         # restart work (the plain tcp: form allows only one connection). nodelay: without it
         # Nagle + delayed ACKs stall small RPCs by 40 ms. ",," is an escaped comma for -netdev.
@@ -342,6 +348,7 @@ report() {
         fi
         host_checksum restart64 "$RUN/export/$VOL/kt/restart64"
     fi
+    if wants nlm-fcntl && [[ $SERVER_KIND == ours ]]; then nlm_server_side; fi
     if wants pjdfstest && [[ -n $(info pjdfstest-summary) ]]; then
         echo "     pjdfstest: $(info pjdfstest-summary)"
         sed -n 's/^KT INFO pjdfstest-failed /     pjdfstest failed: /p' "$RUN/results.txt"
@@ -359,6 +366,20 @@ report() {
         tail -n 30 "$CACHE/last-console.log" 2>/dev/null || true
         echo "--- last 20 lines of $RUN/server.log"
         tail -n 20 "$RUN/server.log" 2>/dev/null || true
+    fi
+}
+
+# The server's side of nlm-fcntl: the guest's second F_SETLK must have been refused by our lock
+# manager (a LOCK answered NLM4_DENIED), after the first was granted.
+nlm_server_side() {
+    local log=$RUN/server.log
+    if [[ ! -e $RUN/export/$VOL/.kt-nlm-held ]]; then
+        fail "nlm-server-side: the guest never held the lock"
+    elif grep -E 'procedure="?LOCK"?' "$log" | grep -q NLM4_GRANTED &&
+        grep -E 'procedure="?LOCK"?' "$log" | grep -q NLM4_DENIED; then
+        pass "nlm-server-side: the server granted the first LOCK and refused the conflicting one"
+    else
+        fail "nlm-server-side: no granted and refused LOCK in $log"
     fi
 }
 
@@ -397,6 +418,8 @@ main() {
 
     ensure_packages qemu-system-x86 busybox-static cpio socat iproute2 util-linux kmod gzip
     if [[ $SERVER_KIND == ganesha ]]; then ensure_packages nfs-ganesha nfs-ganesha-vfs rpcbind; fi
+    # The guest runs the host's rpcbind, rpc.statd and python3 (nlm-fcntl).
+    ensure_packages rpcbind nfs-common python3
     ensure_tool pjdfstest 0.2.2
     ensure_tool fsx 0.3.2
     local artefacts
@@ -405,6 +428,8 @@ main() {
 
     # shellcheck disable=SC2086,SC2116 # collapses the list onto one line
     KT_CHECKS=$(echo ${KT_CHECKS:-$ALL_CHECKS})
+    # Ganesha runs here without NLM (Enable_NLM = false): no lock checks.
+    if [[ $SERVER_KIND == ganesha ]]; then KT_CHECKS=$(echo " $KT_CHECKS " | sed 's/ nlm-fcntl / /; s/^ //; s/ $//'); fi
     KT_TIMEOUT=${KT_TIMEOUT:-720}
     KT_FSX_OPS=${KT_FSX_OPS:-3000}
     KT_FSX_SEED=${KT_FSX_SEED:-1}

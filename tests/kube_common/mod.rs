@@ -153,6 +153,7 @@ pub async fn serve_nfs(s: &Setup) -> nfs_server_provisioner::Running {
         reload_interval: Duration::from_millis(100),
         http_port: None,
         metrics: true,
+        locking: Default::default(),
     })
     .await
     .unwrap()
