@@ -65,7 +65,12 @@ impl Nsm {
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok())
             .unwrap_or(0);
-        let state = if old % 2 == 0 { old + 1 } else { old + 2 };
+        // The next odd number (odd: up); after 2^32 - 1 it starts again from 1.
+        let state = old
+            .checked_add(1)
+            .map(|n| n | 1)
+            .filter(|n| *n > old)
+            .unwrap_or(1);
         write_atomically(&state_dir.join(STATE_FILE), format!("{state}\n").as_bytes())?;
         let hosts = std::fs::read_to_string(state_dir.join(HOSTS_FILE))
             .map(|s| parse_hosts(&s))
@@ -162,7 +167,7 @@ fn parse_hosts(text: &str) -> BTreeMap<Vec<u8>, IpAddr> {
         .filter_map(|line| {
             let (addr, hex) = line.split_once(' ')?;
             let addr = addr.parse().ok()?;
-            if hex.len() % 2 != 0 || hex.len() > 2 * SM_MAXSTRLEN {
+            if !hex.len().is_multiple_of(2) || hex.len() > 2 * SM_MAXSTRLEN {
                 return None;
             }
             let name = (0..hex.len())
