@@ -64,7 +64,7 @@ start_server() {
             >> "$RUN/server.log" 2>&1 &
     else
         # A short grace period: new locks wait for it after every start. NLM at debug level:
-        # the nlm-fcntl check looks for the refused LOCK in the log.
+        # the nlm-fcntl check looks for the guest's granted LOCK in the log.
         RUST_LOG=info,nfs_server::nlm=debug "$SERVER_BIN" serve --export-root "$RUN/export" \
             --bind 127.0.0.1 --nfs-port 2049 --mount-port 20048 --portmap-port 111 \
             --nlm-port "$NLM_PORT" --grace-period 5 >> "$RUN/server.log" 2>&1 &
@@ -101,6 +101,16 @@ restart_on_cue() {
     } > "$RUN/restart.result"
 }
 
+# The host side of nlm-fcntl: once the guest holds its lock, ask the server as another host
+# (nlm_probe.py) whether the file could be locked, and tell the guest it may let go.
+nlm_probe_on_cue() {
+    local held=$RUN/export/$VOL/.kt-nlm-held
+    while [[ ! -e $held && ! -e $RUN/stop ]]; do sleep 0.1; done
+    [[ -e $held ]] || return 0
+    /usr/bin/python3 "$HERE/nlm_probe.py" "$VOL" kt/lockfile > "$RUN/nlm-probe.result" 2>&1 || true
+    touch "$RUN/export/$VOL/.kt-nlm-probed"
+}
+
 # Background job that owns the server process, so it can SIGKILL, reap and restart it.
 supervise() {
     local rpcbind_pid=
@@ -115,6 +125,7 @@ supervise() {
         return
     fi
     touch "$RUN/server.ready"
+    if [[ " $KT_CHECKS " == *" nlm-fcntl "* && $SERVER_KIND == ours ]]; then nlm_probe_on_cue & fi
     if [[ " $KT_CHECKS " == *" restart "* ]]; then restart_on_cue; fi
     while [[ ! -e $RUN/stop ]]; do sleep 0.2; done
     kill -9 "$SERVER_PID" 2>/dev/null || true
@@ -369,17 +380,16 @@ report() {
     fi
 }
 
-# The server's side of nlm-fcntl: the guest's second F_SETLK must have been refused by our lock
-# manager (a LOCK answered NLM4_DENIED), after the first was granted.
+# The server's side of nlm-fcntl: while the guest held its lock, another host (nlm_probe.py)
+# was refused an exclusive lock on the file, and the server's log shows the guest's LOCK granted.
 nlm_server_side() {
-    local log=$RUN/server.log
-    if [[ ! -e $RUN/export/$VOL/.kt-nlm-held ]]; then
-        fail "nlm-server-side: the guest never held the lock"
-    elif grep -E 'procedure="?LOCK"?' "$log" | grep -q NLM4_GRANTED &&
-        grep -E 'procedure="?LOCK"?' "$log" | grep -q NLM4_DENIED; then
-        pass "nlm-server-side: the server granted the first LOCK and refused the conflicting one"
+    local probe
+    probe=$(cat "$RUN/nlm-probe.result" 2>/dev/null || echo "no probe result")
+    if [[ $probe == "DENIED exclusive=1 "* ]] &&
+        grep -E 'procedure="?LOCK"?' "$RUN/server.log" | grep -q NLM4_GRANTED; then
+        pass "nlm-server-side: the guest's lock was granted and refused another host ($probe)"
     else
-        fail "nlm-server-side: no granted and refused LOCK in $log"
+        fail "nlm-server-side: another host's TEST while the guest held the lock: $probe"
     fi
 }
 

@@ -358,8 +358,9 @@ lock_daemons() {
 }
 
 # fcntl() byte-range locks over NLM: a mount without nolock; one process holds an exclusive
-# lock, a second process's F_SETLK must fail with EAGAIN (the server decides: both are the
-# same client host, told apart by svid), and succeed once the first lets go.
+# lock, a second process's F_SETLK must fail with EAGAIN, and succeed once the first lets go.
+# The kernel settles conflicts between its own processes locally, so run.sh also asks the
+# server, as another host, while the lock is held (nlm_probe.py; reported as nlm-server-side).
 chk_nlm_fcntl() {
     lock_daemons
     L=/mnt5
@@ -386,8 +387,15 @@ while not os.path.exists("/tmp/lk-release"):
         [ $i -lt 300 ] || fail "the first process did not take the lock within 30 s"
         sleep 0.1
     done
-    # Tell run.sh the lock is held (it checks the server's log for the refused LOCK).
+    # Tell run.sh the lock is held; it probes the server as another host, then says so.
+    rm -f $L/.kt-nlm-probed
     touch $L/.kt-nlm-held
+    i=0
+    until [ -e $V/.kt-nlm-probed ]; do
+        i=$((i + 1))
+        [ $i -lt 300 ] || fail "run.sh did not probe the server within 30 s"
+        sleep 0.1
+    done
     try_lock='
 import errno, fcntl, sys
 f = open("/tmp/lk/kt/lockfile", "r+")
