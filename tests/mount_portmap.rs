@@ -263,7 +263,8 @@ async fn portmapper_getport_for_nfs_v3_tcp_returns_the_nfs_port() {
         (NFS_PROGRAM, 3, 17),
         (NFS_PROGRAM, 4, IPPROTO_TCP),
         (NFS_PROGRAM, 2, IPPROTO_TCP),
-        (100_021, 4, IPPROTO_TCP), // NLM
+        (100_021, 1, IPPROTO_TCP), // NLM v1 and v3: only v4 is served
+        (100_021, 3, 17),
     ] {
         match pm.getport(prog, vers, prot).await {
             Err(PortmapError::ProgramUnavailable) => {}
