@@ -241,7 +241,7 @@ impl Server {
         let header = match message::decode_call(buf) {
             Ok(h) => h,
             Err(DecodeError::Unreplyable) => {
-                warn!(%peer, "dropping a message without an RPC header");
+                warn!(%peer, "a message without an RPC header: dropped (TCP: with its connection)");
                 self.rejected("no_rpc_header");
                 return Routed::Close;
             }

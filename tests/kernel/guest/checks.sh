@@ -250,6 +250,9 @@ chk_portmap() {
     # for the MOUNT and NFS ports.
     [ -n "$KT_CHART_MOUNT_OPTIONS" ] || { echo "no chart mount options"; return 1; }
     info "chart-mount-options $KT_CHART_MOUNT_OPTIONS"
+    # Without nolock the kernel's lock manager starts and registers with rpcbind, as on any
+    # node: run the node's daemons first.
+    case ",$KT_CHART_MOUNT_OPTIONS," in *,nolock,*) ;; *) lock_daemons ;; esac
     mkdir -p /mnt3
     mount -t nfs -o "$KT_CHART_MOUNT_OPTIONS,addr=$SRV,mountaddr=$SRV" "$SRV:$KT_NFS_PATH" /mnt3
     ls /mnt3/kt > /dev/null

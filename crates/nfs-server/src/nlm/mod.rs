@@ -10,8 +10,11 @@
 //! export store, and the caller must be able to read (shared lock) or write (exclusive lock)
 //! the file with its credential squashed per the volume's options (as Linux knfsd checks).
 //!
+//! A reclaim outside the grace period is taken as a new lock request (granted if nothing
+//! conflicts) rather than refused, so a client whose SM_NOTIFY came late keeps what it can.
 //! The asynchronous `_MSG`/`_RES` procedures (used by old clients over UDP) are not offered:
-//! Linux and the BSDs use the synchronous ones with NLM v4.
+//! Linux and the BSDs use the synchronous ones with NLM v4; our GRANTED callback is the
+//! synchronous one too (a client answering NLM4_DENIED no longer wants the lock: released).
 
 pub mod wire;
 
