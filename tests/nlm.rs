@@ -681,7 +681,12 @@ async fn a_restarted_server_notifies_lock_holders_with_a_larger_state() {
     // Nobody was notified at the first start (no host held locks before it).
     assert!(host.next_call(Duration::from_millis(300)).await.is_none());
 
-    let _second = first.restart_with_locking(host.locking()).await;
+    let second = first
+        .restart_with_locking(LockingConfig {
+            grace_period: Duration::from_secs(60),
+            ..host.locking()
+        })
+        .await;
     let (prog, proc_, args) = host
         .next_call(Duration::from_secs(10))
         .await
@@ -694,4 +699,50 @@ async fn a_restarted_server_notifies_lock_holders_with_a_larger_state() {
     let new_state = be32(&args, 4 + name_len.div_ceil(4) * 4);
     assert!(new_state > old_state, "{new_state} <= {old_state}");
     assert_eq!(new_state % 2, 1);
+    // The notified host reclaims its lock during the grace period; nobody else gets in.
+    let mut n = Nlm::connect(&second).await;
+    let holder = Req::new("holder", 1, &f, 0, 0);
+    assert_eq!(
+        n.status(LOCK, &lock_args(b"r", false, true, &holder, true))
+            .await,
+        GRANTED
+    );
+    assert_eq!(
+        n.lock(true, &Req::new("other", 1, &f, 0, 0)).await,
+        DENIED_GRACE_PERIOD
+    );
+}
+
+#[tokio::test]
+async fn junk_datagrams_are_dropped_and_the_udp_listener_keeps_answering() {
+    let s = Server::start().await;
+    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // Too short for a header, a reply instead of a call, an unknown program, a wrong version.
+    for junk in [
+        vec![1, 2],
+        words(&[5, 1, 0, 0, 0, 0]),
+        call_body(6, 2, 400_000, 1, 0, &[]),
+        call_body(7, 2, NSM, 2, 0, &[]),
+    ] {
+        udp.send_to(&junk, s.running.statd).await.unwrap();
+    }
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let r = parse_reply(&recv_datagram(&udp).await);
+        kinds.push((r.xid, r.kind));
+    }
+    kinds.sort_by_key(|k| k.0);
+    assert_eq!(
+        kinds,
+        vec![
+            (6, ReplyKind::ProgUnavail),
+            (7, ReplyKind::ProgMismatch { low: 1, high: 1 })
+        ]
+    );
+    // NLM answers over UDP too.
+    udp.send_to(&call_body(8, 2, NLM, 4, 0, &[]), s.running.nlm)
+        .await
+        .unwrap();
+    let r = parse_reply(&recv_datagram(&udp).await);
+    assert_eq!((r.xid, r.kind), (8, ReplyKind::Success(vec![])));
 }
