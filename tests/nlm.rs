@@ -746,3 +746,53 @@ async fn junk_datagrams_are_dropped_and_the_udp_listener_keeps_answering() {
     let r = parse_reply(&recv_datagram(&udp).await);
     assert_eq!((r.xid, r.kind), (8, ReplyKind::Success(vec![])));
 }
+
+#[tokio::test]
+async fn random_arguments_to_every_procedure_never_break_the_lock_manager() {
+    let s = Server::start().await;
+    let f = file(&s, "f", 0o644).await;
+    let g = file(&s, "g", 0o644).await;
+    let mut rng = Rng::from_clock();
+    let mut nlm = Raw::connect(s.running.nlm).await;
+    let mut statd = Raw::connect(s.running.statd).await;
+    let valid = lock_args(b"ck", false, true, &Req::new("h", 1, &f, 0, 0), false);
+    for xid in 0..400u32 {
+        // Random bytes, or a valid LOCK with some bytes flipped or cut short.
+        let args = match rng.next_u64() % 3 {
+            0 => {
+                let n = (rng.next_u64() % 200) as usize;
+                rng.bytes(n)
+            }
+            1 => {
+                let mut a = valid.clone();
+                let at = (rng.next_u64() as usize) % a.len();
+                a[at] ^= rng.next_u64() as u8 | 1;
+                a
+            }
+            _ => valid[..(rng.next_u64() as usize) % valid.len()].to_vec(),
+        };
+        let proc_ = (rng.next_u64() % 25) as u32;
+        let got = nlm.call(xid, NLM, 4, proc_, &args).await;
+        assert!(
+            matches!(
+                got,
+                ReplyKind::Success(_) | ReplyKind::GarbageArgs | ReplyKind::ProcUnavail
+            ),
+            "NLM procedure {proc_}: {got:?}"
+        );
+        // SM_SIMU_CRASH (5) only raises our state; everything else may be junk.
+        let proc_ = [0, 1, 2, 3, 4, 6, 7][(rng.next_u64() % 7) as usize];
+        let got = statd.call(xid, NSM, 1, proc_, &args).await;
+        assert!(
+            matches!(
+                got,
+                ReplyKind::Success(_) | ReplyKind::GarbageArgs | ReplyKind::ProcUnavail
+            ),
+            "NSM procedure {proc_}: {got:?}"
+        );
+    }
+    // Whatever the junk did, the lock manager still works.
+    let mut n = Nlm::connect(&s).await;
+    assert_eq!(n.lock(true, &Req::new("z", 1, &g, 0, 0)).await, GRANTED);
+    assert_eq!(n.lock(true, &Req::new("y", 1, &g, 0, 0)).await, DENIED);
+}
