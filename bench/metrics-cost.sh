@@ -17,7 +17,7 @@ for mode in true false; do
   $B volume add bench --export-root $root >/dev/null
   valgrind --tool=callgrind --callgrind-out-file=${TMPDIR:-/var/tmp}/metrics-cost.$mode.out $B serve --export-root $root \
     --bind 127.0.0.1 --nfs-port 15049 --mount-port 15048 --portmap-port 0 --http-port 0 \
-    --no-controller --metrics=$mode 2>${TMPDIR:-/var/tmp}/metrics-cost.$mode.log &
+    --nlm-port 0 --statd-port 0 --no-controller --metrics=$mode 2>${TMPDIR:-/var/tmp}/metrics-cost.$mode.log &
   pid=$!
   for i in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/15049) 2>/dev/null && break; sleep 0.1; done
   $NB --target name=ours,addr=127.0.0.1,nfs=15049,mount=15048,export=/export/bench \

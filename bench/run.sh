@@ -134,7 +134,7 @@ if [[ "$server" != "none" ]]; then
     mkdir -p "$tmp/ours"
     "$server" volume add bench --export-root "$tmp/ours" >"$tmp/ours.log" 2>&1
     "$server" serve --export-root "$tmp/ours" --bind 127.0.0.1 --nfs-port 2049 --mount-port 20048 \
-        --portmap-port 0 ${BENCH_SERVE_ARGS:-} >>"$tmp/ours.log" 2>&1 &
+        --portmap-port 0 --nlm-port 0 --statd-port 0 ${BENCH_SERVE_ARGS:-} >>"$tmp/ours.log" 2>&1 &
     ours_pid=$!
     pids+=("$ours_pid")
     wait_ports "$ours_pid" 2049 20048

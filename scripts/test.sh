@@ -16,7 +16,8 @@ if ! command -v cargo >/dev/null; then
   exit 2
 fi
 
-packages=(libnfs-utils qemu-system-x86 busybox-static cpio socat iproute2 util-linux xz-utils unzip)
+packages=(libnfs-utils qemu-system-x86 busybox-static cpio socat iproute2 util-linux xz-utils unzip
+  rpcbind nfs-common python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

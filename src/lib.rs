@@ -9,12 +9,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use export_store::ExportStore;
+use nfs_server::grace::Grace;
+use nfs_server::locks::LockTable;
 use nfs_server::metrics::NfsMetrics;
+use nfs_server::nlm::{NLM_PROGRAM, NLM_VERSION};
+use nfs_server::nsm::{NSM_PROGRAM, NSM_VERSION};
 use oncrpc::portmap::{self, Mapping, Portmapper};
 use oncrpc::{RpcMetrics, RpcService, Server};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tracing::{info, warn};
 
 pub mod http;
@@ -43,6 +47,29 @@ pub struct ServeConfig {
     pub metrics: bool,
     /// NFSv4 lease and grace period.
     pub v4: nfs_server::V4Config,
+    /// NFSv3 locking (NLM and NSM).
+    pub locking: LockingConfig,
+}
+
+/// Where NLM and NSM listen and how they reach clients. The default suits tests: free ports.
+#[derive(Clone, Debug)]
+pub struct LockingConfig {
+    /// NLM (lock manager) port, TCP and UDP; 0 picks a free one.
+    pub nlm_port: u16,
+    /// NSM (statd) port, TCP and UDP; 0 picks a free one.
+    pub statd_port: u16,
+    /// Port of the clients' portmappers, asked for NLM GRANTED callbacks and SM_NOTIFY (111).
+    pub callback_portmap_port: u16,
+}
+
+impl Default for LockingConfig {
+    fn default() -> Self {
+        Self {
+            nlm_port: 0,
+            statd_port: 0,
+            callback_portmap_port: 111,
+        }
+    }
 }
 
 /// A started server: where it listens. Dropping it does not stop it; it runs until the
@@ -53,15 +80,17 @@ pub struct Running {
     pub mount: SocketAddr,
     pub portmap: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
+    /// NLM and NSM, each on this port over both TCP and UDP.
+    pub nlm: SocketAddr,
+    pub statd: SocketAddr,
+    /// The byte-range locks of every protocol, and the grace period they share.
+    pub locks: Arc<LockTable>,
+    pub grace: Arc<Grace>,
     pub store: Arc<ExportStore>,
     /// Readiness reported on the HTTP port; the caller decides when the process is ready.
     pub health: Arc<http::Health>,
     /// What `/metrics` shows; the provisioner registers its metrics here too.
     pub registry: Arc<Mutex<Registry>>,
-    /// The byte-range locks of every protocol.
-    pub locks: Arc<nfs_server::locks::LockTable>,
-    /// The grace period after a restart.
-    pub grace: Arc<nfs_server::grace::Grace>,
 }
 
 /// Opens the export store, binds every port and starts serving in the background.
@@ -90,6 +119,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         Some(p) => Some(bind(p).await?),
         None => None,
     };
+    let (nlm_tcp, nlm_udp) = bind_tcp_and_udp(config.bind, config.locking.nlm_port).await?;
+    let (statd_tcp, statd_udp) = bind_tcp_and_udp(config.bind, config.locking.statd_port).await?;
+    let nlm_addr = nlm_tcp.local_addr()?;
+    let statd_addr = statd_tcp.local_addr()?;
     let nfs_addr = nfs.local_addr()?;
     let mount_addr = mount.as_ref().map_or(Ok(nfs_addr), |l| l.local_addr())?;
     let portmap_addr = portmap.as_ref().map(|l| l.local_addr()).transpose()?;
@@ -134,6 +167,19 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let shared = nfs_server::Shared::new(Arc::clone(&store), &config.v4);
     let mut services: Vec<Arc<dyn RpcService>> =
         nfs_server::services_with_metrics(&shared, nfs_metrics);
+    let (locks, grace) = (Arc::clone(&shared.locks), Arc::clone(&shared.grace));
+    let lock_config = nfs_server::nlm::NlmConfig {
+        callback_portmap_port: config.locking.callback_portmap_port,
+        our_name: nfs_server::nsm::local_host_name(),
+    };
+    let (s, l, g) = (Arc::clone(&store), Arc::clone(&locks), Arc::clone(&grace));
+    let grace_length = config.v4.grace;
+    let lock_services = tokio::task::spawn_blocking(move || {
+        nfs_server::lock_services(s, l, g, grace_length, lock_config)
+    })
+    .await?
+    .context("cannot start the lock manager (NLM/NSM state in the export root)")?;
+    services.extend(lock_services);
     if let Some(pm) = portmap_addr {
         let tcp = |prog, vers, port: u16| Mapping {
             prog,
@@ -141,11 +187,19 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             prot: portmap::IPPROTO_TCP,
             port: u32::from(port),
         };
+        let udp = |prog, vers, port: u16| Mapping {
+            prot: portmap::IPPROTO_UDP,
+            ..tcp(prog, vers, port)
+        };
         services.push(Arc::new(Portmapper::new(vec![
             tcp(portmap::PROGRAM, 2, pm.port()),
             tcp(nfs_server::NFS_PROGRAM, 3, nfs_addr.port()),
             tcp(nfs_server::NFS_PROGRAM, 4, nfs_addr.port()),
             tcp(nfs_server::MOUNT_PROGRAM, 3, mount_addr.port()),
+            tcp(NLM_PROGRAM, NLM_VERSION, nlm_addr.port()),
+            udp(NLM_PROGRAM, NLM_VERSION, nlm_addr.port()),
+            tcp(NSM_PROGRAM, NSM_VERSION, statd_addr.port()),
+            udp(NSM_PROGRAM, NSM_VERSION, statd_addr.port()),
         ])));
     }
     let mut server = Server::new(services, MAX_RECORD, MAX_IN_FLIGHT);
@@ -153,7 +207,18 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         server = server.with_metrics(m);
     }
     let server = Arc::new(server);
-    for listener in [Some(nfs), mount, portmap].into_iter().flatten() {
+    for socket in [nlm_udp, statd_udp] {
+        let server = Arc::clone(&server);
+        tokio::spawn(async move {
+            if let Err(e) = server.serve_udp(socket).await {
+                warn!(error = %e, "UDP listener stopped");
+            }
+        });
+    }
+    for listener in [Some(nfs), mount, portmap, Some(nlm_tcp), Some(statd_tcp)]
+        .into_iter()
+        .flatten()
+    {
         let server = Arc::clone(&server);
         tokio::spawn(async move {
             if let Err(e) = server.serve(listener).await {
@@ -187,6 +252,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         mount = %mount_addr,
         portmap = ?portmap_addr,
         http = ?http_addr,
+        nlm = %nlm_addr,
+        statd = %statd_addr,
         volumes = store.volumes().len(),
         "serving NFSv3 and NFSv4.1"
     );
@@ -195,12 +262,33 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         mount: mount_addr,
         portmap: portmap_addr,
         http: http_addr,
+        nlm: nlm_addr,
+        statd: statd_addr,
         store,
         health,
         registry,
         locks: Arc::clone(&shared.locks),
         grace: Arc::clone(&shared.grace),
     })
+}
+
+/// A TCP listener and a UDP socket on the same port (`port` 0: a free one for both).
+async fn bind_tcp_and_udp(bind: IpAddr, port: u16) -> anyhow::Result<(TcpListener, UdpSocket)> {
+    let mut tries = 0;
+    loop {
+        let tcp = TcpListener::bind((bind, port))
+            .await
+            .with_context(|| format!("cannot listen on {bind}:{port}"))?;
+        let chosen = tcp.local_addr()?.port();
+        match UdpSocket::bind((bind, chosen)).await {
+            Ok(udp) => return Ok((tcp, udp)),
+            // A free TCP port may be taken for UDP: pick another.
+            Err(_) if port == 0 && tries < 20 => tries += 1,
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot listen on UDP {bind}:{chosen}"));
+            }
+        }
+    }
 }
 
 /// Raises the open-file limit to its hard maximum (each request holds a few descriptors).

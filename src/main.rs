@@ -52,6 +52,12 @@ enum Command {
         /// Port of /healthz, /readyz and /metrics; 0 disables it.
         #[arg(long, default_value_t = 8080)]
         http_port: u16,
+        /// NLM (NFSv3 lock manager, nlockmgr) port, TCP and UDP; 0 picks a free one.
+        #[arg(long, default_value_t = 32803)]
+        nlm_port: u16,
+        /// NSM (rpc.statd, status) port, TCP and UDP; 0 picks a free one.
+        #[arg(long, default_value_t = 662)]
+        statd_port: u16,
         /// Count requests, bytes and connections for /metrics.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set,
               num_args = 0..=1, default_missing_value = "true")]
@@ -60,9 +66,10 @@ enum Command {
         /// (emptyDir, tmpfs, the container's own filesystem): every volume is lost with it.
         #[arg(long)]
         allow_ephemeral_export_root: bool,
-        /// Longest grace period after a restart, in seconds: clients known before it reclaim
-        /// their opens and locks, new ones wait. It ends sooner once every known client has
-        /// reclaimed (the old provisioner's flag, same meaning).
+        /// Grace period after a restart, in seconds, when clients held state before it: they
+        /// reclaim their opens and locks, new ones wait. With only NFSv4 clients it ends as
+        /// soon as every one of them has reclaimed; NLM hosts get the whole period (the old
+        /// provisioner's flag, same meaning).
         #[arg(long, value_name = "SECONDS", default_value_t = 90)]
         grace_period: u64,
         /// NFSv4 lease in seconds: a client silent for longer loses its opens and locks.
@@ -270,6 +277,8 @@ fn main() -> anyhow::Result<()> {
             mount_port,
             portmap_port,
             http_port,
+            nlm_port,
+            statd_port,
             metrics,
             allow_ephemeral_export_root,
             grace_period,
@@ -296,6 +305,11 @@ fn main() -> anyhow::Result<()> {
                         lease: Duration::from_secs(lease_time),
                         grace: Duration::from_secs(grace_period),
                         record_clients: true,
+                    },
+                    locking: nfs_server_provisioner::LockingConfig {
+                        nlm_port,
+                        statd_port,
+                        callback_portmap_port: 111,
                     },
                 },
                 kube,

@@ -111,7 +111,7 @@ fn default_values_render_a_server_with_persistent_export_and_minimal_capabilitie
         assert_eq!(sc.reclaim_policy.as_deref(), Some("Delete"));
         assert_eq!(
             sc.mount_options.unwrap(),
-            owned(&["vers=3", "proto=tcp", "nolock", "noresvport"])
+            owned(&["vers=3", "proto=tcp", "noresvport"])
         );
         assert_eq!(sc.allow_volume_expansion, None);
         assert!(
@@ -129,6 +129,10 @@ fn default_values_render_a_server_with_persistent_export_and_minimal_capabilitie
                 ("nfs".into(), 2049, "TCP".into(), None),
                 ("mountd".into(), 20048, "TCP".into(), None),
                 ("rpcbind".into(), 111, "TCP".into(), None),
+                ("nlockmgr".into(), 32803, "TCP".into(), None),
+                ("nlockmgr-udp".into(), 32803, "UDP".into(), None),
+                ("statd".into(), 662, "TCP".into(), None),
+                ("statd-udp".into(), 662, "UDP".into(), None),
                 ("http".into(), 8080, "TCP".into(), None),
             ]
         );
@@ -176,6 +180,8 @@ fn default_values_render_a_server_with_persistent_export_and_minimal_capabilitie
         let a = c.args.clone().unwrap();
         assert_eq!(a[0], "serve");
         assert!(a.contains(&"--export-root=/export".into()));
+        assert!(a.contains(&"--nlm-port=32803".into()));
+        assert!(a.contains(&"--statd-port=662".into()));
         assert!(a.contains(&format!("--provisioner={}", sc.provisioner)));
         assert!(!a.iter().any(|x| x.contains("allow-ephemeral")));
         let ports: Vec<_> = c
@@ -190,6 +196,10 @@ fn default_values_render_a_server_with_persistent_export_and_minimal_capabilitie
                 ("nfs".into(), 2049, "TCP".into()),
                 ("mountd".into(), 20048, "TCP".into()),
                 ("rpcbind".into(), 111, "TCP".into()),
+                ("nlockmgr".into(), 32803, "TCP".into()),
+                ("nlockmgr-udp".into(), 32803, "UDP".into()),
+                ("statd".into(), 662, "TCP".into()),
+                ("statd-udp".into(), 662, "UDP".into()),
                 ("http".into(), 8080, "TCP".into()),
             ]
         );
@@ -292,10 +302,22 @@ fn the_old_charts_defaults_install_with_our_image_and_an_emptydir() {
             owned(&["vers=3", "retrans=2", "timeo=30"])
         );
         assert_eq!(sc.allow_volume_expansion, Some(true));
-        // nlockmgr, rquotad and statd ports are accepted but not opened: nothing serves them.
+        // nlockmgr and statd are opened over TCP and UDP; rquotad is accepted but not opened.
         let svc: Service = m.one("Service");
         let names: Vec<_> = service_ports(&svc).into_iter().map(|p| p.0).collect();
-        assert_eq!(names, owned(&["nfs", "mountd", "rpcbind", "http"]));
+        assert_eq!(
+            names,
+            owned(&[
+                "nfs",
+                "mountd",
+                "rpcbind",
+                "nlockmgr",
+                "nlockmgr-udp",
+                "statd",
+                "statd-udp",
+                "http"
+            ])
+        );
     }
 }
 
@@ -377,6 +399,10 @@ fn every_old_values_key_is_honoured() {
                 ("nfs".into(), 2049, "TCP".into(), Some(32049)),
                 ("mountd".into(), 20048, "TCP".into(), Some(32048)),
                 ("rpcbind".into(), 111, "TCP".into(), Some(32111)),
+                ("nlockmgr".into(), 32803, "TCP".into(), Some(32803)),
+                ("nlockmgr-udp".into(), 32803, "UDP".into(), Some(32803)),
+                ("statd".into(), 662, "TCP".into(), Some(32662)),
+                ("statd-udp".into(), 662, "UDP".into(), Some(32662)),
                 ("http".into(), 8080, "TCP".into(), None),
             ]
         );
@@ -515,6 +541,7 @@ fn the_binary_runs_with_the_arguments_the_chart_renders() {
     cmd.args(args(&sts))
         .arg(format!("--export-root={}", dir.path().display()))
         .args(["--bind=127.0.0.1", "--portmap-port=0", "--no-controller"])
+        .args(["--nlm-port=0", "--statd-port=0"])
         .arg(format!("--nfs-port={}", free()))
         .arg(format!("--mount-port={}", free()))
         .arg(format!("--http-port={http}"))
@@ -552,7 +579,6 @@ fn the_binary_runs_with_the_arguments_the_chart_renders() {
     let _ = child.wait();
     let log = log.join("\n");
     assert!(log.contains("serving NFSv3"), "{log}");
-    assert!(log.contains("--grace-period ignored"), "{log}");
     assert!(log.contains("--device-based-fsids ignored"), "{log}");
     assert!(ready.unwrap().starts_with("HTTP/1.1 200"));
 }

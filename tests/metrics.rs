@@ -248,6 +248,8 @@ fn json_logs_are_one_object_per_line() {
             "--mount-port=0",
             "--portmap-port=0",
             "--http-port=0",
+            "--nlm-port=0",
+            "--statd-port=0",
             "--no-controller",
         ])
         .output()

@@ -263,7 +263,8 @@ async fn portmapper_getport_for_nfs_v3_tcp_returns_the_nfs_port() {
         (NFS_PROGRAM, 3, 17),
         (NFS_PROGRAM, 4, IPPROTO_TCP),
         (NFS_PROGRAM, 2, IPPROTO_TCP),
-        (100_021, 4, IPPROTO_TCP), // NLM
+        (100_021, 1, IPPROTO_TCP), // NLM v1 and v3: only v4 is served
+        (100_021, 3, 17),
     ] {
         match pm.getport(prog, vers, prot).await {
             Err(PortmapError::ProgramUnavailable) => {}
@@ -299,6 +300,11 @@ async fn portmapper_dump_lists_the_programs_served() {
             u32::from(s.running.mount.port()),
         ),
     ];
+    // The lock manager and statd, over TCP and UDP (17).
+    for prot in [IPPROTO_TCP, 17] {
+        want.push((100_021, 4, prot, u32::from(s.running.nlm.port())));
+        want.push((100_024, 1, prot, u32::from(s.running.statd.port())));
+    }
     want.sort();
     assert_eq!(got, want);
 }
@@ -316,6 +322,7 @@ async fn server_without_portmapper_has_no_portmap_listener() {
         http_port: None,
         metrics: true,
         v4: nfs_server::V4Config::default(),
+        locking: Default::default(),
     })
     .await
     .unwrap();

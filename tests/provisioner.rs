@@ -566,6 +566,7 @@ async fn readyz_turns_true_only_once_existing_volumes_are_exported_again() {
         http_port: Some(0),
         metrics: true,
         v4: nfs_server::V4Config::default(),
+        locking: Default::default(),
     })
     .await
     .unwrap();

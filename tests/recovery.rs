@@ -570,7 +570,7 @@ fn serve_once(root: &Path, extra: &[&str], wrap: Option<&str>) -> (bool, String)
     };
     let args = format!(
         "serve --export-root={} --bind=127.0.0.1 --nfs-port={} --mount-port={} --portmap-port=0 \
-         --http-port=0 --no-controller {}",
+         --http-port=0 --nlm-port=0 --statd-port=0 --no-controller {}",
         root.display(),
         free(),
         free(),

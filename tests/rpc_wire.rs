@@ -60,7 +60,7 @@ async fn unknown_program_is_prog_unavail() {
     let mut raw = Raw::connect(s.running.nfs).await;
     for prog in [
         400_000u32,
-        100_021, /* NLM */
+        100_011, /* RQUOTA */
         100_227, /* NFS ACL */
         0,
         u32::MAX,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use export_store::VolumeOptions;
-use nfs_server_provisioner::{Running, ServeConfig};
+use nfs_server_provisioner::{LockingConfig, Running, ServeConfig};
 use nfs3_client::tokio::TokioIo;
 use nfs3_client::{MountClient, Nfs3Client, PortmapperClient};
 use nfs3_types::mount::dirpath;
@@ -67,6 +67,7 @@ fn config(root: &Path) -> ServeConfig {
         http_port: Some(0),
         metrics: true,
         v4: nfs_server::V4Config::default(),
+        locking: Default::default(),
     }
 }
 
@@ -114,6 +115,42 @@ impl Server {
             running,
             _dir: None,
             root: root.to_owned(),
+        }
+    }
+
+    /// A server exporting [`VOL`] with the given NFSv3 locking configuration.
+    pub async fn with_locking(locking: LockingConfig) -> Self {
+        let dir = export_root();
+        let root = dir.path().to_owned();
+        let running = nfs_server_provisioner::start(ServeConfig {
+            locking,
+            ..config(&root)
+        })
+        .await
+        .expect("start the server");
+        running
+            .store
+            .add_volume(VOL, VolumeOptions::default())
+            .expect("add a volume");
+        Self {
+            running,
+            _dir: Some(dir),
+            root,
+        }
+    }
+
+    /// [`Server::restart_on_same_root`] with the given locking configuration.
+    pub async fn restart_with_locking(&self, locking: LockingConfig) -> Self {
+        let running = nfs_server_provisioner::start(ServeConfig {
+            locking,
+            ..config(&self.root)
+        })
+        .await
+        .expect("start a second server on the same export root");
+        Self {
+            running,
+            _dir: None,
+            root: self.root.clone(),
         }
     }
 

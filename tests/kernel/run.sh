@@ -33,12 +33,14 @@ TOOLS=$REPO/target/tools
 RUN=$CACHE/run
 # Guest checks in the order they run; later ones build on files earlier ones made.
 ALL_CHECKS="mount mkdir write read append rename symlink hardlink chmod chown truncate utimes
-            mkfifo readdir-2000 unlink big64 portmap nonroot fsx pjdfstest restart umount
+            mkfifo readdir-2000 unlink big64 portmap nonroot nlm-fcntl fsx pjdfstest restart umount
             default-mount v4-mount v4-mkdir v4-write v4-read v4-append v4-rename v4-symlink
             v4-hardlink v4-chmod v4-chown v4-truncate v4-utimes v4-mkfifo v4-unlink v4-nonroot
             v4-fsx v4-pjdfstest v4-lock v4-restart v4-lock-restart v4-umount"
 VOL=vol
 PORTS="2049 20048 111 8080"
+# Our lock manager (NLM): forwarded too, so mounts without nolock can lock.
+NLM_PORT=32803
 
 log() { echo "kernel-test: $*" >&2; }
 
@@ -66,9 +68,10 @@ start_server() {
         ganesha.nfsd -F -f "$RUN/ganesha.conf" -L "$RUN/ganesha.log" -p /run/ganesha/ganesha.pid \
             >> "$RUN/server.log" 2>&1 &
     else
-        "$SERVER_BIN" serve --export-root "$RUN/export" --bind 127.0.0.1 --nfs-port 2049 \
-            --mount-port 20048 --portmap-port 111 --http-port 8080 --grace-period 90 \
-            >> "$RUN/server.log" 2>&1 &
+        # NLM at debug level: the nlm-fcntl check looks for the guest's granted LOCK in the log.
+        RUST_LOG=info,nfs_server::nlm=debug "$SERVER_BIN" serve --export-root "$RUN/export" \
+            --bind 127.0.0.1 --nfs-port 2049 --mount-port 20048 --portmap-port 111 \
+            --http-port 8080 --nlm-port "$NLM_PORT" --grace-period 90 >> "$RUN/server.log" 2>&1 &
     fi
     SERVER_PID=$!
     # shellcheck disable=SC2086
@@ -118,6 +121,16 @@ cue_restart() {
     } > "$RUN/$tag.result"
 }
 
+# The host side of nlm-fcntl: once the guest holds its lock, ask the server as another host
+# (nlm_probe.py) whether the file could be locked, and tell the guest it may let go.
+nlm_probe_on_cue() {
+    local held=$RUN/export/$VOL/.kt-nlm-held
+    while [[ ! -e $held && ! -e $RUN/stop ]]; do sleep 0.1; done
+    [[ -e $held ]] || return 0
+    /usr/bin/python3 "$HERE/nlm_probe.py" "$VOL" kt/lockfile > "$RUN/nlm-probe.result" 2>&1 || true
+    touch "$RUN/export/$VOL/.kt-nlm-probed"
+}
+
 # Background job that owns the server process, so it can SIGKILL, reap and restart it.
 supervise() {
     local rpcbind_pid=
@@ -132,6 +145,7 @@ supervise() {
         return
     fi
     touch "$RUN/server.ready"
+    if [[ " $KT_CHECKS " == *" nlm-fcntl "* && $SERVER_KIND == ours ]]; then nlm_probe_on_cue & fi
     local tag
     for tag in restart v4-restart v4-lock-restart; do
         if [[ " $KT_CHECKS " == *" $tag "* ]]; then cue_restart "$tag"; fi
@@ -165,8 +179,9 @@ inner() {
         return 3
     fi
 
-    local fwd="" p rc=0
-    for p in $PORTS; do
+    local fwd="" p rc=0 ports=$PORTS
+    if [[ $SERVER_KIND == ours ]]; then ports+=" $NLM_PORT"; fi
+    for p in $ports; do
         # cmd: opens a new host connection per guest connection, so reconnects after a server
         # restart work (the plain tcp: form allows only one connection). nodelay: without it
         # Nagle + delayed ACKs stall small RPCs by 40 ms. ",," is an escaped comma for -netdev.
@@ -381,6 +396,7 @@ report() {
     if [[ -n $(info default-mount) ]]; then
         echo "     mount.nfs with no options negotiated $(info default-mount)"
     fi
+    if wants nlm-fcntl && [[ $SERVER_KIND == ours ]]; then nlm_server_side; fi
     if wants pjdfstest && [[ -n $(info pjdfstest-summary) ]]; then
         echo "     pjdfstest: $(info pjdfstest-summary)"
         sed -n 's/^KT INFO pjdfstest-failed /     pjdfstest failed: /p' "$RUN/results.txt"
@@ -398,6 +414,19 @@ report() {
         tail -n 30 "$CACHE/last-console.log" 2>/dev/null || true
         echo "--- last 20 lines of $RUN/server.log"
         tail -n 20 "$RUN/server.log" 2>/dev/null || true
+    fi
+}
+
+# The server's side of nlm-fcntl: while the guest held its lock, another host (nlm_probe.py)
+# was refused an exclusive lock on the file, and the server's log shows the guest's LOCK granted.
+nlm_server_side() {
+    local probe
+    probe=$(cat "$RUN/nlm-probe.result" 2>/dev/null || echo "no probe result")
+    if [[ $probe == "DENIED exclusive=1 "* ]] &&
+        grep -E 'procedure="?LOCK"?' "$RUN/server.log" | grep -q NLM4_GRANTED; then
+        pass "nlm-server-side: the guest's lock was granted and refused another host ($probe)"
+    else
+        fail "nlm-server-side: another host's TEST while the guest held the lock: $probe"
     fi
 }
 
@@ -436,6 +465,8 @@ main() {
 
     ensure_packages qemu-system-x86 busybox-static cpio socat iproute2 util-linux kmod gzip
     if [[ $SERVER_KIND == ganesha ]]; then ensure_packages nfs-ganesha nfs-ganesha-vfs rpcbind; fi
+    # The guest runs the host's rpcbind, rpc.statd and python3 (nlm-fcntl).
+    ensure_packages rpcbind nfs-common python3
     ensure_tool pjdfstest 0.2.2
     ensure_tool fsx 0.3.2
     local artefacts
@@ -444,6 +475,8 @@ main() {
 
     # shellcheck disable=SC2086,SC2116 # collapses the list onto one line
     KT_CHECKS=$(echo ${KT_CHECKS:-$ALL_CHECKS})
+    # Ganesha runs here without NLM (Enable_NLM = false): no lock checks.
+    if [[ $SERVER_KIND == ganesha ]]; then KT_CHECKS=$(echo " $KT_CHECKS " | sed 's/ nlm-fcntl / /; s/^ //; s/ $//'); fi
     KT_TIMEOUT=${KT_TIMEOUT:-720}
     KT_FSX_OPS=${KT_FSX_OPS:-3000}
     KT_FSX_SEED=${KT_FSX_SEED:-1}

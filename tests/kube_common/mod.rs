@@ -154,6 +154,7 @@ pub async fn serve_nfs(s: &Setup) -> nfs_server_provisioner::Running {
         http_port: None,
         metrics: true,
         v4: nfs_server::V4Config::default(),
+        locking: Default::default(),
     })
     .await
     .unwrap()

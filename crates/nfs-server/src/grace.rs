@@ -6,12 +6,16 @@
 //! client known before the restart has said it finished reclaiming.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Shared by NFSv4.1 and NLM.
 #[derive(Debug, Default)]
 pub struct Grace {
     until: Mutex<Option<Instant>>,
+    /// Set when some protocol cannot tell when its clients are done (NLM): the period then
+    /// runs its whole length.
+    full: AtomicBool,
 }
 
 impl Grace {
@@ -24,6 +28,7 @@ impl Grace {
     pub fn starting_now(length: Duration) -> Self {
         Self {
             until: Mutex::new(Some(Instant::now() + length)),
+            full: AtomicBool::new(false),
         }
     }
 
@@ -55,9 +60,25 @@ impl Grace {
         *self.until() = Some(Instant::now() + length);
     }
 
-    /// Ends the period now (every previous client finished reclaiming).
-    pub fn end(&self) {
+    /// Starts the period (or extends it) to last at least `length` from now, and keeps it from
+    /// ending early.
+    pub fn start_full(&self, length: Duration) {
+        self.full.store(true, Ordering::SeqCst);
+        let mut until = self.until();
+        let t = Instant::now() + length;
+        if until.is_none_or(|u| u < t) {
+            *until = Some(t);
+        }
+    }
+
+    /// Ends the period now (every previous client finished reclaiming), unless it must run
+    /// its whole length. Returns whether it ended.
+    pub fn end(&self) -> bool {
+        if self.full.load(Ordering::SeqCst) {
+            return false;
+        }
         *self.until() = None;
+        true
     }
 }
 
@@ -71,9 +92,14 @@ mod tests {
         let g = Grace::starting_now(Duration::from_secs(60));
         assert!(g.active());
         assert!(g.remaining().unwrap() > Duration::from_secs(50));
-        g.end();
+        assert!(g.end());
         assert!(!g.active());
         let g = Grace::starting_now(Duration::ZERO);
         assert!(!g.active());
+        // A period that must run its length does not end early.
+        let g = Grace::none();
+        g.start_full(Duration::from_secs(60));
+        assert!(!g.end());
+        assert!(g.active());
     }
 }

@@ -5,6 +5,9 @@
 //! AUTH_SYS credential, runs the file-system work on blocking worker threads (never on the
 //! async reactor), and encodes replies including weak cache consistency data. It knows
 //! nothing about sockets: `oncrpc` delivers calls to the [`RpcService`]s built here.
+//!
+//! NFSv3 locking is here too: NLM v4 ([`nlm`]) over the byte-range table shared with NFSv4.1
+//! ([`locks`]), and NSM ([`nsm`]) for reboot notifications both ways.
 
 mod convert;
 pub mod grace;
@@ -13,6 +16,8 @@ pub mod metrics;
 pub mod mount;
 pub mod nfs3;
 pub mod nfs4;
+pub mod nlm;
+pub mod nsm;
 mod shape;
 
 use std::sync::Arc;
@@ -126,4 +131,54 @@ pub fn write_verifier() -> [u8; 8] {
         v = now.to_be_bytes();
     }
     v
+}
+
+/// The NLM and NSM services, sharing `locks` and `grace` with the other protocols.
+///
+/// Raises the NSM state number kept in the store's state directory and, in the background,
+/// sends SM_NOTIFY to every host that held NLM locks before this start, so they reclaim them
+/// during `grace`; hosts that did not reclaim are dropped from the list when it ends.
+/// Blocking (file I/O); call it inside the tokio runtime (e.g. from `spawn_blocking`).
+pub fn lock_services(
+    store: Arc<ExportStore>,
+    locks: Arc<locks::LockTable>,
+    grace: Arc<grace::Grace>,
+    grace_length: Duration,
+    config: nlm::NlmConfig,
+) -> std::io::Result<[Arc<dyn RpcService>; 2]> {
+    let nsm = Arc::new(nsm::Nsm::open(store.registry().state_dir())?);
+    let previous = nsm.hosts();
+    if !previous.is_empty() {
+        // NLM has no "done reclaiming": hosts that held locks get the whole period.
+        grace.start_full(grace_length);
+    }
+    let state = nlm::NlmState::new(
+        store,
+        locks,
+        Arc::clone(&grace),
+        Arc::clone(&nsm),
+        config.clone(),
+    );
+    tracing::info!(
+        state = nsm.state(),
+        hosts = previous.len(),
+        "NSM: notifying the hosts that held locks before this start"
+    );
+    nsm::notify_hosts(
+        previous,
+        config.our_name,
+        nsm.state(),
+        config.callback_portmap_port,
+    );
+    let pruned = Arc::clone(&state);
+    tokio::spawn(async move {
+        if let Some(left) = grace.remaining() {
+            tokio::time::sleep(left).await;
+        }
+        let _ = tokio::task::spawn_blocking(move || pruned.forget_idle_hosts()).await;
+    });
+    Ok([
+        Arc::new(nlm::NlmService::new(Arc::clone(&state))),
+        Arc::new(nsm::NsmService::new(nsm, state)),
+    ])
 }

@@ -172,25 +172,31 @@ use nfs3_types::xdr_codec::Void;
 
 const DIR_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY;
 
+/// The identity a caller acts as on `obj`: its AUTH_SYS credential with the volume's squash
+/// options applied (AUTH_NONE is the anonymous identity). Shared with NLM.
+pub(crate) fn identity(credential: &Credential, obj: &Object) -> Identity {
+    let opts = obj.volume.options();
+    match credential {
+        Credential::Sys(s) => opts.squash.apply(
+            Identity {
+                uid: s.uid,
+                gid: s.gid,
+                groups: s.gids.clone(),
+            },
+            opts.anonuid,
+            opts.anongid,
+        ),
+        Credential::None => Identity {
+            uid: opts.anonuid,
+            gid: opts.anongid,
+            groups: Vec::new(),
+        },
+    }
+}
+
 impl Inner {
     fn identity(&self, ctx: &CallContext, obj: &Object) -> Identity {
-        let opts = obj.volume.options();
-        match &ctx.credential {
-            Credential::Sys(s) => opts.squash.apply(
-                Identity {
-                    uid: s.uid,
-                    gid: s.gid,
-                    groups: s.gids.clone(),
-                },
-                opts.anonuid,
-                opts.anongid,
-            ),
-            Credential::None => Identity {
-                uid: opts.anonuid,
-                gid: opts.anongid,
-                groups: Vec::new(),
-            },
-        }
+        identity(&ctx.credential, obj)
     }
 
     fn resolve(&self, fh: &nfs_fh3, flags: libc::c_int) -> io::Result<Object> {

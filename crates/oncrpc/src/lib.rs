@@ -1,4 +1,4 @@
-//! ONC RPC (RFC 5531) over TCP, knowing nothing about NFS.
+//! ONC RPC (RFC 5531) over TCP and UDP, knowing nothing about NFS.
 //!
 //! This crate owns the wire framing and the call/reply envelope:
 //! - [`record`]: record marking with a hard bound on record size, so a peer cannot make us
@@ -7,15 +7,20 @@
 //!   as pure functions over byte buffers;
 //! - [`server`]: the TCP accept loop and per-connection pipeline (many calls in flight, replies
 //!   matched by xid) dispatching to [`RpcService`] implementations;
+//! - [`udp`]: the same dispatch for calls arriving as datagrams;
+//! - [`client`]: a minimal caller (portmapper GETPORT, one call over TCP or UDP) for
+//!   callbacks to peers;
 //! - [`portmap`]: a portmapper v2 service answering for the programs this process serves;
 //! - [`metrics`]: calls, latency, connections and rejected messages, for Prometheus.
 
 pub mod buffers;
+pub mod client;
 pub mod message;
 pub mod metrics;
 pub mod portmap;
 pub mod record;
 pub mod server;
+pub mod udp;
 
 pub use message::{AuthSys, CallHeader, Credential, DecodeError, Reply};
 pub use metrics::{CallNames, RpcMetrics};

@@ -17,7 +17,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, warn};
 
-use crate::message::{self, AUTH_BADCRED, AUTH_TOOWEAK, Credential, DecodeError, Reply};
+use crate::message::{
+    self, AUTH_BADCRED, AUTH_TOOWEAK, CallHeader, Credential, DecodeError, Reply,
+};
 use crate::metrics::{CallNames, Observed, RpcMetrics};
 use crate::record;
 
@@ -165,6 +167,10 @@ impl Server {
         self
     }
 
+    pub(crate) fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+
     fn rejected(&self, reason: &'static str) {
         if let Some(m) = &self.metrics {
             m.rejected(reason);
@@ -209,91 +215,126 @@ impl Server {
                     break;
                 }
             }
-            let header = match message::decode_call(&buf) {
-                Ok(h) => h,
-                Err(DecodeError::Unreplyable) => {
-                    warn!(%peer, "closing connection after a message without an RPC header");
-                    self.rejected("no_rpc_header");
-                    break;
-                }
-                Err(DecodeError::NotACall(t)) => {
-                    debug!(%peer, msg_type = t, "ignoring a message that is not a call");
-                    continue;
-                }
-                Err(e) => {
-                    let xid = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-                    let (reply, reason) = match e {
-                        DecodeError::RpcMismatch(_) => (Reply::RpcMismatch, "rpc_version"),
-                        DecodeError::UnsupportedFlavor(_) => {
-                            (Reply::AuthError(AUTH_TOOWEAK), "auth_flavor")
-                        }
-                        _ => (Reply::AuthError(AUTH_BADCRED), "bad_credential"),
-                    };
-                    self.rejected(reason);
+            let (header, service) = match self.route(&buf, peer) {
+                Routed::Call(header, service) => (header, service),
+                Routed::Answer(xid, reply) => {
                     send(&tx, xid, reply, None);
                     continue;
                 }
-            };
-            // A program may be served by several services, one per range of versions.
-            let mut range: Option<(u32, u32)> = None;
-            let mut found = None;
-            for s in self.services.iter().filter(|s| s.program() == header.prog) {
-                let (low, high) = s.versions();
-                range = Some(range.map_or((low, high), |(l, h)| (l.min(low), h.max(high))));
-                if (low..=high).contains(&header.vers) {
-                    found = Some(s);
-                    break;
-                }
-            }
-            let service = match (found, range) {
-                (Some(s), _) => s,
-                (None, None) => {
-                    self.rejected("unknown_program");
-                    send(&tx, header.xid, Reply::ProgUnavail, None);
-                    continue;
-                }
-                (None, Some((low, high))) => {
-                    self.rejected("unknown_version");
-                    send(&tx, header.xid, Reply::ProgMismatch { low, high }, None);
-                    continue;
-                }
+                Routed::Ignore => continue,
+                Routed::Close => break,
             };
             let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
                 break;
             };
-            let ctx = CallContext {
-                xid: header.xid,
-                vers: header.vers,
-                proc_: header.proc_,
-                credential: header.credential,
-                peer,
-            };
             // The permit travels with the reply and is released once it is written, so a
             // client that stops reading cannot make replies pile up without bound.
-            let observed = self.metrics.as_ref().map(|m| {
-                Box::new(Observed {
-                    metrics: Arc::clone(m),
-                    names: service.call_names(header.vers, header.proc_),
-                    start: Instant::now(),
-                    status_of: service.status_reader(),
-                    proc_: header.proc_,
-                })
-            });
-            let reply = ReplySender {
-                inner: Some((tx.clone(), header.xid, Some(permit))),
-                observed,
-            };
-            service.call(ctx, CallArgs::new(buf, header.args_offset), reply);
+            self.start_call(&service, header, buf, peer, &tx, Some(permit));
         }
         drop(tx);
         writer_task.await.unwrap_or(Ok(()))
     }
+
+    /// Decodes a call's header and finds its service, or says what to do instead. Shared by
+    /// the TCP and UDP paths.
+    pub(crate) fn route(&self, buf: &[u8], peer: SocketAddr) -> Routed {
+        let header = match message::decode_call(buf) {
+            Ok(h) => h,
+            Err(DecodeError::Unreplyable) => {
+                warn!(%peer, "a message without an RPC header: dropped (TCP: with its connection)");
+                self.rejected("no_rpc_header");
+                return Routed::Close;
+            }
+            Err(DecodeError::NotACall(t)) => {
+                debug!(%peer, msg_type = t, "ignoring a message that is not a call");
+                return Routed::Ignore;
+            }
+            Err(e) => {
+                // decode_call read the xid before failing, so it is there.
+                let xid = buf
+                    .get(..4)
+                    .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                let (reply, reason) = match e {
+                    DecodeError::RpcMismatch(_) => (Reply::RpcMismatch, "rpc_version"),
+                    DecodeError::UnsupportedFlavor(_) => {
+                        (Reply::AuthError(AUTH_TOOWEAK), "auth_flavor")
+                    }
+                    _ => (Reply::AuthError(AUTH_BADCRED), "bad_credential"),
+                };
+                self.rejected(reason);
+                return Routed::Answer(xid, reply);
+            }
+        };
+        // A program may be served by several services, one per range of versions.
+        let mut range: Option<(u32, u32)> = None;
+        for s in self.services.iter().filter(|s| s.program() == header.prog) {
+            let (low, high) = s.versions();
+            if (low..=high).contains(&header.vers) {
+                return Routed::Call(header, Arc::clone(s));
+            }
+            range = Some(range.map_or((low, high), |(l, h)| (l.min(low), h.max(high))));
+        }
+        match range {
+            None => {
+                self.rejected("unknown_program");
+                Routed::Answer(header.xid, Reply::ProgUnavail)
+            }
+            Some((low, high)) => {
+                self.rejected("unknown_version");
+                Routed::Answer(header.xid, Reply::ProgMismatch { low, high })
+            }
+        }
+    }
+
+    /// Hands a routed call to its service with a [`ReplySender`] that answers through `tx`.
+    pub(crate) fn start_call(
+        &self,
+        service: &Arc<dyn RpcService>,
+        header: CallHeader,
+        buf: Vec<u8>,
+        peer: SocketAddr,
+        tx: &mpsc::UnboundedSender<Outgoing>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
+        let ctx = CallContext {
+            xid: header.xid,
+            vers: header.vers,
+            proc_: header.proc_,
+            credential: header.credential,
+            peer,
+        };
+        let observed = self.metrics.as_ref().map(|m| {
+            Box::new(Observed {
+                metrics: Arc::clone(m),
+                names: service.call_names(header.vers, header.proc_),
+                start: Instant::now(),
+                status_of: service.status_reader(),
+                proc_: header.proc_,
+            })
+        });
+        let reply = ReplySender {
+            inner: Some((tx.clone(), header.xid, permit)),
+            observed,
+        };
+        service.call(ctx, CallArgs::new(buf, header.args_offset), reply);
+    }
+}
+
+/// What [`Server::route`] decided about a message.
+pub(crate) enum Routed {
+    Call(CallHeader, Arc<dyn RpcService>),
+    /// Answer at once with this reply (xid, reply).
+    Answer(u32, Reply),
+    /// Not a call: drop it.
+    Ignore,
+    /// Not even an RPC header: drop the connection (TCP) or the datagram (UDP).
+    Close,
 }
 
 /// A reply on its way out: header, results, and the in-flight permit it holds.
 pub type Outgoing = (Vec<u8>, Option<Vec<u8>>, Option<OwnedSemaphorePermit>);
 
-fn send(
+pub(crate) fn send(
     tx: &mpsc::UnboundedSender<Outgoing>,
     xid: u32,
     reply: Reply,

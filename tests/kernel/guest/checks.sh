@@ -271,6 +271,9 @@ chk_portmap() {
     # for the MOUNT and NFS ports.
     [ -n "$KT_CHART_MOUNT_OPTIONS" ] || { echo "no chart mount options"; return 1; }
     info "chart-mount-options $KT_CHART_MOUNT_OPTIONS"
+    # Without nolock the kernel's lock manager starts and registers with rpcbind, as on any
+    # node: run the node's daemons first.
+    case ",$KT_CHART_MOUNT_OPTIONS," in *,nolock,*) ;; *) lock_daemons ;; esac
     mkdir -p /mnt3
     mount -t nfs -o "$KT_CHART_MOUNT_OPTIONS,addr=$SRV,mountaddr=$SRV" "$SRV:$KT_NFS_PATH" /mnt3
     ls /mnt3/kt > /dev/null
@@ -360,6 +363,93 @@ chk_restart() {
     stat $D/keep > /dev/null
     exec 3<&-
     umount $R
+}
+
+# The guest's own rpcbind and rpc.statd, run from the host's root: the kernel's lock manager
+# registers with rpcbind and asks statd to monitor the server (SM_MON) before its first lock.
+lock_daemons() {
+    host_bind
+    is_mounted /host/run || mount -t tmpfs tmpfs /host/run
+    is_mounted /host/var/lib/nfs || mount -t tmpfs tmpfs /host/var/lib/nfs
+    mkdir -p /host/run/rpcbind /host/var/lib/nfs/sm /host/var/lib/nfs/sm.bak
+    hostname kt-guest
+    if ! pidof rpcbind > /dev/null; then chroot /host /sbin/rpcbind -w; fi
+    if ! pidof rpc.statd > /dev/null; then chroot /host /usr/sbin/rpc.statd --no-notify; fi
+    i=0
+    until chroot /host /usr/sbin/rpcinfo -p 127.0.0.1 2>/dev/null | grep -q status; do
+        i=$((i + 1))
+        [ $i -lt 100 ] || fail "rpc.statd did not register with rpcbind"
+        sleep 0.1
+    done
+}
+
+# fcntl() byte-range locks over NLM: a mount without nolock; one process holds an exclusive
+# lock, a second process's F_SETLK must fail with EAGAIN, and succeed once the first lets go.
+# The kernel settles conflicts between its own processes locally, so run.sh also asks the
+# server, as another host, while the lock is held (nlm_probe.py; reported as nlm-server-side).
+chk_nlm_fcntl() {
+    lock_daemons
+    L=/mnt5
+    mkdir -p $L
+    mount -t nfs -o "$(echo "$OPTS" | sed 's/,nolock//')" "$SRV:$KT_NFS_PATH" $L
+    mkdir -p $L/kt
+    printf 'locked data\n' > $L/kt/lockfile
+    mkdir -p /host/tmp/lk
+    is_mounted /host/tmp/lk || mount --bind $L /host/tmp/lk
+    rm -f /host/tmp/lk-held /host/tmp/lk-release
+    chroot /host /usr/bin/python3 -c '
+import fcntl, os, time
+f = open("/tmp/lk/kt/lockfile", "r+")
+fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 0, 0)
+open("/tmp/lk-held", "w").close()
+while not os.path.exists("/tmp/lk-release"):
+    time.sleep(0.1)
+' &
+    holder=$!
+    i=0
+    until [ -e /host/tmp/lk-held ]; do
+        kill -0 $holder 2>/dev/null || fail "the first process could not take the lock"
+        i=$((i + 1))
+        [ $i -lt 300 ] || fail "the first process did not take the lock within 30 s"
+        sleep 0.1
+    done
+    # Tell run.sh the lock is held; it probes the server as another host, then says so.
+    rm -f $L/.kt-nlm-probed
+    touch $L/.kt-nlm-held
+    i=0
+    until [ -e $V/.kt-nlm-probed ]; do
+        i=$((i + 1))
+        [ $i -lt 300 ] || fail "run.sh did not probe the server within 30 s"
+        sleep 0.1
+    done
+    try_lock='
+import errno, fcntl, sys
+f = open("/tmp/lk/kt/lockfile", "r+")
+try:
+    fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 0, 0)
+except OSError as e:
+    print("F_SETLK:", errno.errorcode.get(e.errno, e.errno))
+    sys.exit(0 if e.errno == errno.EAGAIN else 2)
+print("F_SETLK: granted")
+sys.exit(1)
+'
+    rc=0
+    chroot /host /usr/bin/python3 -c "$try_lock" || rc=$?
+    [ $rc -eq 0 ] || fail "second process: want EAGAIN while the lock is held (rc $rc)"
+    # A shared lock on another range does not conflict.
+    chroot /host /usr/bin/python3 -c '
+import fcntl
+f = open("/tmp/lk/kt/lockfile", "r")
+fcntl.lockf(f, fcntl.LOCK_SH | fcntl.LOCK_NB, 0, 0)
+' && fail "a shared lock over an exclusively locked file was granted"
+    touch /host/tmp/lk-release
+    wait $holder || fail "the lock holder failed"
+    # Released on close: now the second process gets it.
+    rc=0
+    chroot /host /usr/bin/python3 -c "$try_lock" || rc=$?
+    [ $rc -eq 1 ] || fail "after the holder exited, the lock was still refused (rc $rc)"
+    umount /host/tmp/lk
+    umount $L
 }
 
 chk_umount() {

@@ -1,0 +1,70 @@
+//! The UDP side of RPC (RFC 5531 over datagrams): one call per datagram, one reply datagram
+//! back to the sender. Used by the small programs that peers reach over UDP (rpc.statd sends
+//! SM_NOTIFY that way); calls go through the same routing and services as the TCP path.
+//!
+//! Bounded: a datagram larger than [`MAX_DATAGRAM`] is cut short by the receive buffer (and
+//! then fails to decode), and at most `max_in_flight` calls are being answered at once; beyond
+//! that, datagrams wait in the socket's buffer and the kernel drops the excess, which is what
+//! UDP clients expect (they retransmit).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{Semaphore, mpsc};
+use tracing::debug;
+
+use crate::server::{Outgoing, Routed, Server, send};
+
+/// Largest datagram read or written.
+pub const MAX_DATAGRAM: usize = 64 * 1024;
+
+impl Server {
+    /// Answers calls arriving on `socket` until it fails.
+    pub async fn serve_udp(self: Arc<Self>, socket: UdpSocket) -> std::io::Result<()> {
+        let socket = Arc::new(socket);
+        let permits = Arc::new(Semaphore::new(self.max_in_flight()));
+        loop {
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                return Ok(());
+            };
+            let mut buf = vec![0u8; MAX_DATAGRAM];
+            let (len, peer) = socket.recv_from(&mut buf).await?;
+            buf.truncate(len);
+            let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
+            match self.route(&buf, peer) {
+                Routed::Call(header, service) => {
+                    self.start_call(&service, header, buf, peer, &tx, None)
+                }
+                Routed::Answer(xid, reply) => send(&tx, xid, reply, None),
+                Routed::Ignore | Routed::Close => continue,
+            }
+            drop(tx);
+            tokio::spawn(reply_datagram(Arc::clone(&socket), peer, rx, permit));
+        }
+    }
+}
+
+/// Waits for the one reply of a datagram's call and sends it back.
+async fn reply_datagram(
+    socket: Arc<UdpSocket>,
+    peer: SocketAddr,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let Some((head, body, _)) = rx.recv().await else {
+        return;
+    };
+    // The header starts with 4 bytes reserved for TCP's record mark.
+    let mut out = head.get(4..).unwrap_or(&[]).to_vec();
+    if let Some(body) = body {
+        out.extend_from_slice(&body);
+    }
+    if out.len() > MAX_DATAGRAM {
+        debug!(%peer, len = out.len(), "reply too large for a datagram; dropped");
+        return;
+    }
+    if let Err(e) = socket.send_to(&out, peer).await {
+        debug!(%peer, error = %e, "cannot send a UDP reply");
+    }
+}
