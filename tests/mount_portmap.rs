@@ -253,6 +253,8 @@ async fn portmapper_getport_for_nfs_v3_tcp_returns_the_nfs_port() {
     pm.null().await.expect("PMAP NULL");
     let nfs = pm.getport(NFS_PROGRAM, 3, IPPROTO_TCP).await.unwrap();
     assert_eq!(nfs, s.running.nfs.port());
+    let v4 = pm.getport(NFS_PROGRAM, 4, IPPROTO_TCP).await.unwrap();
+    assert_eq!(v4, s.running.nfs.port(), "NFSv4 on the same port");
     let mount = pm.getport(MOUNT_PROGRAM, 3, IPPROTO_TCP).await.unwrap();
     assert_eq!(mount, s.running.mount.port());
     let own = pm.getport(PORTMAP_PROGRAM, 2, IPPROTO_TCP).await.unwrap();
@@ -261,7 +263,7 @@ async fn portmapper_getport_for_nfs_v3_tcp_returns_the_nfs_port() {
     // Not offered: UDP, other versions, other programs.
     for (prog, vers, prot) in [
         (NFS_PROGRAM, 3, 17),
-        (NFS_PROGRAM, 4, IPPROTO_TCP),
+        (NFS_PROGRAM, 4, 17),
         (NFS_PROGRAM, 2, IPPROTO_TCP),
         (100_021, 1, IPPROTO_TCP), // NLM v1 and v3: only v4 is served
         (100_021, 3, 17),
@@ -293,6 +295,7 @@ async fn portmapper_dump_lists_the_programs_served() {
             u32::from(s.running.portmap.unwrap().port()),
         ),
         (NFS_PROGRAM, 3, IPPROTO_TCP, u32::from(s.running.nfs.port())),
+        (NFS_PROGRAM, 4, IPPROTO_TCP, u32::from(s.running.nfs.port())),
         (
             MOUNT_PROGRAM,
             3,
