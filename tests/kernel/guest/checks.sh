@@ -284,6 +284,7 @@ chk_portmap() {
 
 chk_nonroot() {
     host_bind
+    D=${W##*/}
     printf secret > $W/secret
     chmod 0600 $W/secret
     printf public > $W/public
@@ -292,10 +293,10 @@ chk_nonroot() {
     chmod 0755 $W/rootdir
     as_user="chroot /host /usr/bin/setpriv --reuid 1000 --regid 1000 --clear-groups"
     # Positive control: the same user can read a world-readable file.
-    eq "$($as_user cat /tmp/nfs/kt/public)" public "uid 1000 reading a 0644 file"
-    if out=$($as_user cat /tmp/nfs/kt/secret 2>&1); then fail "uid 1000 read a 0600 root file: $out"; fi
+    eq "$($as_user cat /tmp/nfs/$D/public)" public "uid 1000 reading a 0644 file"
+    if out=$($as_user cat /tmp/nfs/$D/secret 2>&1); then fail "uid 1000 read a 0600 root file: $out"; fi
     echo "$out" | grep -q 'Permission denied' || fail "want EACCES, got: $out"
-    if out=$($as_user sh -c 'echo x > /tmp/nfs/kt/rootdir/x' 2>&1); then
+    if out=$($as_user sh -c 'echo x > /tmp/nfs/$D/rootdir/x' 2>&1); then
         fail "uid 1000 created a file in a 0755 root directory"
     fi
     echo "$out" | grep -q 'Permission denied' || fail "want EACCES on create, got: $out"
