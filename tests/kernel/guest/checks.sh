@@ -296,7 +296,7 @@ chk_nonroot() {
     eq "$($as_user cat /tmp/nfs/$D/public)" public "uid 1000 reading a 0644 file"
     if out=$($as_user cat /tmp/nfs/$D/secret 2>&1); then fail "uid 1000 read a 0600 root file: $out"; fi
     echo "$out" | grep -q 'Permission denied' || fail "want EACCES, got: $out"
-    if out=$($as_user sh -c 'echo x > /tmp/nfs/$D/rootdir/x' 2>&1); then
+    if out=$($as_user sh -c "echo x > /tmp/nfs/$D/rootdir/x" 2>&1); then
         fail "uid 1000 created a file in a 0755 root directory"
     fi
     echo "$out" | grep -q 'Permission denied' || fail "want EACCES on create, got: $out"
