@@ -38,7 +38,9 @@ ALL_CHECKS="mount mkdir write read append rename symlink hardlink chmod chown tr
             v4-hardlink v4-chmod v4-chown v4-truncate v4-utimes v4-mkfifo v4-unlink v4-nonroot
             v4-fsx v4-pjdfstest v4-lock v4-restart v4-lock-restart v4-umount"
 VOL=vol
-PORTS="2049 20048 111 8080"
+PORTS="2049 20048 111"
+# Our metrics endpoint (the v4-lock check reads nfs_locks_held there).
+HTTP_PORT=8080
 # Our lock manager (NLM): forwarded too, so mounts without nolock can lock.
 NLM_PORT=32803
 
@@ -71,7 +73,8 @@ start_server() {
         # NLM at debug level: the nlm-fcntl check looks for the guest's granted LOCK in the log.
         RUST_LOG=info,nfs_server::nlm=debug "$SERVER_BIN" serve --export-root "$RUN/export" \
             --bind 127.0.0.1 --nfs-port 2049 --mount-port 20048 --portmap-port 111 \
-            --http-port 8080 --nlm-port "$NLM_PORT" --grace-period 90 >> "$RUN/server.log" 2>&1 &
+            --http-port "$HTTP_PORT" --nlm-port "$NLM_PORT" --grace-period 90 \
+            >> "$RUN/server.log" 2>&1 &
     fi
     SERVER_PID=$!
     # shellcheck disable=SC2086
@@ -180,7 +183,7 @@ inner() {
     fi
 
     local fwd="" p rc=0 ports=$PORTS
-    if [[ $SERVER_KIND == ours ]]; then ports+=" $NLM_PORT"; fi
+    if [[ $SERVER_KIND == ours ]]; then ports+=" $NLM_PORT $HTTP_PORT"; fi
     for p in $ports; do
         # cmd: opens a new host connection per guest connection, so reconnects after a server
         # restart work (the plain tcp: form allows only one connection). nodelay: without it
