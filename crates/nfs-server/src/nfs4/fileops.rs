@@ -479,7 +479,7 @@ impl Compound<'_> {
         let dir = tri!(self.dir_obj());
         let id = self.inner.identity(self.ctx, &dir);
         let before = ops::getattr(&dir).ok();
-        let (_, attr) = io!(ops::lookup(&self.inner.store, &dir, name, &id));
+        let attr = io!(ops::stat_entry(&dir, name, &id));
         let is_dir = attr.kind == NodeKind::Directory;
         io!(ops::remove(&self.inner.store, &dir, name, &id, is_dir));
         let after = ops::getattr(&dir).ok();
@@ -783,7 +783,7 @@ impl Compound<'_> {
                 let (h, _) = match how {
                     How::NoCreate => io!(ops::lookup(store, &dir, name, &id)),
                     How::Create(ch, sb) => {
-                        let existed = ops::lookup(store, &dir, name, &id).is_ok();
+                        let existed = ops::stat_entry(&dir, name, &id).is_ok();
                         let before = ops::getattr(&dir).ok();
                         let c = io!(ops::create(store, &dir, name, &id, ch));
                         created = !existed;
