@@ -307,9 +307,13 @@ chk_fsx() {
     host_bind
     cp /kt/fsx.toml /host/tmp/fsx.toml
     mkdir -p /host/tmp/fsx-artifacts
-    chroot /host env TZ=UTC "$KT_FSX" -f /tmp/fsx.toml -N "$KT_FSX_OPS" -S "$KT_FSX_SEED" \
+    # The v4 pass runs a third of the operations: its data path is also checked by v4-restart
+    # and pjdfstest, and the whole run must stay within CI's time.
+    ops=$KT_FSX_OPS
+    [ "$FSTYPE" = nfs4 ] && ops=$((KT_FSX_OPS / 3))
+    chroot /host env TZ=UTC "$KT_FSX" -f /tmp/fsx.toml -N "$ops" -S "$KT_FSX_SEED" \
         -P /tmp/fsx-artifacts "/tmp/nfs/${W##*/}/fsx.file"
-    info "fsx-ops $KT_FSX_OPS seed $KT_FSX_SEED"
+    info "fsx-ops $ops seed $KT_FSX_SEED"
 }
 
 chk_pjdfstest() {
