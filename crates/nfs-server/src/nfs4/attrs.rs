@@ -130,7 +130,8 @@ pub struct Node<'a> {
     pub max_io: u64,
 }
 
-fn change(a: &Attr) -> u64 {
+/// The change attribute: ctime in nanoseconds.
+pub(super) fn change(a: &Attr) -> u64 {
     (a.ctime.0 as u64)
         .wrapping_mul(1_000_000_000)
         .wrapping_add(u64::from(a.ctime.1))

@@ -61,16 +61,10 @@ fn name_of(b: &[u8]) -> Result<&[u8], u32> {
     Ok(b)
 }
 
-fn change(a: &Attr) -> u64 {
-    (a.ctime.0 as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(u64::from(a.ctime.1))
-}
-
 fn cinfo(out: &mut Enc, before: Option<&Attr>, after: Option<&Attr>) {
     out.bool(false)
-        .u64(before.map_or(0, change))
-        .u64(after.map_or(0, change));
+        .u64(before.map_or(0, attrs::change))
+        .u64(after.map_or(0, attrs::change));
 }
 
 impl Compound<'_> {

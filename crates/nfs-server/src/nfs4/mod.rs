@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use export_store::{Attr, ExportStore, Identity, NodeKind, Object};
-use oncrpc::{CallArgs, CallContext, CallNames, Credential, Reply, ReplySender, RpcService};
+use oncrpc::{CallArgs, CallContext, CallNames, Reply, ReplySender, RpcService};
 use tracing::debug;
 
 use crate::metrics::NfsMetrics;
@@ -305,23 +305,7 @@ impl Inner {
     }
 
     fn identity(&self, ctx: &CallContext, obj: &Object) -> Identity {
-        let opts = obj.volume.options();
-        match &ctx.credential {
-            Credential::Sys(s) => opts.squash.apply(
-                Identity {
-                    uid: s.uid,
-                    gid: s.gid,
-                    groups: s.gids.clone(),
-                },
-                opts.anonuid,
-                opts.anongid,
-            ),
-            Credential::None => Identity {
-                uid: opts.anonuid,
-                gid: opts.anongid,
-                groups: Vec::new(),
-            },
-        }
+        crate::nfs3::identity(&ctx.credential, obj)
     }
 }
 
@@ -474,20 +458,7 @@ impl Compound<'_> {
                     }
                 }
                 let id = state.new_clientid(&mut t);
-                t.clients.insert(
-                    id,
-                    Client {
-                        owner,
-                        verifier,
-                        confirmed: false,
-                        cs_seq: 0,
-                        cs_reply: None,
-                        renewed: Instant::now(),
-                        reclaim_complete: false,
-                        may_reclaim: false,
-                        sessions: Default::default(),
-                    },
-                );
+                t.clients.insert(id, Client::new(owner, verifier));
                 (id, 1, USE_NON_PNFS)
             }
         };
@@ -803,6 +774,7 @@ mod tests {
     use super::*;
     use crate::grace::Grace;
     use crate::locks::LockTable;
+    use oncrpc::Credential;
     use std::net::{Ipv4Addr, SocketAddr};
 
     fn service() -> (tempfile::TempDir, Nfs4Service) {

@@ -52,6 +52,23 @@ pub struct Client {
     pub sessions: HashSet<SessionId>,
 }
 
+impl Client {
+    /// A new, unconfirmed client record (EXCHANGE_ID).
+    pub fn new(owner: Vec<u8>, verifier: [u8; 8]) -> Self {
+        Self {
+            owner,
+            verifier,
+            confirmed: false,
+            cs_seq: 0,
+            cs_reply: None,
+            renewed: Instant::now(),
+            reclaim_complete: false,
+            may_reclaim: false,
+            sessions: HashSet::new(),
+        }
+    }
+}
+
 pub struct Slot {
     pub seqid: u32,
     pub busy: bool,
@@ -479,20 +496,7 @@ mod tests {
     fn client(s: &State, owner: &[u8]) -> u64 {
         let mut t = s.lock();
         let id = s.new_clientid(&mut t);
-        t.clients.insert(
-            id,
-            Client {
-                owner: owner.to_vec(),
-                verifier: [0; 8],
-                confirmed: false,
-                cs_seq: 0,
-                cs_reply: None,
-                renewed: Instant::now(),
-                reclaim_complete: false,
-                may_reclaim: false,
-                sessions: HashSet::new(),
-            },
-        );
+        t.clients.insert(id, Client::new(owner.to_vec(), [0; 8]));
         s.confirm(&mut t, id);
         id
     }
