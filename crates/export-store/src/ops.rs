@@ -9,7 +9,8 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, OnceLock};
 
 use crate::cred::{self, Identity};
 use crate::store::{ExportStore, Object};
@@ -327,55 +328,19 @@ fn open_for_io(obj: &Object, id: &Identity, write: bool) -> io::Result<(Arc<Owne
     Ok((fd, attr))
 }
 
-/// READ: appends up to `count` bytes at `offset` to `out` (read straight into its spare
-/// capacity, never zero-filled or copied); returns how many, whether the read reached end of
-/// file, and the attributes after the read.
-pub fn read_into(
+/// READ without copying: an open descriptor of the file and how many bytes at `offset` a reply
+/// can carry (from the size now), whether they reach end of file, and the attributes. The
+/// caller sends the bytes straight from the page cache (`sendfile`) or reads them itself.
+pub fn read_extent(
     obj: &Object,
     id: &Identity,
     offset: u64,
     count: u32,
-    out: &mut Vec<u8>,
-) -> io::Result<(usize, bool, Attr)> {
-    let (fd, _) = open_for_io(obj, id, false)?;
-    let count = count as usize;
-    out.reserve(count);
-    let start = out.len();
-    while out.len() - start < count {
-        let done = out.len() - start;
-        let pos = offset.saturating_add(done as u64);
-        if pos > i64::MAX as u64 {
-            break;
-        }
-        let spare = out.spare_capacity_mut();
-        let want = (count - done).min(spare.len());
-        // SAFETY: the kernel writes at most `want` bytes into the spare capacity.
-        let n = unsafe {
-            libc::pread(
-                fd.as_raw_fd(),
-                spare.as_mut_ptr().cast(),
-                want,
-                pos as libc::off_t,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            out.truncate(start);
-            return Err(e);
-        }
-        if n == 0 {
-            break;
-        }
-        // SAFETY: the kernel initialised n more bytes.
-        unsafe { out.set_len(out.len() + n as usize) };
-    }
-    let n = out.len() - start;
-    let after = Attr::from_stat(&sys::fstatat(fd.as_fd(), c"")?, obj.volume.id() as u64);
-    let eof = offset.saturating_add(n as u64) >= after.size;
-    Ok((n, eof, after))
+) -> io::Result<(Arc<OwnedFd>, usize, bool, Attr)> {
+    let (fd, attr) = open_for_io(obj, id, false)?;
+    let n = attr.size.saturating_sub(offset).min(u64::from(count)) as usize;
+    let eof = offset.saturating_add(n as u64) >= attr.size;
+    Ok((fd, n, eof, attr))
 }
 
 /// WRITE: writes all of `data` at `offset`, then syncs as `stable` asks.
@@ -416,12 +381,47 @@ pub fn write(
         done += n as usize;
     }
     match stable {
-        WriteStability::Unstable => {}
+        WriteStability::Unstable => write_behind(&fd, offset, data.len() as u64),
         WriteStability::DataSync => sys::fdatasync(fd.as_fd())?,
         WriteStability::FileSync => sys::fsync(fd.as_fd())?,
     }
     let after = Attr::from_stat(&sys::fstatat(fd.as_fd(), c"")?, obj.volume.id() as u64);
     Ok((before, after))
+}
+
+/// Unstable data is pushed towards the disk in windows of this size as soon as a write
+/// completes one, so a COMMIT finds little left to flush and dirty pages do not pile up
+/// until the kernel throttles the writer.
+const WRITE_BEHIND: u64 = 4 << 20;
+
+/// Queues (without waiting) the writeback of the window a write has just completed. Small or
+/// scattered writes rarely complete a window, so rewrites still coalesce in the page cache.
+/// One background thread starts the writeback, off the reply's path; when it lags behind,
+/// windows are skipped and the kernel's own writeback or the COMMIT takes them.
+fn write_behind(fd: &Arc<OwnedFd>, offset: u64, len: u64) {
+    type Window = (Arc<OwnedFd>, u64);
+    static FLUSHER: OnceLock<Option<SyncSender<Window>>> = OnceLock::new();
+    let end = offset + len;
+    if offset / WRITE_BEHIND == end / WRITE_BEHIND || end < WRITE_BEHIND {
+        return;
+    }
+    let window = end / WRITE_BEHIND * WRITE_BEHIND - WRITE_BEHIND;
+    let flusher = FLUSHER.get_or_init(|| {
+        let (tx, rx) = sync_channel::<Window>(64);
+        std::thread::Builder::new()
+            .name("write-behind".into())
+            .spawn(move || {
+                for (fd, window) in rx {
+                    // Best effort: the COMMIT that follows reports any error.
+                    let _ = sys::start_writeback(fd.as_fd(), window, WRITE_BEHIND);
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    if let Some(tx) = flusher {
+        let _ = tx.try_send((fd.clone(), window));
+    }
 }
 
 /// COMMIT: data and metadata of the file on stable storage.

@@ -119,6 +119,31 @@ pub fn services_with_metrics(
     ]
 }
 
+/// READ replies at least this large send their data with `sendfile` (no copy through our
+/// memory); smaller ones are cheaper to copy into the reply.
+const SENDFILE_MIN: usize = 64 * 1024;
+
+/// A READ reply (v3 or v4): `results` end with the data's length; then `n` bytes of the file
+/// at `offset` and their padding follow, from the page cache when the reply is large.
+pub(crate) fn read_reply(
+    results: Vec<u8>,
+    fd: std::sync::Arc<std::os::fd::OwnedFd>,
+    offset: u64,
+    n: usize,
+) -> oncrpc::Reply {
+    let file = oncrpc::FileSlice {
+        fd,
+        offset,
+        len: n as u32,
+    };
+    if n >= SENDFILE_MIN {
+        return oncrpc::Reply::SuccessFile(results, file);
+    }
+    let mut body = results;
+    file.read_into(&mut body);
+    oncrpc::Reply::Success(body)
+}
+
 /// A write verifier: random per start and never derived from handles, so after a restart
 /// clients see a new one and resend their unstable writes.
 pub fn write_verifier() -> [u8; 8] {

@@ -72,7 +72,7 @@ impl Nfs3Service {
     pub fn call_blocking(&self, ctx: &CallContext, args: &[u8]) -> Reply {
         match ctx.proc_ {
             0 => Reply::Success(Vec::new()),
-            1..=21 => self.inner.dispatch(ctx, args),
+            1..=21 => self.inner.dispatch(ctx, args).into_bytes(),
             _ => Reply::ProcUnavail,
         }
     }
@@ -381,17 +381,14 @@ impl Inner {
         let obj = tri!(self.resolve(&args.file, libc::O_PATH), |st| fail(st, None));
         let id = self.identity(ctx, &obj);
         let count = args.count.min(MAX_IO);
-        // Encoded by hand: the data is read straight into the reply buffer, after a fixed-size
-        // head (status, post_op_attr, count, eof, data length) filled in once it is known.
-        const HEAD: usize = 4 + 4 + 84 + 4 + 4 + 4;
-        let mut out = oncrpc::buffers::take(HEAD + count as usize + 3);
-        out.resize(HEAD, 0);
-        let r = ops::read_into(&obj, &id, args.offset, count, &mut out);
-        let (n, eof, attr) = tri!(r, |st| fail(st, ops::getattr(&obj).ok().as_ref()));
+        let r = ops::read_extent(&obj, &id, args.offset, count);
+        let (fd, n, eof, attr) = tri!(r, |st| fail(st, ops::getattr(&obj).ok().as_ref()));
         if let Some(m) = &self.metrics {
             m.read(obj.volume.name(), n as u64);
         }
-        let mut head = Vec::with_capacity(HEAD);
+        // Encoded by hand: status, post_op_attr, count, eof, then the data as an opaque whose
+        // bytes follow the results (see `read_reply`).
+        let mut head = Vec::with_capacity(4 + 4 + 84 + 4 + 4 + 4);
         let packed = (
             nfsstat3::NFS3_OK.pack(&mut head),
             post_op(Some(&attr)).pack(&mut head),
@@ -399,12 +396,10 @@ impl Inner {
             eof.pack(&mut head),
             (n as u32).pack(&mut head),
         );
-        if head.len() != HEAD || packed.0.is_err() {
+        if packed.0.is_err() {
             return Reply::SystemErr;
         }
-        out[..HEAD].copy_from_slice(&head);
-        out.resize(out.len() + (4 - n % 4) % 4, 0);
-        Reply::Success(out)
+        crate::read_reply(head, fd, args.offset, n)
     }
 
     fn write(&self, ctx: &CallContext, a: &[u8]) -> Reply {

@@ -22,6 +22,6 @@ pub mod record;
 pub mod server;
 pub mod udp;
 
-pub use message::{AuthSys, CallHeader, Credential, DecodeError, Reply};
+pub use message::{AuthSys, CallHeader, Credential, DecodeError, FileSlice, Reply};
 pub use metrics::{CallNames, RpcMetrics};
 pub use server::{CallArgs, CallContext, ReplySender, RpcService, Server};

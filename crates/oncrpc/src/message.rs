@@ -3,6 +3,9 @@
 //! Decoding is strict and bounded: auth bodies may not exceed 400 bytes (the RFC's limit),
 //! AUTH_SYS machine names 255 bytes and group lists 16 entries.
 
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+
 use thiserror::Error;
 
 const MSG_CALL: u32 = 0;
@@ -165,6 +168,10 @@ fn decode_auth_sys(body: &[u8]) -> Option<AuthSys> {
 pub enum Reply {
     /// SUCCESS with the encoded results.
     Success(Vec<u8>),
+    /// SUCCESS with results that end in file data (a READ): the encoded results, then the
+    /// slice's bytes and their XDR padding. Over TCP the bytes go from the page cache to the
+    /// socket with `sendfile`, never through a buffer of ours.
+    SuccessFile(Vec<u8>, FileSlice),
     ProgUnavail,
     ProgMismatch {
         low: u32,
@@ -177,6 +184,75 @@ pub enum Reply {
     RpcMismatch,
     /// MSG_DENIED / AUTH_ERROR with the given `auth_stat`.
     AuthError(u32),
+}
+
+/// Bytes of an open file that end a reply.
+#[derive(Debug, Clone)]
+pub struct FileSlice {
+    pub fd: Arc<OwnedFd>,
+    pub offset: u64,
+    /// Bytes promised in the reply; if the file shrank meanwhile, the missing ones go out
+    /// as zeros so the record keeps its announced length.
+    pub len: u32,
+}
+
+impl FileSlice {
+    /// Zero bytes after the data, to a multiple of 4.
+    pub fn pad(&self) -> usize {
+        (4 - self.len as usize % 4) % 4
+    }
+
+    /// Appends the bytes and their padding to `out` (UDP replies, tests): what goes on the wire.
+    pub fn read_into(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        let len = self.len as usize;
+        out.reserve(len + self.pad());
+        while out.len() - start < len {
+            let done = out.len() - start;
+            let spare = out.spare_capacity_mut();
+            // SAFETY: the kernel writes at most `len - done` bytes into the spare capacity,
+            // which holds at least that many.
+            let n = unsafe {
+                libc::pread(
+                    self.fd.as_raw_fd(),
+                    spare.as_mut_ptr().cast(),
+                    len - done,
+                    (self.offset + done as u64) as libc::off_t,
+                )
+            };
+            if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            if n <= 0 {
+                break;
+            }
+            // SAFETY: the kernel initialised n more bytes.
+            unsafe { out.set_len(out.len() + n as usize) };
+        }
+        out.resize(start + len + self.pad(), 0);
+    }
+}
+
+impl Reply {
+    /// The reply with any file data read into its results (for transports and callers that
+    /// need the bytes).
+    pub fn into_bytes(self) -> Reply {
+        match self {
+            Reply::SuccessFile(mut body, file) => {
+                file.read_into(&mut body);
+                Reply::Success(body)
+            }
+            other => other,
+        }
+    }
+
+    /// The encoded results before any file data.
+    pub fn results(&self) -> Option<&[u8]> {
+        match self {
+            Reply::Success(b) | Reply::SuccessFile(b, _) => Some(b),
+            _ => None,
+        }
+    }
 }
 
 /// Encodes the reply header for `xid` (everything before the results) into `out`.
@@ -202,7 +278,7 @@ pub fn encode_reply_header(xid: u32, reply: &Reply, out: &mut Vec<u8>) {
             put(AUTH_NONE); // verifier flavor
             put(0); // verifier length
             match accepted {
-                Reply::Success(_) => put(0),
+                Reply::Success(_) | Reply::SuccessFile(..) => put(0),
                 Reply::ProgUnavail => put(1),
                 Reply::ProgMismatch { low, high } => {
                     put(2);

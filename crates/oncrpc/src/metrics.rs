@@ -145,7 +145,9 @@ pub struct Observed {
 impl Observed {
     pub(crate) fn finish(&self, reply: &Reply) {
         let status = match reply {
-            Reply::Success(body) => (self.status_of)(self.proc_, body),
+            Reply::Success(body) | Reply::SuccessFile(body, _) => {
+                (self.status_of)(self.proc_, body)
+            }
             Reply::ProgUnavail => "PROG_UNAVAIL",
             Reply::ProgMismatch { .. } => "PROG_MISMATCH",
             Reply::ProcUnavail => "PROC_UNAVAIL",

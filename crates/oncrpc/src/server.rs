@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, warn};
 
 use crate::message::{
-    self, AUTH_BADCRED, AUTH_TOOWEAK, CallHeader, Credential, DecodeError, Reply,
+    self, AUTH_BADCRED, AUTH_TOOWEAK, CallHeader, Credential, DecodeError, FileSlice, Reply,
 };
 use crate::metrics::{CallNames, Observed, RpcMetrics};
 use crate::record;
@@ -331,8 +331,14 @@ pub(crate) enum Routed {
     Close,
 }
 
-/// A reply on its way out: header, results, and the in-flight permit it holds.
-pub type Outgoing = (Vec<u8>, Option<Vec<u8>>, Option<OwnedSemaphorePermit>);
+/// A reply on its way out: header, results, file data that ends the results, and the
+/// in-flight permit it holds.
+pub type Outgoing = (
+    Vec<u8>,
+    Option<Vec<u8>>,
+    Option<FileSlice>,
+    Option<OwnedSemaphorePermit>,
+);
 
 pub(crate) fn send(
     tx: &mpsc::UnboundedSender<Outgoing>,
@@ -342,12 +348,13 @@ pub(crate) fn send(
 ) {
     let mut head = vec![0u8; 4];
     message::encode_reply_header(xid, &reply, &mut head);
-    let body = match reply {
-        Reply::Success(body) => Some(body),
-        _ => None,
+    let (body, file) = match reply {
+        Reply::Success(body) => (Some(body), None),
+        Reply::SuccessFile(body, file) => (Some(body), Some(file)),
+        _ => (None, None),
     };
     // The receiver is gone only when the connection is already closing.
-    let _ = tx.send((head, body, permit));
+    let _ = tx.send((head, body, file, permit));
 }
 
 async fn write_replies(
@@ -355,16 +362,20 @@ async fn write_replies(
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
 ) -> std::io::Result<()> {
     let mut out = BufWriter::with_capacity(64 * 1024, writer);
-    while let Some((mut head, body, permit)) = rx.recv().await {
-        let body_len = body.as_ref().map_or(0, Vec::len);
+    while let Some((mut head, body, file, permit)) = rx.recv().await {
+        let body_len = body.as_ref().map_or(0, Vec::len)
+            + file.as_ref().map_or(0, |f| f.len as usize + f.pad());
         let len = u32::try_from(head.len() - 4 + body_len).unwrap_or(0x7fff_ffff) | 0x8000_0000;
         head[..4].copy_from_slice(&len.to_be_bytes());
         match body {
-            Some(body) if body.len() > 64 * 1024 => {
+            Some(body) if file.is_some() || body.len() > 64 * 1024 => {
                 // A large reply goes out in one writev, after whatever is buffered.
                 out.flush().await?;
                 write_all_vectored(out.get_mut(), &head, &body).await?;
                 crate::buffers::give(body);
+                if let Some(file) = &file {
+                    send_file(out.get_mut(), file).await?;
+                }
             }
             Some(body) => {
                 out.write_all(&head).await?;
@@ -378,6 +389,53 @@ async fn write_replies(
         drop(permit);
     }
     out.flush().await
+}
+
+/// Sends a file slice and its padding with `sendfile`: the kernel moves the page-cache pages
+/// to the socket without a copy through user space.
+async fn send_file(
+    w: &mut tokio::net::tcp::OwnedWriteHalf,
+    file: &FileSlice,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let sock: &tokio::net::TcpStream = w.as_ref();
+    let mut off = file.offset as libc::off_t;
+    let end = off + libc::off_t::from(file.len);
+    while off < end {
+        sock.writable().await?;
+        let sent = sock.try_io(tokio::io::Interest::WRITABLE, || {
+            // SAFETY: both descriptors are open; `off` is a valid offset pointer.
+            let n = unsafe {
+                libc::sendfile(
+                    sock.as_raw_fd(),
+                    file.fd.as_raw_fd(),
+                    &mut off,
+                    (end - off) as usize,
+                )
+            };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        });
+        match sent {
+            // The file shrank after the reply was built: zeros keep the announced length.
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let missing = (end - off) as usize + file.pad();
+    if missing > 0 {
+        w.write_all(&vec![0u8; missing]).await?;
+    }
+    Ok(())
 }
 
 async fn write_all_vectored<W: tokio::io::AsyncWrite + Unpin>(
@@ -397,4 +455,83 @@ async fn write_all_vectored<W: tokio::io::AsyncWrite + Unpin>(
         b = &b[n - from_a..];
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::fd::OwnedFd;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// A file of `len` known bytes and a connected TCP pair.
+    async fn setup(len: usize) -> (Vec<u8>, Arc<OwnedFd>, TcpStream, TcpStream) {
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&data).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (data, Arc::new(OwnedFd::from(f)), server, client)
+    }
+
+    #[tokio::test]
+    async fn file_replies_carry_the_bytes_their_padding_and_keep_the_stream_framed() {
+        let (data, fd, server, mut client) = setup(300_001).await;
+        let (_, w) = server.into_split();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(write_replies(w, rx));
+        let file = FileSlice {
+            fd,
+            offset: 3,
+            len: 200_001,
+        };
+        send(&tx, 7, Reply::SuccessFile(b"RES!".to_vec(), file), None);
+        send(&tx, 8, Reply::Success(b"NEXT".to_vec()), None);
+        drop(tx);
+        writer.await.unwrap().unwrap();
+
+        let mut wire = Vec::new();
+        client.read_to_end(&mut wire).await.unwrap();
+        let mark = u32::from_be_bytes(wire[..4].try_into().unwrap());
+        assert_eq!(mark & 0x8000_0000, 0x8000_0000, "one last fragment");
+        let len = (mark & 0x7fff_ffff) as usize;
+        let record = &wire[4..4 + len];
+        // xid, REPLY, ACCEPTED, verifier (2 words), SUCCESS, then the results.
+        assert_eq!(&record[..4], &7u32.to_be_bytes());
+        assert_eq!(&record[24..28], b"RES!");
+        assert_eq!(&record[28..28 + 200_001], &data[3..200_004]);
+        assert_eq!(&record[28 + 200_001..], &[0, 0, 0], "XDR padding");
+        // The next reply starts right after, intact.
+        let next = &wire[4 + len..];
+        assert_eq!(&next[4..8], &8u32.to_be_bytes());
+        assert_eq!(&next[28..], b"NEXT");
+    }
+
+    #[tokio::test]
+    async fn a_file_that_shrank_is_sent_as_zeros_to_the_announced_length() {
+        let (data, fd, server, mut client) = setup(70_000).await;
+        let (_, mut w) = server.into_split();
+        let file = FileSlice {
+            fd: Arc::clone(&fd),
+            offset: 0,
+            len: 100_000,
+        };
+        send_file(&mut w, &file).await.unwrap();
+        drop(w);
+        let mut wire = Vec::new();
+        client.read_to_end(&mut wire).await.unwrap();
+        assert_eq!(wire.len(), 100_000);
+        assert_eq!(&wire[..70_000], &data[..]);
+        assert!(wire[70_000..].iter().all(|&b| b == 0));
+
+        // The same rule when the bytes are read into memory (UDP).
+        let mut body = Vec::new();
+        file.read_into(&mut body);
+        assert_eq!(body, wire);
+    }
 }

@@ -52,13 +52,16 @@ async fn reply_datagram(
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let Some((head, body, _)) = rx.recv().await else {
+    let Some((head, body, file, _)) = rx.recv().await else {
         return;
     };
     // The header starts with 4 bytes reserved for TCP's record mark.
     let mut out = head.get(4..).unwrap_or(&[]).to_vec();
     if let Some(body) = body {
         out.extend_from_slice(&body);
+    }
+    if let Some(file) = file {
+        file.read_into(&mut out);
     }
     if out.len() > MAX_DATAGRAM {
         debug!(%peer, len = out.len(), "reply too large for a datagram; dropped");

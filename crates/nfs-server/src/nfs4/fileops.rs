@@ -338,20 +338,24 @@ impl Compound<'_> {
         let obj = tri!(self.vol_obj(st::ISDIR));
         tri!(self.check_io_sid(sid, &self.cur_bytes(), false));
         let id = self.inner.identity(self.ctx, &obj);
-        let at = out.len();
-        out.u32(0).u32(0);
-        out.buf.reserve(count as usize + 3);
-        let (n, eof, _) = match ops::read_into(&obj, &id, offset, count, &mut out.buf) {
+        let (fd, n, eof, _) = match ops::read_extent(&obj, &id, offset, count) {
             Ok(v) => v,
-            Err(e) => {
-                out.buf.truncate(at);
-                return Ok(status_of(&e));
-            }
+            Err(e) => return Ok(status_of(&e)),
         };
-        out.buf[at..at + 4].copy_from_slice(&u32::from(eof).to_be_bytes());
-        out.buf[at + 4..at + 8].copy_from_slice(&(n as u32).to_be_bytes());
-        let pad = (4 - n % 4) % 4;
-        out.buf.extend_from_slice(&[0u8; 3][..pad]);
+        out.u32(u32::from(eof)).u32(n as u32);
+        // A final READ whose reply is not cached sends its data from the file; otherwise
+        // (more ops follow, or the slot keeps a copy) the bytes go into the results.
+        let cached = self.slot.is_some_and(|(_, _, cache)| cache);
+        if self.last && !cached {
+            self.tail = Some((fd, offset, n));
+        } else {
+            oncrpc::FileSlice {
+                fd,
+                offset,
+                len: n as u32,
+            }
+            .read_into(&mut out.buf);
+        }
         if let Some(m) = &self.inner.metrics {
             m.read(obj.volume.name(), n as u64);
         }

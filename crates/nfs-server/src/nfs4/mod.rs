@@ -15,6 +15,7 @@ mod fileops;
 pub mod state;
 pub mod xdr;
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -104,7 +105,7 @@ impl Nfs4Service {
     pub fn call_blocking(&self, ctx: &CallContext, args: &[u8]) -> Reply {
         match ctx.proc_ {
             0 => Reply::Success(Vec::new()),
-            1 => self.inner.compound(ctx, args),
+            1 => self.inner.compound(ctx, args).into_bytes(),
             _ => Reply::ProcUnavail,
         }
     }
@@ -207,6 +208,10 @@ struct Compound<'a> {
     keep_body: bool,
     /// SEQUENCE found a retransmission: the whole cached reply.
     replay: Option<Vec<u8>>,
+    /// The op being run is the compound's last.
+    last: bool,
+    /// A final READ's data, left out of the results to be sent from the file.
+    tail: Option<(Arc<OwnedFd>, u64, usize)>,
 }
 
 impl Inner {
@@ -237,6 +242,8 @@ impl Inner {
             slot: None,
             keep_body: false,
             replay: None,
+            last: false,
+            tail: None,
         };
         let mut status = st::OK;
         let mut done = 0u32;
@@ -259,6 +266,7 @@ impl Inner {
             let at = out.len();
             out.u32(st::OK);
             c.keep_body = false;
+            c.last = i + 1 == nops;
             let s = if !known {
                 st::OP_ILLEGAL
             } else if i == 0 && op != OP_SEQUENCE && !sessionless(op) {
@@ -301,7 +309,10 @@ impl Inner {
                     .then(|| out.buf.clone());
             }
         }
-        Reply::Success(out.buf)
+        match c.tail {
+            Some((fd, offset, n)) if status == st::OK => crate::read_reply(out.buf, fd, offset, n),
+            _ => Reply::Success(out.buf),
+        }
     }
 
     fn identity(&self, ctx: &CallContext, obj: &Object) -> Identity {
