@@ -11,11 +11,12 @@ use anyhow::Context;
 use export_store::ExportStore;
 use nfs_server::grace::Grace;
 use nfs_server::locks::LockTable;
-use nfs_server::metrics::NfsMetrics;
+use nfs_server::metrics::{NfsMetrics, VolumeLabels};
 use nfs_server::nlm::{NLM_PROGRAM, NLM_VERSION};
 use nfs_server::nsm::{NSM_PROGRAM, NSM_VERSION};
 use oncrpc::portmap::{self, Mapping, Portmapper};
 use oncrpc::{RpcMetrics, RpcService, Server};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, UdpSocket};
@@ -141,6 +142,18 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         "Byte-range locks held now (NFSv4 and NLM), refreshed every second",
         locks_held.clone(),
     );
+    let volume_used = Family::<VolumeLabels, Gauge>::default();
+    registry.register(
+        "nfs_volume_used_bytes",
+        "Bytes allocated on disk by each volume's files, refreshed every second",
+        volume_used.clone(),
+    );
+    let volume_size = Family::<VolumeLabels, Gauge>::default();
+    registry.register(
+        "nfs_volume_size_bytes",
+        "Each volume's size limit (writes past it get DQUOT); volumes without one are not listed",
+        volume_size.clone(),
+    );
     let grace_gauge = Gauge::<i64>::default();
     registry.register(
         "nfs_grace_period",
@@ -235,6 +248,20 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             exported.set(watched.volumes().len() as i64);
             locks_held.set(locks.count() as i64);
             grace_gauge.set(i64::from(grace.active()));
+            volume_used.clear();
+            volume_size.clear();
+            for v in watched.volumes() {
+                let labels = VolumeLabels {
+                    volume: v.name().to_owned(),
+                };
+                let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                volume_used
+                    .get_or_create(&labels)
+                    .set(gauge(v.quota.used()));
+                if let Some(limit) = v.quota.limit() {
+                    volume_size.get_or_create(&labels).set(gauge(limit));
+                }
+            }
             let store = Arc::clone(&watched);
             let reloaded = tokio::task::spawn_blocking(move || {
                 store.sweep_cache();
@@ -255,6 +282,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         nlm = %nlm_addr,
         statd = %statd_addr,
         volumes = store.volumes().len(),
+        volume_sizes = export_store::quota::MODE,
         "serving NFSv3 and NFSv4.1"
     );
     Ok(Running {

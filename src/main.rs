@@ -178,7 +178,7 @@ struct LegacyArgs {
     /// the export root to another disk or node.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     device_based_fsids: Option<bool>,
-    /// Ignored for now: volume sizes are not enforced yet on any filesystem.
+    /// Ignored: every volume's size is enforced on any file system (see `status`).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     enable_xfs_quota: Option<bool>,
     /// Same as --server-address (the old name).
@@ -199,7 +199,8 @@ impl LegacyArgs {
         if let Some(v) = self.enable_xfs_quota {
             tracing::warn!(
                 enable_xfs_quota = v,
-                "--enable-xfs-quota ignored: volume sizes are not enforced yet on any filesystem"
+                "--enable-xfs-quota ignored: volume sizes are enforced by the server's own \
+                 accounting on every file system"
             );
         }
     }
@@ -241,6 +242,19 @@ enum VolumeCommand {
         anonuid: u32,
         #[arg(long, default_value_t = 65534)]
         anongid: u32,
+        /// Size limit (Kubernetes quantity: 1Gi, 500Mi, 2G); writes past it get "disk quota
+        /// exceeded" and `df` on clients shows it. Default: unlimited.
+        #[arg(long, value_parser = parse_size)]
+        size: Option<u64>,
+    },
+    /// Grow a volume's size limit (takes effect at once, also while `serve` runs; never shrinks).
+    Resize {
+        name: String,
+        #[arg(long, env = "EXPORT_ROOT")]
+        export_root: PathBuf,
+        /// The new size (Kubernetes quantity: 2Gi, 1500Mi).
+        #[arg(long, value_parser = parse_size)]
+        size: u64,
     },
     /// Unregister a volume: its clients get "stale file handle"; the data stays on disk.
     Remove {
@@ -514,6 +528,7 @@ fn volume(command: VolumeCommand) -> anyhow::Result<()> {
             squash,
             anonuid,
             anongid,
+            size,
         } => {
             let squash: Squash = squash.parse().map_err(anyhow::Error::msg)?;
             std::fs::create_dir_all(&export_root)
@@ -526,11 +541,28 @@ fn volume(command: VolumeCommand) -> anyhow::Result<()> {
                     squash,
                     anonuid,
                     anongid,
+                    size,
                 },
             )?;
             println!(
-                "added volume {} (id {}), NFS path /export/{}",
-                record.name, record.id, record.name
+                "added volume {} (id {}), NFS path /export/{}, size {}",
+                record.name,
+                record.id,
+                record.name,
+                size_text(record.options.size)
+            );
+        }
+        VolumeCommand::Resize {
+            name,
+            export_root,
+            size,
+        } => {
+            let store = open(&export_root)?;
+            let record = store.resize_volume(&name, size)?;
+            println!(
+                "volume {} now has size {}",
+                record.name,
+                size_text(record.options.size)
             );
         }
         VolumeCommand::Remove { name, export_root } => {
@@ -545,24 +577,48 @@ fn volume(command: VolumeCommand) -> anyhow::Result<()> {
         }
         VolumeCommand::List { export_root } => {
             let store = open(&export_root)?;
-            let data = store.registry().load()?;
             println!(
-                "{:<30} {:>6} {:<6} {:<6} PATH",
-                "NAME", "ID", "MODE", "SQUASH"
+                "{:<30} {:>6} {:<6} {:<6} {:>12} {:>12} PATH",
+                "NAME", "ID", "MODE", "SQUASH", "USED", "SIZE"
             );
-            for v in data.volumes {
+            for v in store.volumes() {
                 println!(
-                    "{:<30} {:>6} {:<6} {:<6} /export/{}",
-                    v.name,
-                    v.id,
-                    if v.options.read_only { "ro" } else { "rw" },
-                    format!("{:?}", v.options.squash).to_lowercase(),
-                    v.name
+                    "{:<30} {:>6} {:<6} {:<6} {:>12} {:>12} /export/{}",
+                    v.name(),
+                    v.id(),
+                    if v.options().read_only { "ro" } else { "rw" },
+                    format!("{:?}", v.options().squash).to_lowercase(),
+                    size_text(Some(v.quota.used())),
+                    size_text(v.quota.limit()),
+                    v.name()
                 );
             }
         }
     }
     Ok(())
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    provisioner::quantity::bytes(s).map_err(|e| e.to_string())
+}
+
+/// Bytes in binary units for people (`1.0Gi`, `512.0Mi`, `0`), or "unlimited".
+fn size_text(bytes: Option<u64>) -> String {
+    let Some(b) = bytes else {
+        return "unlimited".into();
+    };
+    const UNITS: [&str; 6] = ["", "Ki", "Mi", "Gi", "Ti", "Pi"];
+    let mut v = b as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{b}")
+    } else {
+        format!("{v:.1}{}", UNITS[unit])
+    }
 }
 
 fn env(name: &str) -> Option<String> {
@@ -686,17 +742,27 @@ fn status(export_root: &Path, name: &str, kubeconfig: Option<&Path>) -> anyhow::
         );
     }
     println!(
-        "{:<40} {:<44} {:<10} {:>8} {:<9} {:<10} IDENTITY",
-        "CLAIM", "VOLUME", "PHASE", "SIZE", "EXPORTED", "DIRECTORY"
+        "volume sizes: enforced by {} (bytes allocated on disk, per volume)\n",
+        export_store::quota::MODE
+    );
+    println!(
+        "{:<40} {:<44} {:<10} {:>8} {:>10} {:>10} {:<9} {:<10} IDENTITY",
+        "CLAIM", "VOLUME", "PHASE", "SIZE", "USED", "LIMIT", "EXPORTED", "DIRECTORY"
     );
     let yn = |b: bool| if b { "yes" } else { "no" };
     for r in rows {
         println!(
-            "{:<40} {:<44} {:<10} {:>8} {:<9} {:<10} {}",
+            "{:<40} {:<44} {:<10} {:>8} {:>10} {:>10} {:<9} {:<10} {}",
             r.claim,
             r.volume,
             r.phase,
             r.size,
+            r.used.map_or_else(|| "-".into(), |u| size_text(Some(u))),
+            if r.exported {
+                size_text(r.limit)
+            } else {
+                "-".into()
+            },
             yn(r.exported),
             if r.directory { "present" } else { "MISSING" },
             if r.identity_match { "ours" } else { "OTHER" }

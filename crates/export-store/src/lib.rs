@@ -8,7 +8,8 @@
 //! - [`cred`]: per-thread file-system credentials (fsuid/fsgid/groups) and squashing;
 //! - [`store`]: resolving handles to open objects inside exactly one volume;
 //! - [`ops`]: the file-system operations, run under the caller's credentials and made durable
-//!   before they return.
+//!   before they return;
+//! - [`quota`]: each volume's usage and hard limit (its size).
 //!
 //! Every function here blocks: callers run them on worker threads, never on an async reactor.
 
@@ -16,6 +17,7 @@ pub mod cred;
 pub mod durability;
 pub mod handle;
 pub mod ops;
+pub mod quota;
 pub mod registry;
 pub mod store;
 mod sys;
@@ -23,5 +25,6 @@ mod sys;
 pub use cred::{Identity, Squash};
 pub use handle::HandleError;
 pub use ops::{Attr, CreateHow, DirEntry, NodeKind, NodeSpec, SetAttr, TimeSet, WriteStability};
+pub use quota::Quota;
 pub use registry::{Registry, RegistryError, VolumeOptions, VolumeRecord};
 pub use store::{ExportStore, Object, StoreError, Volume};

@@ -13,6 +13,7 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, OnceLock};
 
 use crate::cred::{self, Identity};
+use crate::quota;
 use crate::store::{ExportStore, Object};
 use crate::sys::{self, cvt};
 
@@ -343,23 +344,62 @@ pub fn read_extent(
     Ok((fd, n, eof, attr))
 }
 
-/// WRITE: writes all of `data` at `offset`, then syncs as `stable` asks.
-/// Returns the attributes before and after.
+/// WRITE: writes `data` at `offset`, then syncs as `stable` asks. Near the volume's size limit
+/// only the bytes that fit are written (a short write; the client sends the rest again and
+/// gets `EDQUOT`). Returns the attributes before and after, and how many bytes were written.
 pub fn write(
     obj: &Object,
     id: &Identity,
     offset: u64,
     data: &[u8],
     stable: WriteStability,
-) -> io::Result<(Attr, Attr)> {
+) -> io::Result<(Attr, Attr, usize)> {
     check_writable(obj)?;
-    let (fd, before) = open_for_io(obj, id, true)?;
     if offset
         .checked_add(data.len() as u64)
         .is_none_or(|end| end > i64::MAX as u64)
     {
         return Err(errno(libc::EFBIG));
     }
+    let _measured = alloc_lock(obj);
+    let (fd, before) = open_for_io(obj, id, true)?;
+    let quota = &obj.volume.quota;
+    // Only a write past the end or into a sparse file can allocate (on the file systems we
+    // serve from; a copy-on-write one would be undercounted until the next start).
+    let may_allocate = offset + data.len() as u64 > before.size || before.used < before.size;
+    let reserved = if may_allocate {
+        quota.reserve(data.len() as u64)
+    } else {
+        0
+    };
+    if may_allocate && reserved == 0 && !data.is_empty() {
+        return Err(errno(libc::EDQUOT));
+    }
+    let data = if may_allocate {
+        &data[..reserved as usize]
+    } else {
+        data
+    };
+    let written = pwrite_all(&fd, offset, data);
+    let after =
+        sys::fstatat(fd.as_fd(), c"").map(|st| Attr::from_stat(&st, obj.volume.id() as u64));
+    quota.settle(
+        reserved,
+        after
+            .as_ref()
+            .map_or(0, |a| quota::growth(before.used, a.used)),
+    );
+    written?;
+    let after = after?;
+    match stable {
+        WriteStability::Unstable => write_behind(&fd, offset, data.len() as u64),
+        WriteStability::DataSync => sys::fdatasync(fd.as_fd())?,
+        WriteStability::FileSync => sys::fsync(fd.as_fd())?,
+    }
+    Ok((before, after, data.len()))
+}
+
+fn pwrite_all(fd: &OwnedFd, offset: u64, data: &[u8]) -> io::Result<()> {
     let mut done = 0usize;
     while done < data.len() {
         // SAFETY: the source range is inside data.
@@ -380,13 +420,28 @@ pub fn write(
         }
         done += n as usize;
     }
-    match stable {
-        WriteStability::Unstable => write_behind(&fd, offset, data.len() as u64),
-        WriteStability::DataSync => sys::fdatasync(fd.as_fd())?,
-        WriteStability::FileSync => sys::fsync(fd.as_fd())?,
+    Ok(())
+}
+
+/// Serialises changes to one file's allocation, so that each is measured alone (the
+/// before/after difference of a concurrent one would be counted twice).
+fn alloc_lock(obj: &Object) -> Option<std::sync::MutexGuard<'_, ()>> {
+    obj.entry
+        .as_ref()
+        .map(|e| e.alloc.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// Refuses a new name (or a size increase) in a volume that is full.
+fn check_space(dir: &Object) -> io::Result<()> {
+    if dir.volume.quota.is_full() {
+        return Err(errno(libc::EDQUOT));
     }
-    let after = Attr::from_stat(&sys::fstatat(fd.as_fd(), c"")?, obj.volume.id() as u64);
-    Ok((before, after))
+    Ok(())
+}
+
+/// Bytes allocated by a directory now (it may grow when names are added).
+fn dir_used(dir: &Object) -> u64 {
+    sys::fstatat(dir.fd.as_fd(), c"").map_or(0, |st| quota::allocated(&st))
 }
 
 /// Unstable data is pushed towards the disk in windows of this size as soon as a write
@@ -498,9 +553,17 @@ pub fn setattr(obj: &Object, id: &Identity, set: &SetAttr) -> io::Result<()> {
             _ => return Err(errno(libc::EINVAL)),
         }
         let size = i64::try_from(size).map_err(|_| errno(libc::EFBIG))?;
-        let (fd, _) = open_for_io(obj, id, true)?;
+        let _measured = alloc_lock(obj);
+        let (fd, before) = open_for_io(obj, id, true)?;
+        if size as u64 > before.size {
+            check_space(obj)?;
+        }
         // SAFETY: plain syscall on an open descriptor.
         cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), size) })?;
+        if let Ok(st) = sys::fstatat(fd.as_fd(), c"") {
+            let q = &obj.volume.quota;
+            q.charge(quota::growth(before.used, quota::allocated(&st)));
+        }
         cred::become_identity(id)?;
     }
     if set.atime != TimeSet::Keep || set.mtime != TimeSet::Keep {
@@ -514,9 +577,24 @@ pub fn setattr(obj: &Object, id: &Identity, set: &SetAttr) -> io::Result<()> {
 /// The result of creating something: its handle and attributes.
 pub type Created = (Vec<u8>, Attr);
 
-fn created(store: &ExportStore, dir: &Object, name: &CStr) -> io::Result<Created> {
-    sys::fsync(dir.fd.as_fd())?;
+/// Finishes a creating call: charges the new object and the directory's growth since
+/// `dir_before`, makes the entry durable, and returns its handle and attributes.
+/// `dir_before` is `None` when the object already existed (a retransmitted or unchecked
+/// create), which charges nothing.
+fn created(
+    store: &ExportStore,
+    dir: &Object,
+    name: &CStr,
+    dir_before: Option<u64>,
+) -> io::Result<Created> {
     let st = sys::fstatat(dir.fd.as_fd(), name)?;
+    if let Some(before) = dir_before {
+        let grown = quota::growth(before, dir_used(dir));
+        dir.volume
+            .quota
+            .charge(grown + quota::growth(0, quota::allocated(&st)));
+    }
+    sys::fsync(dir.fd.as_fd())?;
     let handle = store.handle_of(&dir.volume, dir.fd.as_fd(), name)?;
     Ok((handle, Attr::from_stat(&st, dir.volume.id() as u64)))
 }
@@ -565,6 +643,9 @@ pub fn create(
     if let CreateHow::Unchecked(set) | CreateHow::Guarded(set) = &how {
         precheck_initial(id, set)?;
     }
+    check_space(dir)?;
+    let dir_before = dir_used(dir);
+    let mut new = true;
     cred::become_identity(id)?;
     let mode = |set: &SetAttr| set.mode.unwrap_or(0o644) & 0o7777;
     // SAFETY (all mknodat calls): valid fd and C string.
@@ -582,6 +663,7 @@ pub fn create(
                 Ok(_) => apply_initial(dir, &cname, id, &set)?,
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                     // An existing file is kept; only a requested size applies (RFC 1813).
+                    new = false;
                     let st = sys::fstatat(dir.fd.as_fd(), &cname)?;
                     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
                         return Err(e);
@@ -632,6 +714,7 @@ pub fn create(
                     })?;
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    new = false;
                     let st = sys::fstatat(dir.fd.as_fd(), &cname)?;
                     let same = st.st_mode & libc::S_IFMT == libc::S_IFREG
                         && st.st_atime == i64::from(a)
@@ -644,7 +727,7 @@ pub fn create(
             }
         }
     }
-    created(store, dir, &cname)
+    created(store, dir, &cname, new.then_some(dir_before))
 }
 
 /// MKDIR. `dir` must be opened for reading.
@@ -658,12 +741,14 @@ pub fn mkdir(
     check_writable(dir)?;
     let cname = new_component(name)?;
     precheck_initial(id, set)?;
+    check_space(dir)?;
+    let dir_before = dir_used(dir);
     cred::become_identity(id)?;
     let mode = set.mode.unwrap_or(0o755) & 0o7777;
     // SAFETY: valid fd and C string.
     cvt(unsafe { libc::mkdirat(dir.fd.as_raw_fd(), cname.as_ptr(), mode) })?;
     apply_initial(dir, &cname, id, set)?;
-    created(store, dir, &cname)
+    created(store, dir, &cname, Some(dir_before))
 }
 
 /// SYMLINK. `dir` must be opened for reading.
@@ -680,10 +765,12 @@ pub fn symlink(
         return Err(errno(libc::ENAMETOOLONG));
     }
     let ctarget = CString::new(target).map_err(|_| errno(libc::EINVAL))?;
+    check_space(dir)?;
+    let dir_before = dir_used(dir);
     cred::become_identity(id)?;
     // SAFETY: valid fd and C strings.
     cvt(unsafe { libc::symlinkat(ctarget.as_ptr(), dir.fd.as_raw_fd(), cname.as_ptr()) })?;
-    created(store, dir, &cname)
+    created(store, dir, &cname, Some(dir_before))
 }
 
 /// MKNOD of FIFOs and sockets; device nodes only for root (the kernel checks CAP_MKNOD).
@@ -707,12 +794,14 @@ pub fn mknod(
         return Err(errno(libc::EPERM));
     }
     precheck_initial(id, set)?;
+    check_space(dir)?;
+    let dir_before = dir_used(dir);
     cred::become_identity(id)?;
     let mode = set.mode.unwrap_or(0o644) & 0o7777;
     // SAFETY: valid fd and C string.
     cvt(unsafe { libc::mknodat(dir.fd.as_raw_fd(), cname.as_ptr(), kind | mode, dev) })?;
     apply_initial(dir, &cname, id, set)?;
-    created(store, dir, &cname)
+    created(store, dir, &cname, Some(dir_before))
 }
 
 /// REMOVE (non-directories) or RMDIR (`dir_only`). `dir` must be opened for reading.
@@ -743,9 +832,21 @@ pub fn remove(
         Ok(_) => {
             if let Some(st) = victim {
                 store.forget_inode(st.st_ino);
+                released(dir, &st);
             }
             sys::fsync(dir.fd.as_fd())
         }
+    }
+}
+
+/// Credits the space of an object whose name was just removed, if that was its last link
+/// (a directory has one for our purpose: hard links to directories do not exist).
+fn released(dir: &Object, st: &libc::stat) {
+    let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    if is_dir || st.st_nlink <= 1 {
+        dir.volume
+            .quota
+            .charge(quota::growth(quota::allocated(st), 0));
     }
 }
 
@@ -768,6 +869,8 @@ pub fn rename(
             return Err(errno(libc::EINVAL));
         }
     }
+    check_space(to)?;
+    let to_before = dir_used(to);
     cred::become_identity(id)?;
     let replaced = sys::fstatat(to.fd.as_fd(), &t).ok();
     // SAFETY: valid fds and C strings.
@@ -781,7 +884,15 @@ pub fn rename(
     })?;
     if let Some(st) = replaced {
         store.forget_inode(st.st_ino);
+        // Renaming a name onto itself (or onto another link of the same file) removes nothing.
+        let source = sys::fstatat(to.fd.as_fd(), &t).ok();
+        if source.is_none_or(|s| s.st_ino != st.st_ino) {
+            released(to, &st);
+        }
     }
+    to.volume
+        .quota
+        .charge(quota::growth(to_before, dir_used(to)));
     sys::fsync(to.fd.as_fd())?;
     if from.fd.as_raw_fd() != to.fd.as_raw_fd() {
         sys::fsync(from.fd.as_fd())?;
@@ -799,6 +910,8 @@ pub fn link(obj: &Object, dir: &Object, name: &[u8], id: &Identity) -> io::Resul
     if getattr(obj)?.kind == NodeKind::Directory {
         return Err(errno(libc::EISDIR));
     }
+    check_space(dir)?;
+    let dir_before = dir_used(dir);
     cred::become_identity(id)?;
     let src = sys::proc_path(obj.fd.as_fd());
     // SAFETY: valid C strings and fd.
@@ -811,6 +924,9 @@ pub fn link(obj: &Object, dir: &Object, name: &[u8], id: &Identity) -> io::Resul
             libc::AT_SYMLINK_FOLLOW,
         )
     })?;
+    dir.volume
+        .quota
+        .charge(quota::growth(dir_before, dir_used(dir)));
     sys::fsync(dir.fd.as_fd())
 }
 
@@ -880,11 +996,21 @@ pub fn entry_details(
     Some((handle, Attr::from_stat(&st, dir.volume.id() as u64)))
 }
 
-/// FSSTAT: total, free and available bytes and files of the volume's file system.
+/// FSSTAT: total, free and available space and files. With a size limit the volume is its
+/// own file system to clients: total = its size, free = what is left of it (or of the disk,
+/// if less), so `df` on a client shows the claim.
 pub fn fsstat(obj: &Object) -> io::Result<libc::statvfs> {
     // SAFETY: zeroed statvfs is a valid out-parameter; fstatvfs accepts O_PATH descriptors.
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
     cvt(unsafe { libc::fstatvfs(obj.fd.as_raw_fd(), &mut s) })?;
+    let q = &obj.volume.quota;
+    if let Some(limit) = q.limit() {
+        let unit = (s.f_frsize as u64).max(1);
+        let left = q.available() / unit;
+        s.f_blocks = (limit / unit) as libc::fsblkcnt_t;
+        s.f_bfree = (s.f_bfree as u64).min(left) as libc::fsblkcnt_t;
+        s.f_bavail = (s.f_bavail as u64).min(left) as libc::fsblkcnt_t;
+    }
     Ok(s)
 }
 
@@ -897,17 +1023,26 @@ pub fn fd_of(obj: &Object) -> BorrowedFd<'_> {
 /// regular file (the size does not change when punching).
 pub fn allocate(obj: &Object, id: &Identity, offset: u64, len: u64, punch: bool) -> io::Result<()> {
     check_writable(obj)?;
-    let (fd, _) = open_for_io(obj, id, true)?;
+    let off = i64::try_from(offset).map_err(|_| errno(libc::EFBIG))?;
+    let ilen = i64::try_from(len).map_err(|_| errno(libc::EFBIG))?;
+    let _measured = alloc_lock(obj);
+    let (fd, before) = open_for_io(obj, id, true)?;
+    let quota = &obj.volume.quota;
+    let reserved = if punch { 0 } else { quota.reserve(len) };
+    if !punch && reserved < len {
+        quota.settle(reserved, 0);
+        return Err(errno(libc::EDQUOT));
+    }
     let mode = if punch {
         libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE
     } else {
         0
     };
-    let off = i64::try_from(offset).map_err(|_| errno(libc::EFBIG))?;
-    let len = i64::try_from(len).map_err(|_| errno(libc::EFBIG))?;
     // SAFETY: plain syscall on an open descriptor.
-    cvt(unsafe { libc::fallocate(fd.as_raw_fd(), mode, off, len) })?;
-    Ok(())
+    let r = cvt(unsafe { libc::fallocate(fd.as_raw_fd(), mode, off, ilen) });
+    let after = sys::fstatat(fd.as_fd(), c"").map_or(before.used, |st| quota::allocated(&st));
+    quota.settle(reserved, quota::growth(before.used, after));
+    r.map(drop)
 }
 
 /// SEEK (NFSv4.2): the next data (or hole) at or after `offset`; `None` past the last one.

@@ -33,6 +33,9 @@ pub struct VolumeOptions {
     pub anonuid: u32,
     #[serde(default = "nobody")]
     pub anongid: u32,
+    /// The volume's size in bytes (its hard limit); none: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
 }
 
 fn nobody() -> u32 {
@@ -46,6 +49,7 @@ impl Default for VolumeOptions {
             squash: Squash::None,
             anonuid: nobody(),
             anongid: nobody(),
+            size: None,
         }
     }
 }
@@ -78,6 +82,8 @@ pub enum RegistryError {
     Exists(String),
     #[error("volume {0:?} does not exist")]
     NotFound(String),
+    #[error("volume {name:?} cannot shrink from {from} to {to} bytes")]
+    Shrink { name: String, from: u64, to: u64 },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -201,6 +207,28 @@ impl Registry {
             data.next_id = record.id + 1;
             data.volumes.push(record.clone());
             Ok(record)
+        })
+    }
+
+    /// Sets a volume's size (its hard limit); a volume never shrinks.
+    pub fn resize(&self, name: &str, size: u64) -> Result<VolumeRecord, RegistryError> {
+        self.update(|data| {
+            let v = data
+                .volumes
+                .iter_mut()
+                .find(|v| v.name == name)
+                .ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
+            if let Some(from) = v.options.size
+                && size < from
+            {
+                return Err(RegistryError::Shrink {
+                    name: name.to_owned(),
+                    from,
+                    to: size,
+                });
+            }
+            v.options.size = Some(size);
+            Ok(v.clone())
         })
     }
 

@@ -18,10 +18,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::cred;
 use crate::handle::{FileHandle, HandleError, HandleKey};
+use crate::quota::{self, Quota};
 use crate::registry::{self, Registry, RegistryError, VolumeOptions, VolumeRecord};
 use crate::sys;
 
@@ -57,6 +58,8 @@ pub struct Volume {
     root_dev: u64,
     root_ino: u64,
     root_handle: Vec<u8>,
+    /// Usage and limit, kept across registry reloads of the same volume.
+    pub quota: Arc<Quota>,
 }
 
 impl Volume {
@@ -123,6 +126,8 @@ pub(crate) struct CacheEntry {
     /// For regular files: a descriptor opened as root for reads and writes (and whether it
     /// is writable). Callers check the client's permission before using it.
     pub(crate) io: Mutex<Option<(Arc<OwnedFd>, bool)>>,
+    /// Held around changes to the file's allocation, so each one is measured alone.
+    pub(crate) alloc: Mutex<()>,
     last_used: AtomicU64,
 }
 
@@ -208,7 +213,8 @@ impl ExportStore {
                 next.insert(record.id, Arc::clone(v));
                 continue;
             }
-            match self.open_volume(record.clone()) {
+            let quota = current.get(&record.id).map(|v| Arc::clone(&v.quota));
+            match self.open_volume(record.clone(), quota) {
                 Ok(v) => {
                     info!(volume = %record.name, id = record.id, "volume exported");
                     next.insert(record.id, Arc::new(v));
@@ -225,7 +231,9 @@ impl ExportStore {
         Ok(true)
     }
 
-    fn open_volume(&self, record: VolumeRecord) -> io::Result<Volume> {
+    /// Opens a volume's directory; its usage is measured unless a previous load of the same
+    /// volume already counts it.
+    fn open_volume(&self, record: VolumeRecord, quota: Option<Arc<Quota>>) -> io::Result<Volume> {
         let path = self.root.join(&record.name);
         let root = fs::OpenOptions::new()
             .read(true)
@@ -246,6 +254,22 @@ impl ExportStore {
                 "the file system's handles are too large for NFSv3 (more than 41 bytes)",
             )
         })?;
+        let quota = match quota {
+            Some(q) => {
+                q.set_limit(record.options.size);
+                q
+            }
+            None => {
+                let started = Instant::now();
+                let (used, inodes) = quota::measure(&path)?;
+                debug!(
+                    volume = %record.name, used, inodes,
+                    ms = started.elapsed().as_millis() as u64,
+                    "volume usage measured"
+                );
+                Arc::new(Quota::new(record.options.size, used))
+            }
+        };
         Ok(Volume {
             record,
             path,
@@ -253,6 +277,7 @@ impl ExportStore {
             root_dev: st.st_dev,
             root_ino: st.st_ino,
             root_handle,
+            quota,
         })
     }
 
@@ -295,6 +320,17 @@ impl ExportStore {
             Err(e) => return Err(io_err(e)),
         }
         let record = self.registry.add(name, options)?;
+        self.reload()?;
+        Ok(record)
+    }
+
+    /// Sets a volume's size (its hard limit) while it is served; volumes never shrink.
+    pub fn resize_volume(&self, name: &str, size: u64) -> Result<VolumeRecord, StoreError> {
+        cred::become_root().map_err(|source| StoreError::Io {
+            path: self.root.clone(),
+            source,
+        })?;
+        let record = self.registry.resize(name, size)?;
         self.reload()?;
         Ok(record)
     }
@@ -382,6 +418,7 @@ impl ExportStore {
             is_dir,
             ino: st.st_ino,
             io: Mutex::new(None),
+            alloc: Mutex::new(()),
             last_used: AtomicU64::new(self.now_ms()),
         });
         let mut cache = self.cache_lock();

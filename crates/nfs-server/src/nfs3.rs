@@ -435,16 +435,16 @@ impl Inner {
             st, None, None
         ));
         let id = self.identity(ctx, &obj);
-        let (before, after) = tri!(ops::write(&obj, &id, offset, data, stable), |st| {
+        let (before, after, n) = tri!(ops::write(&obj, &id, offset, data, stable), |st| {
             let now = ops::getattr(&obj).ok();
             fail(st, now.as_ref(), now.as_ref())
         });
         if let Some(m) = &self.metrics {
-            m.written(obj.volume.name(), data.len() as u64);
+            m.written(obj.volume.name(), n as u64);
         }
         ok(WRITE3res::Ok(WRITE3resok {
             file_wcc: wcc(Some(&before), Some(&after)),
-            count: data.len() as u32,
+            count: n as u32,
             committed: match stable {
                 WriteStability::Unstable => stable_how::UNSTABLE,
                 WriteStability::DataSync => stable_how::DATA_SYNC,

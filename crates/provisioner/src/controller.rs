@@ -316,6 +316,7 @@ async fn provision(
             return Err(Error::MaxExports(max));
         }
     }
+    let size = pv::claim_bytes(pvc)?;
     let store = Arc::clone(&ctx.store);
     let (vol, p, ro) = (name.to_owned(), params.clone(), pv::read_only_claim(pvc));
     let ns = pvc.namespace().unwrap_or_default();
@@ -323,7 +324,8 @@ async fn provision(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(name.to_owned(), (ns.clone(), pvc.name_any()));
-    tokio::task::spawn_blocking(move || volumes::provision(&store, &vol, &p, ro)).await??;
+    tokio::task::spawn_blocking(move || volumes::provision(&store, &vol, &p, ro, Some(size)))
+        .await??;
     let server = ctx.server_address().await?;
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
     let still_there = claims

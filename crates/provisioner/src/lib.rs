@@ -21,6 +21,7 @@ pub mod leader;
 pub mod metrics;
 pub mod params;
 pub mod pv;
+pub mod quantity;
 pub mod recovery;
 pub mod volumes;
 
@@ -168,6 +169,9 @@ pub struct StatusRow {
     pub volume: String,
     pub phase: String,
     pub size: String,
+    /// Bytes the volume's files use and its enforced limit, when it is exported.
+    pub used: Option<u64>,
+    pub limit: Option<u64>,
     pub exported: bool,
     pub directory: bool,
     pub identity_match: bool,
@@ -216,6 +220,8 @@ pub async fn status(
                 .capacity
                 .and_then(|c| c.get("storage").map(|q| q.0.clone()))
                 .unwrap_or_default(),
+            used: store.volume_by_name(&name).map(|v| v.quota.used()),
+            limit: store.volume_by_name(&name).and_then(|v| v.quota.limit()),
             exported: store.volume_by_name(&name).is_some(),
             directory: volumes::present(store, &name),
             identity_match: identity.is_some()

@@ -41,6 +41,26 @@ pub enum ClaimError {
     NoUid,
     #[error("claim requests no storage size")]
     NoSize,
+    #[error("claim's storage request: {0}")]
+    BadSize(#[from] crate::quantity::BadQuantity),
+}
+
+/// The claim's storage request in bytes: the volume's size limit.
+pub fn claim_bytes(pvc: &PersistentVolumeClaim) -> Result<u64, ClaimError> {
+    let q = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .ok_or(ClaimError::NoSize)?;
+    Ok(crate::quantity::bytes(&q.0)?)
+}
+
+/// A PV's capacity in bytes, if it states one that parses.
+pub fn capacity_bytes(pv: &PersistentVolume) -> Option<u64> {
+    let q = pv.spec.as_ref()?.capacity.as_ref()?.get("storage")?;
+    crate::quantity::bytes(&q.0).ok()
 }
 
 /// The volume (directory and PV) name for a claim: `pvc-<uid>`.

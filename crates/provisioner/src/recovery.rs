@@ -231,6 +231,7 @@ pub async fn recreate_missing(ctx: &Context, pv: &PersistentVolume) -> Result<()
         .as_ref()
         .and_then(|s| s.access_modes.as_ref())
         .is_some_and(|m| m.len() == 1 && m[0] == "ReadOnlyMany");
+    let size = pv::capacity_bytes(pv);
     let store = Arc::clone(&ctx.store);
     let vol = name.clone();
     tokio::task::spawn_blocking(move || {
@@ -242,7 +243,7 @@ pub async fn recreate_missing(ctx: &Context, pv: &PersistentVolume) -> Result<()
             )) => {}
             Err(e) => return Err(e),
         }
-        volumes::provision(&store, &vol, &params, read_only)
+        volumes::provision(&store, &vol, &params, read_only, size)
     })
     .await
     .map_err(ControllerError::from)??;
@@ -397,9 +398,12 @@ pub async fn bind_orphan(
     let server = ctx.server_address().await?;
     let store = Arc::clone(&ctx.store);
     let (vol, p) = (dir.clone(), params.clone());
+    let limit = crate::quantity::bytes(&size.0).ok();
     tokio::task::spawn_blocking(move || match store.volume_by_name(&vol) {
         Some(_) => Ok(()),
-        None => store.add_volume(&vol, volume_options(&p)).map(|_| ()),
+        None => store
+            .add_volume(&vol, volume_options(&p, limit))
+            .map(|_| ()),
     })
     .await
     .map_err(ControllerError::from)??;
@@ -438,12 +442,13 @@ pub async fn bind_orphan(
     Ok(created)
 }
 
-fn volume_options(p: &Params) -> export_store::VolumeOptions {
+fn volume_options(p: &Params, size: Option<u64>) -> export_store::VolumeOptions {
     export_store::VolumeOptions {
         read_only: false,
         squash: p.squash,
         anonuid: p.anonuid.unwrap_or(65534),
         anongid: p.anongid.unwrap_or(65534),
+        size,
     }
 }
 

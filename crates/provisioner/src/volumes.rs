@@ -19,13 +19,15 @@ fn io_err(e: io::Error) -> StoreError {
     }
 }
 
-/// Creates (or adopts) directory `name` and exports it. Idempotent: a retry after a crash
-/// between any two steps ends with one directory and one export.
+/// Creates (or adopts) directory `name` and exports it with a size limit of `size` bytes.
+/// Idempotent: a retry after a crash between any two steps ends with one directory and one
+/// export.
 pub fn provision(
     store: &ExportStore,
     name: &str,
     params: &Params,
     read_only: bool,
+    size: Option<u64>,
 ) -> Result<(), StoreError> {
     // This runs on a blocking-pool thread that may have served an NFS call as a client's
     // uid; the export root is root's.
@@ -46,6 +48,7 @@ pub fn provision(
         squash: params.squash,
         anonuid: params.anonuid.unwrap_or(65534),
         anongid: params.anongid.unwrap_or(65534),
+        size,
     };
     match store.add_volume(name, options) {
         Ok(_) | Err(StoreError::Registry(RegistryError::Exists(_))) => Ok(()),

@@ -375,16 +375,16 @@ impl Compound<'_> {
         let obj = tri!(self.vol_obj(st::ISDIR));
         tri!(self.check_io_sid(sid, &self.cur_bytes(), true));
         let id = self.inner.identity(self.ctx, &obj);
-        io!(ops::write(&obj, &id, offset, data, stable));
+        let (_, _, n) = io!(ops::write(&obj, &id, offset, data, stable));
         if let Some(m) = &self.inner.metrics {
-            m.written(obj.volume.name(), data.len() as u64);
+            m.written(obj.volume.name(), n as u64);
         }
         let committed = match stable {
             WriteStability::Unstable => 0,
             WriteStability::DataSync => 1,
             WriteStability::FileSync => 2,
         };
-        out.u32(data.len() as u32)
+        out.u32(n as u32)
             .u32(committed)
             .fixed(&self.inner.write_verifier);
         Ok(st::OK)
