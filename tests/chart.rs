@@ -113,7 +113,11 @@ fn default_values_render_a_server_with_persistent_export_and_minimal_capabilitie
             sc.mount_options.unwrap(),
             owned(&["vers=3", "proto=tcp", "noresvport"])
         );
-        assert_eq!(sc.allow_volume_expansion, None);
+        assert_eq!(
+            sc.allow_volume_expansion,
+            Some(true),
+            "sizes are enforced and grow online"
+        );
         assert!(
             !sc.metadata
                 .annotations

@@ -674,3 +674,161 @@ async fn metrics_count_reconciles_provisioning_deleting_and_leadership() {
     assert_eq!(value("provisioner_leader"), 1.0);
     assert_eq!(value("provisioner_missing_volumes"), 0.0);
 }
+
+/// Binds a provisioned claim as kube-controller-manager would, with its capacity.
+fn bind(s: &Setup, claim: &str, pv: &str, size: &str) {
+    s.api
+        .modify("persistentvolumeclaims", Some("apps"), claim, |c| {
+            c["spec"]["volumeName"] = json!(pv);
+            c["status"] = json!({"phase": "Bound", "capacity": {"storage": size}});
+        })
+        .unwrap();
+}
+
+fn request(s: &Setup, claim: &str, size: &str) {
+    s.api
+        .modify("persistentvolumeclaims", Some("apps"), claim, |c| {
+            c["spec"]["resources"]["requests"]["storage"] = json!(size);
+        })
+        .unwrap();
+}
+
+/// Writes 256 KiB chunks to `f` from `offset` until the server refuses; returns the new
+/// offset and the refusal.
+async fn fill(
+    conn: &mut nfs3_client::Nfs3Connection<nfs3_client::tokio::TokioIo<tokio::net::TcpStream>>,
+    f: &nfs3_types::nfs3::nfs_fh3,
+    mut offset: u64,
+) -> (u64, nfs3_types::nfs3::nfsstat3) {
+    use nfs3_types::nfs3::*;
+    let chunk = vec![6u8; 256 << 10];
+    loop {
+        let r = conn
+            .write(&WRITE3args {
+                file: f.clone(),
+                offset,
+                count: chunk.len() as u32,
+                stable: stable_how::FILE_SYNC,
+                data: nfs3_types::xdr_codec::Opaque::borrowed(&chunk),
+            })
+            .await
+            .unwrap();
+        match r {
+            Nfs3Result::Ok(ok) => offset += u64::from(ok.count),
+            Nfs3Result::Err((st, _)) => return (offset, st),
+        }
+        assert!(offset < 64 << 20, "no limit enforced");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_that_grows_gets_the_space_without_remounting_and_never_shrinks() {
+    use nfs3_types::nfs3::*;
+    let s = setup(json!({})).await;
+    s.api
+        .modify("storageclasses", None, "nfs", |c| {
+            c["allowVolumeExpansion"] = json!(true);
+        })
+        .unwrap();
+    let running = serve_nfs(&s).await;
+    start_controller(&s, config(), None).await;
+    let uid = add_claim(
+        &s,
+        "data",
+        json!({"resources": {"requests": {"storage": "1Mi"}}}),
+    );
+    let pv = wait_pv(&s, &uid).await;
+    let name = format!("pvc-{uid}");
+    bind(&s, "data", &name, "1Mi");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A client fills the 1 MiB volume.
+    let path = pv["spec"]["nfs"]["path"].as_str().unwrap().to_owned();
+    let mut conn = connect(&running, &path).await;
+    let root = conn.root_nfs_fh3();
+    let created = conn
+        .create(&CREATE3args {
+            where_: diropargs3 {
+                dir: root.clone(),
+                name: filename3(nfs3_types::xdr_codec::Opaque::borrowed(b"grow")),
+            },
+            how: createhow3::UNCHECKED(sattr3::default()),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let Nfs3Option::Some(f) = created.obj else {
+        panic!("no handle")
+    };
+    let (full_at, st) = fill(&mut conn, &f, 0).await;
+    assert_eq!(st, nfsstat3::NFS3ERR_DQUOT);
+    assert!(full_at <= 1 << 20);
+
+    // The claim grows to 3 MiB: PV, claim status, Event; the same connection writes on.
+    request(&s, "data", "3Mi");
+    let grown = s
+        .api
+        .wait_for(WAIT, |a| {
+            let c = a.get("persistentvolumeclaims", Some("apps"), "data")?;
+            (c["status"]["capacity"]["storage"] == "3Mi").then_some(())
+        })
+        .await;
+    assert!(grown.is_some(), "not expanded: {:?}", s.api.event_reasons());
+    assert_eq!(
+        s.api.get("persistentvolumes", None, &name).unwrap()["spec"]["capacity"]["storage"],
+        "3Mi"
+    );
+    wait_event(&s, "VolumeResizeSuccessful").await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // the server reloads the registry
+    let (more_at, st) = fill(&mut conn, &f, full_at).await;
+    assert_eq!(st, nfsstat3::NFS3ERR_DQUOT);
+    assert!(
+        more_at >= 2 << 20 && more_at <= 3 << 20,
+        "wrote up to {more_at} after growing to 3 MiB"
+    );
+    let fs = conn
+        .fsstat(&FSSTAT3args { fsroot: root })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fs.tbytes, 3 << 20, "df shows the new size");
+
+    // Shrinking is refused with an Event; the size stays.
+    request(&s, "data", "2Mi");
+    wait_event(&s, "VolumeResizeFailed").await;
+    assert_eq!(
+        s.store.volume_by_name(&name).unwrap().quota.limit(),
+        Some(3 << 20)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growing_needs_a_class_that_allows_expansion() {
+    let s = setup(json!({})).await;
+    start_controller(&s, config(), None).await;
+    let uid = add_claim(&s, "data", json!({}));
+    wait_pv(&s, &uid).await;
+    let name = format!("pvc-{uid}");
+    bind(&s, "data", &name, "1Gi");
+    request(&s, "data", "2Gi");
+    wait_event(&s, "VolumeResizeFailed").await;
+    let ev = events(&s)
+        .into_iter()
+        .find(|e| e["reason"] == "VolumeResizeFailed")
+        .unwrap();
+    assert!(
+        ev["message"]
+            .as_str()
+            .unwrap()
+            .contains("allowVolumeExpansion"),
+        "{ev}"
+    );
+    assert_eq!(
+        s.store.volume_by_name(&name).unwrap().quota.limit(),
+        Some(1 << 30)
+    );
+    assert_eq!(
+        s.api.get("persistentvolumes", None, &name).unwrap()["spec"]["capacity"]["storage"],
+        "1Gi"
+    );
+}

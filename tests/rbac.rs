@@ -179,6 +179,36 @@ async fn every_api_call_is_allowed_by_the_charts_rules_and_every_rule_is_used() 
         .await
         .expect("no PV");
     assert_eq!(created["spec"]["nfs"]["server"], "10.96.0.20");
+    // Bound (as kube-controller-manager would), then grown: the volume, its PV and the
+    // claim's status follow.
+    api.modify("persistentvolumeclaims", Some("apps"), "data", |c| {
+        c["spec"]["volumeName"] = json!(pv);
+        c["status"] = json!({"phase": "Bound", "capacity": {"storage": "1Gi"}});
+    })
+    .unwrap();
+    api.modify("persistentvolumeclaims", Some("apps"), "data", |c| {
+        c["spec"]["resources"]["requests"]["storage"] = json!("2Gi");
+    })
+    .unwrap();
+    let grown = api
+        .wait_for(WAIT, |a| {
+            let c = a.get("persistentvolumeclaims", Some("apps"), "data")?;
+            (c["status"]["capacity"]["storage"] == "2Gi").then_some(())
+        })
+        .await;
+    assert!(
+        grown.is_some(),
+        "claim not expanded: {:?}",
+        api.event_reasons()
+    );
+    assert_eq!(
+        api.get("persistentvolumes", None, &pv).unwrap()["spec"]["capacity"]["storage"],
+        "2Gi"
+    );
+    assert_eq!(
+        store.volume_by_name(&pv).unwrap().quota.limit(),
+        Some(2 << 30)
+    );
     api.update_status("persistentvolumes", None, &pv, json!({"phase": "Released"}))
         .unwrap();
     let gone = api

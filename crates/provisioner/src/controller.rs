@@ -203,6 +203,14 @@ pub async fn reconcile_claim(
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
     let spec = pvc.spec.clone().unwrap_or_default();
+    let bound_to = spec.volume_name.as_deref().filter(|v| !v.is_empty());
+    let phase = pvc.status.as_ref().and_then(|s| s.phase.as_deref());
+    if let Some(volume) = bound_to
+        && phase == Some("Bound")
+        && pvc.metadata.deletion_timestamp.is_none()
+    {
+        return crate::expand::reconcile(&pvc, volume, &ctx).await;
+    }
     let pending = pvc
         .status
         .as_ref()

@@ -16,6 +16,7 @@
 
 pub mod controller;
 pub mod events;
+pub mod expand;
 pub mod identity;
 pub mod leader;
 pub mod metrics;
