@@ -4,6 +4,7 @@
 #
 # Usage: bench/run.sh [SERVER_BINARY] [nfs-bench options...]
 #        bench/run.sh --ganesha-only [nfs-bench options...]
+# BENCH_VOLUME_ARGS adds flags to our `volume add` (e.g. --size 100Gi: a size limit to enforce).
 # BENCH_SERVE_ARGS adds flags to our `serve` (e.g. --metrics=false to measure the cost of
 # metrics). Pass --v4 to measure over NFSv4.1 (both servers export the same path through their
 # pseudo-roots). SERVER_BINARY defaults to target/release/nfs-server-provisioner. nfs-bench options, e.g.
@@ -132,7 +133,7 @@ wait_ports "$ganesha_pid" 20490 20480
 targets=()
 if [[ "$server" != "none" ]]; then
     mkdir -p "$tmp/ours"
-    "$server" volume add bench --export-root "$tmp/ours" >"$tmp/ours.log" 2>&1
+    "$server" volume add bench --export-root "$tmp/ours" ${BENCH_VOLUME_ARGS:-} >"$tmp/ours.log" 2>&1
     "$server" serve --export-root "$tmp/ours" --bind 127.0.0.1 --nfs-port 2049 --mount-port 20048 \
         --portmap-port 0 --nlm-port 0 --statd-port 0 ${BENCH_SERVE_ARGS:-} >>"$tmp/ours.log" 2>&1 &
     ours_pid=$!

@@ -66,6 +66,7 @@ async fn a_full_volume_refuses_allocation_with_dquot_and_keeps_its_files() {
     assert!(st.fbytes <= MIB && st.abytes == st.fbytes);
 
     let keep = file_with(&mut c, &root, "keep", 0o644, &[7u8; 200_000]).await;
+    file_with(&mut c, &root, "victim", 0o644, b"old").await;
     let (big, _) = create(&mut c, &root, "big", 0o644).await;
     // Write 256 KiB chunks until the server says no: the last accepted write is cut short
     // at the limit, then DQUOT.
@@ -139,10 +140,24 @@ async fn a_full_volume_refuses_allocation_with_dquot_and_keeps_its_files() {
     // Overwriting allocated bytes needs no space and still works.
     assert_eq!(write(&mut c, &keep, 0, &[9u8; 1000]).await.count, 1000);
 
+    // Renaming onto an existing file frees space: allowed, and the replaced file's space
+    // comes back.
+    let before = used(&s);
+    let r = c
+        .rename(&RENAME3args {
+            from: dirop(&root, "big"),
+            to: dirop(&root, "victim"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(status(&r), nfsstat3::NFS3_OK);
+    assert!(used(&s) < before);
+    assert_eq!(used(&s), du(&s.vol_path(Q)));
+
     // Removing a file frees its space at once.
     let r = c
         .remove(&REMOVE3args {
-            object: dirop(&root, "big"),
+            object: dirop(&root, "victim"),
         })
         .await
         .unwrap();

@@ -33,10 +33,10 @@ TOOLS=$REPO/target/tools
 RUN=$CACHE/run
 # Guest checks in the order they run; later ones build on files earlier ones made.
 ALL_CHECKS="mount mkdir write read append rename symlink hardlink chmod chown truncate utimes
-            mkfifo readdir-2000 unlink big64 portmap nonroot nlm-fcntl fsx pjdfstest restart umount
+            mkfifo readdir-2000 unlink big64 portmap nonroot nlm-fcntl quota fsx pjdfstest restart umount
             default-mount v4-mount v4-mkdir v4-write v4-read v4-append v4-rename v4-symlink
             v4-hardlink v4-chmod v4-chown v4-truncate v4-utimes v4-mkfifo v4-unlink v4-nonroot
-            v4-fsx v4-pjdfstest v4-lock v4-restart v4-lock-restart v4-umount"
+            v4-quota v4-fsx v4-pjdfstest v4-lock v4-restart v4-lock-restart v4-umount"
 VOL=vol
 PORTS="2049 20048 111"
 # Our metrics endpoint (the v4-lock check reads nfs_locks_held there).
@@ -134,6 +134,17 @@ nlm_probe_on_cue() {
     touch "$RUN/export/$VOL/.kt-nlm-probed"
 }
 
+# The host side of quota / v4-quota: once the guest filled its sized volume, grow it to 48 MiB
+# with `volume resize` while the server runs, and tell the guest.
+quota_resize_on_cue() {
+    local tag=$1 vol=$2 cue=$RUN/export/$VOL/.kt-$1-resize
+    while [[ ! -e $cue && ! -e $RUN/stop ]]; do sleep 0.1; done
+    [[ -e $cue ]] || return 0
+    "$SERVER_BIN" volume resize "$vol" --size 48Mi --export-root "$RUN/export" \
+        >> "$RUN/volume-add.log" 2>&1 || true
+    touch "$RUN/export/$VOL/.kt-$tag-resized"
+}
+
 # Background job that owns the server process, so it can SIGKILL, reap and restart it.
 supervise() {
     local rpcbind_pid=
@@ -149,6 +160,8 @@ supervise() {
     fi
     touch "$RUN/server.ready"
     if [[ " $KT_CHECKS " == *" nlm-fcntl "* && $SERVER_KIND == ours ]]; then nlm_probe_on_cue & fi
+    if [[ " $KT_CHECKS " == *" quota "* ]]; then quota_resize_on_cue quota sized & fi
+    if [[ " $KT_CHECKS " == *" v4-quota "* ]]; then quota_resize_on_cue v4-quota sized4 & fi
     local tag
     for tag in restart v4-restart v4-lock-restart; do
         if [[ " $KT_CHECKS " == *" $tag "* ]]; then cue_restart "$tag"; fi
@@ -248,7 +261,10 @@ prepare_export() {
         # that the restart test starts again.
         cp "$SERVER_BIN" "$RUN/nfs-server-provisioner"
         SERVER_BIN=$RUN/nfs-server-provisioner
-        if ! "$SERVER_BIN" volume add "$VOL" --export-root "$RUN/export" > "$RUN/volume-add.log" 2>&1; then
+        if ! { "$SERVER_BIN" volume add "$VOL" --export-root "$RUN/export" \
+            && "$SERVER_BIN" volume add sized --size 16Mi --export-root "$RUN/export" \
+            && "$SERVER_BIN" volume add sized4 --size 16Mi --export-root "$RUN/export"; } \
+            > "$RUN/volume-add.log" 2>&1; then
             cat "$RUN/volume-add.log" >&2
             log "'volume add' failed"
             return 1
@@ -478,8 +494,11 @@ main() {
 
     # shellcheck disable=SC2086,SC2116 # collapses the list onto one line
     KT_CHECKS=$(echo ${KT_CHECKS:-$ALL_CHECKS})
-    # Ganesha runs here without NLM (Enable_NLM = false): no lock checks.
-    if [[ $SERVER_KIND == ganesha ]]; then KT_CHECKS=$(echo " $KT_CHECKS " | sed 's/ nlm-fcntl / /; s/^ //; s/ $//'); fi
+    # Ganesha runs here without NLM (Enable_NLM = false): no lock checks; and without sized
+    # volumes: no quota checks.
+    if [[ $SERVER_KIND == ganesha ]]; then
+        KT_CHECKS=$(echo " $KT_CHECKS " | sed 's/ nlm-fcntl / /; s/ quota / /; s/ v4-quota / /; s/^ //; s/ $//')
+    fi
     KT_TIMEOUT=${KT_TIMEOUT:-720}
     KT_FSX_OPS=${KT_FSX_OPS:-3000}
     KT_FSX_SEED=${KT_FSX_SEED:-1}

@@ -869,10 +869,13 @@ pub fn rename(
             return Err(errno(libc::EINVAL));
         }
     }
-    check_space(to)?;
     let to_before = dir_used(to);
     cred::become_identity(id)?;
     let replaced = sys::fstatat(to.fd.as_fd(), &t).ok();
+    // A new name may grow the directory; replacing a file frees space, so it is always allowed.
+    if replaced.is_none() {
+        check_space(to)?;
+    }
     // SAFETY: valid fds and C strings.
     cvt(unsafe {
         libc::renameat(

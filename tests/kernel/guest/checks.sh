@@ -457,6 +457,46 @@ fcntl.lockf(f, fcntl.LOCK_SH | fcntl.LOCK_NB, 0, 0)
     umount $L
 }
 
+# A volume with a size (run.sh: `volume add sized --size 16Mi`, sized4 for v4): df shows the
+# size, dd past it fails with "Disk quota exceeded" and the volume's other file stays intact,
+# rm gives the space back, and growing the volume on the host (`volume resize`, what the
+# provisioner does for a claim that grows) shows in the same mount, which can then write more.
+chk_quota() {
+    Q=/mnt-$CHECK
+    QV=sized
+    case $CHECK in v4-*) QV=sized4 ;; esac
+    mkdir -p $Q
+    mount -t $FSTYPE -o "$OPTS" "$SRV:/export/$QV" $Q
+    eq "$(df -k $Q | awk 'NR == 2 { print $2 }')" 16384 "df size (KiB) of the 16 MiB volume"
+    printf 'keep me\n' > $Q/keep
+    sync
+    if dd if=/dev/zero of=$Q/fill bs=1M count=32 conv=fsync 2> /tmp/quota-dd.err; then
+        fail "32 MiB written into a 16 MiB volume"
+    fi
+    cat /tmp/quota-dd.err
+    grep -q "Disk quota exceeded" /tmp/quota-dd.err || fail "dd did not report EDQUOT"
+    [ "$(stat -c %s $Q/fill)" -le $((16 << 20)) ] || fail "more than 16 MiB landed in fill"
+    drop_caches
+    eq "$(cat $Q/keep)" "keep me" "the volume's other file"
+    rm $Q/fill
+    avail=$(df -k $Q | awk 'NR == 2 { print $4 }')
+    [ "$avail" -gt 12000 ] || fail "space not given back after rm: $avail KiB available"
+    # Grown on the host while mounted: no remount.
+    touch $V/.kt-$CHECK-resize
+    i=0
+    while [ ! -e $V/.kt-$CHECK-resized ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+    [ -e $V/.kt-$CHECK-resized ] || fail "the host did not resize the volume"
+    i=0
+    while [ "$(df -k $Q | awk 'NR == 2 { print $2 }')" != 49152 ] && [ $i -lt 100 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    eq "$(df -k $Q | awk 'NR == 2 { print $2 }')" 49152 "df size (KiB) after growing to 48 MiB"
+    dd if=/dev/zero of=$Q/more bs=1M count=32 conv=fsync || fail "32 MiB after growing to 48 MiB"
+    rm $Q/more $Q/keep
+    umount $Q
+}
+
 chk_umount() {
     host_unbind
     umount $V
