@@ -519,6 +519,12 @@ fn open(root: &Path) -> anyhow::Result<ExportStore> {
     ExportStore::open(root).with_context(|| format!("cannot open export root {}", root.display()))
 }
 
+/// The store for commands that only change the registry: no walk of every volume.
+fn open_registry(root: &Path) -> anyhow::Result<ExportStore> {
+    ExportStore::open_unmeasured(root)
+        .with_context(|| format!("cannot open export root {}", root.display()))
+}
+
 fn volume(command: VolumeCommand) -> anyhow::Result<()> {
     match command {
         VolumeCommand::Add {
@@ -533,7 +539,7 @@ fn volume(command: VolumeCommand) -> anyhow::Result<()> {
             let squash: Squash = squash.parse().map_err(anyhow::Error::msg)?;
             std::fs::create_dir_all(&export_root)
                 .with_context(|| format!("cannot create {}", export_root.display()))?;
-            let store = open(&export_root)?;
+            let store = open_registry(&export_root)?;
             let record = store.add_volume(
                 &name,
                 VolumeOptions {
@@ -557,7 +563,7 @@ fn volume(command: VolumeCommand) -> anyhow::Result<()> {
             export_root,
             size,
         } => {
-            let store = open(&export_root)?;
+            let store = open_registry(&export_root)?;
             let record = store.resize_volume(&name, size)?;
             println!(
                 "volume {} now has size {}",
@@ -566,7 +572,7 @@ fn volume(command: VolumeCommand) -> anyhow::Result<()> {
             );
         }
         VolumeCommand::Remove { name, export_root } => {
-            let store = open(&export_root)?;
+            let store = open_registry(&export_root)?;
             let record = store.remove_volume(&name)?;
             println!(
                 "removed volume {} (id {}); its data stays in {}",

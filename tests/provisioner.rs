@@ -783,7 +783,7 @@ async fn a_claim_that_grows_gets_the_space_without_remounting_and_never_shrinks(
     let (more_at, st) = fill(&mut conn, &f, full_at).await;
     assert_eq!(st, nfsstat3::NFS3ERR_DQUOT);
     assert!(
-        more_at >= 2 << 20 && more_at <= 3 << 20,
+        (2 << 20..=3 << 20).contains(&more_at),
         "wrote up to {more_at} after growing to 3 MiB"
     );
     let fs = conn

@@ -142,12 +142,24 @@ pub struct ExportStore {
     registry_stamp: Mutex<Option<(i64, i64, u64, u64)>>,
     cache: Mutex<HashMap<Vec<u8>, Arc<CacheEntry>>>,
     epoch: Instant,
+    /// Whether opening a volume measures its usage (see [`ExportStore::open_unmeasured`]).
+    measure: bool,
 }
 
 impl ExportStore {
     /// Opens the export root, creating its state directory and handle key on first use, and
     /// loads the registered volumes.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
+        Self::open_with(root, true)
+    }
+
+    /// Opens the store without measuring volumes' usage (every volume counts 0 bytes): for
+    /// commands that only change the registry, so they need not walk every volume.
+    pub fn open_unmeasured(root: &Path) -> Result<Self, StoreError> {
+        Self::open_with(root, false)
+    }
+
+    fn open_with(root: &Path, measure: bool) -> Result<Self, StoreError> {
         let root = fs::canonicalize(root).map_err(|source| StoreError::Root {
             path: root.to_owned(),
             source,
@@ -171,6 +183,7 @@ impl ExportStore {
             registry_stamp: Mutex::new(None),
             cache: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
+            measure,
         };
         store.reload()?;
         Ok(store)
@@ -259,6 +272,7 @@ impl ExportStore {
                 q.set_limit(record.options.size);
                 q
             }
+            None if !self.measure => Arc::new(Quota::new(record.options.size, 0)),
             None => {
                 let started = Instant::now();
                 let (used, inodes) = quota::measure(&path)?;
