@@ -467,7 +467,7 @@ chk_quota() {
     case $CHECK in v4-*) QV=sized4 ;; esac
     mkdir -p $Q
     mount -t $FSTYPE -o "$OPTS" "$SRV:/export/$QV" $Q
-    eq "$(df -k $Q | awk 'NR == 2 { print $2 }')" 16384 "df size (KiB) of the 16 MiB volume"
+    eq "$(df -kP $Q | awk 'NR == 2 { print $2 }')" 16384 "df size (KiB) of the 16 MiB volume"
     printf 'keep me\n' > $Q/keep
     sync
     if dd if=/dev/zero of=$Q/fill bs=1M count=32 conv=fsync 2> /tmp/quota-dd.err; then
@@ -475,11 +475,13 @@ chk_quota() {
     fi
     cat /tmp/quota-dd.err
     grep -q "Disk quota exceeded" /tmp/quota-dd.err || fail "dd did not report EDQUOT"
-    [ "$(stat -c %s $Q/fill)" -le $((16 << 20)) ] || fail "more than 16 MiB landed in fill"
+    # The client's cached size is what it tried to write; after dropping caches stat asks
+    # the server.
     drop_caches
+    [ "$(stat -c %s $Q/fill)" -le $((16 << 20)) ] || fail "more than 16 MiB landed in fill"
     eq "$(cat $Q/keep)" "keep me" "the volume's other file"
     rm $Q/fill
-    avail=$(df -k $Q | awk 'NR == 2 { print $4 }')
+    avail=$(df -kP $Q | awk 'NR == 2 { print $4 }')
     [ "$avail" -gt 12000 ] || fail "space not given back after rm: $avail KiB available"
     # Grown on the host while mounted: no remount.
     touch $V/.kt-$CHECK-resize
@@ -487,11 +489,11 @@ chk_quota() {
     while [ ! -e $V/.kt-$CHECK-resized ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
     [ -e $V/.kt-$CHECK-resized ] || fail "the host did not resize the volume"
     i=0
-    while [ "$(df -k $Q | awk 'NR == 2 { print $2 }')" != 49152 ] && [ $i -lt 100 ]; do
+    while [ "$(df -kP $Q | awk 'NR == 2 { print $2 }')" != 49152 ] && [ $i -lt 100 ]; do
         sleep 0.1
         i=$((i + 1))
     done
-    eq "$(df -k $Q | awk 'NR == 2 { print $2 }')" 49152 "df size (KiB) after growing to 48 MiB"
+    eq "$(df -kP $Q | awk 'NR == 2 { print $2 }')" 49152 "df size (KiB) after growing to 48 MiB"
     dd if=/dev/zero of=$Q/more bs=1M count=32 conv=fsync || fail "32 MiB after growing to 48 MiB"
     rm $Q/more $Q/keep
     umount $Q
