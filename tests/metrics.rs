@@ -165,7 +165,12 @@ fn metric_words(text: &str) -> std::collections::BTreeSet<String> {
 
 #[tokio::test]
 async fn documented_and_dashboard_metric_names_are_the_ones_exposed() {
-    let s = Server::start().await;
+    // A volume with a size, so the size gauge has a series too.
+    let sized = VolumeOptions {
+        size: Some(1 << 30),
+        ..VolumeOptions::default()
+    };
+    let s = Server::with_volumes(&[(VOL, sized)]).await;
     // Families appear once they have a series: give each one.
     let root = s.root_fh(VOL).await;
     let mut c = s.client().await;
@@ -176,7 +181,22 @@ async fn documented_and_dashboard_metric_names_are_the_ones_exposed() {
     raw.send(&record(&call_body(2, 3, NFS_PROGRAM, 3, 0, &[])))
         .await;
     raw.recv().await;
+    // The per-volume gauges are refreshed on the reload tick.
+    tokio::time::sleep(RELOAD * 3).await;
     let text = get_metrics(&s).await;
+    assert!(
+        text.contains("nfs_volume_size_bytes{volume=\"vol\"} 1073741824"),
+        "{text}"
+    );
+    let used_line = text
+        .lines()
+        .find(|l| l.starts_with("nfs_volume_used_bytes{volume=\"vol\"}"))
+        .expect("a used-bytes series for vol");
+    let used: u64 = used_line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert_eq!(
+        used,
+        export_store::quota::measure(&s.vol_path(VOL)).unwrap().0
+    );
     let mut registry = prometheus_client::registry::Registry::default();
     let m = provisioner::metrics::ProvisionerMetrics::register(&mut registry);
     m.reconciles
