@@ -500,7 +500,7 @@ main() {
         KT_CHECKS=$(echo " $KT_CHECKS " | sed 's/ nlm-fcntl / /; s/ quota / /; s/ v4-quota / /; s/^ //; s/ $//')
     fi
     KT_TIMEOUT=${KT_TIMEOUT:-720}
-    KT_FSX_OPS=${KT_FSX_OPS:-3000}
+    KT_FSX_OPS=${KT_FSX_OPS:-2000}
     KT_FSX_SEED=${KT_FSX_SEED:-1}
 
     prepare_export
