@@ -265,6 +265,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             let store = Arc::clone(&watched);
             let reloaded = tokio::task::spawn_blocking(move || {
                 store.sweep_cache();
+                store.refresh_usage();
                 store.reload()
             });
             match reloaded.await {
@@ -282,7 +283,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         nlm = %nlm_addr,
         statd = %statd_addr,
         volumes = store.volumes().len(),
-        volume_sizes = export_store::quota::MODE,
+        volume_sizes = %store.quota_mode(),
         "serving NFSv3 and NFSv4.1"
     );
     Ok(Running {

@@ -178,7 +178,8 @@ struct LegacyArgs {
     /// the export root to another disk or node.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     device_based_fsids: Option<bool>,
-    /// Ignored: every volume's size is enforced on any file system (see `status`).
+    /// Ignored: every volume's size is enforced on any file system, with kernel project
+    /// quotas where the export root's file system has them on, xfs or ext4 (see `status`).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     enable_xfs_quota: Option<bool>,
     /// Same as --server-address (the old name).
@@ -199,8 +200,8 @@ impl LegacyArgs {
         if let Some(v) = self.enable_xfs_quota {
             tracing::warn!(
                 enable_xfs_quota = v,
-                "--enable-xfs-quota ignored: volume sizes are enforced by the server's own \
-                 accounting on every file system"
+                "--enable-xfs-quota ignored: volume sizes are enforced on every file system, \
+                 with kernel project quotas wherever they are on (see `status`)"
             );
         }
     }
@@ -599,6 +600,7 @@ fn volume(command: VolumeCommand) -> anyhow::Result<()> {
                     v.name()
                 );
             }
+            println!("\nvolume sizes: enforced by {}", store.quota_mode());
         }
     }
     Ok(())
@@ -749,7 +751,7 @@ fn status(export_root: &Path, name: &str, kubeconfig: Option<&Path>) -> anyhow::
     }
     println!(
         "volume sizes: enforced by {} (bytes allocated on disk, per volume)\n",
-        export_store::quota::MODE
+        store.quota_mode()
     );
     println!(
         "{:<40} {:<44} {:<10} {:>8} {:>10} {:>10} {:<9} {:<10} IDENTITY",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (and caches) what the QEMU guest boots: the Debian kernel unpacked from its .deb (never
 # installed into the host's /boot) and a busybox-static initramfs holding /init and the modules
-# the NFS client and the 9p host-root share need.
+# the NFS client, the 9p host-root share and the prjquota check (loop, ext4, quota) need.
 #
 # Usage: build-initramfs.sh            prints two lines: KERNEL=<vmlinuz>  INITRD=<cpio.gz>
 # Outputs live under $(repo)/target/kernel-cache; delete that directory to rebuild from scratch.
@@ -14,7 +14,7 @@ mkdir -p "$CACHE"
 
 # Modules to load; their dependencies are added from modules.dep.
 WANT_MODULES="virtio_pci virtio_net sunrpc grace lockd nfs_acl auth_rpcgss nfs nfsv3 nfsv4
-              netfs fscache 9pnet 9pnet_virtio 9p"
+              netfs fscache 9pnet 9pnet_virtio 9p loop crc32c_generic ext4 quota_v2"
 
 log() { echo "build-initramfs: $*" >&2; }
 

@@ -36,7 +36,7 @@ ALL_CHECKS="mount mkdir write read append rename symlink hardlink chmod chown tr
             mkfifo readdir-2000 unlink big64 portmap nonroot nlm-fcntl quota fsx pjdfstest restart umount
             default-mount v4-mount v4-mkdir v4-write v4-read v4-append v4-rename v4-symlink
             v4-hardlink v4-chmod v4-chown v4-truncate v4-utimes v4-mkfifo v4-unlink v4-nonroot
-            v4-quota v4-fsx v4-pjdfstest v4-lock v4-restart v4-lock-restart v4-umount"
+            v4-quota prjquota v4-fsx v4-pjdfstest v4-lock v4-restart v4-lock-restart v4-umount"
 VOL=vol
 PORTS="2049 20048 111"
 # Our metrics endpoint (the v4-lock check reads nfs_locks_held there).
@@ -333,6 +333,7 @@ KT_FSX=$TOOLS/bin/fsx
 KT_FSX_OPS=$KT_FSX_OPS
 KT_FSX_SEED=$KT_FSX_SEED
 KT_CHART_MOUNT_OPTIONS=$(chart_mount_options)
+KT_SERVER=$([[ $SERVER_KIND == ours ]] && echo "$SERVER_BIN" || true)
 EOF
     (cd "$RUN/extra" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -1 > "$RUN/extra.cpio.gz"
     cat "$INITRD" "$RUN/extra.cpio.gz" > "$RUN/initrd.gz"
@@ -495,9 +496,9 @@ main() {
     # shellcheck disable=SC2086,SC2116 # collapses the list onto one line
     KT_CHECKS=$(echo ${KT_CHECKS:-$ALL_CHECKS})
     # Ganesha runs here without NLM (Enable_NLM = false): no lock checks; and without sized
-    # volumes: no quota checks.
+    # volumes: no quota checks (prjquota runs our server inside the guest).
     if [[ $SERVER_KIND == ganesha ]]; then
-        KT_CHECKS=$(echo " $KT_CHECKS " | sed 's/ nlm-fcntl / /; s/ quota / /; s/ v4-quota / /; s/^ //; s/ $//')
+        KT_CHECKS=$(echo " $KT_CHECKS " | sed 's/ nlm-fcntl / /; s/ quota / /; s/ v4-quota / /; s/ prjquota / /; s/^ //; s/ $//')
     fi
     KT_TIMEOUT=${KT_TIMEOUT:-720}
     KT_FSX_OPS=${KT_FSX_OPS:-2000}

@@ -3,8 +3,9 @@
 //! Each worker thread remembers the identity it runs as, so consecutive requests from one
 //! user cost no system calls.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -86,10 +87,24 @@ impl Squash {
 
 thread_local! {
     static CURRENT: RefCell<Option<Identity>> = const { RefCell::new(None) };
+    static QUOTA_BOUND: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Set once kernel project quotas enforce volume sizes: every thread acting for clients then
+/// gives up `CAP_SYS_RESOURCE`, so the kernel's limits bind it (root would pass them).
+static KERNEL_QUOTAS: AtomicBool = AtomicBool::new(false);
+
+/// Makes the threads that switch identity from now on subject to kernel quota limits.
+pub fn bind_to_kernel_quotas() {
+    KERNEL_QUOTAS.store(true, Ordering::Relaxed);
 }
 
 /// Makes the calling thread's file-system calls run as `id`.
 pub fn become_identity(id: &Identity) -> io::Result<()> {
+    if KERNEL_QUOTAS.load(Ordering::Relaxed) && !QUOTA_BOUND.get() {
+        crate::projquota::drop_sys_resource()?;
+        QUOTA_BOUND.set(true);
+    }
     CURRENT.with(|cur| {
         let mut cur = cur.borrow_mut();
         if cur.as_ref() == Some(id) {

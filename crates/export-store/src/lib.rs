@@ -9,7 +9,9 @@
 //! - [`store`]: resolving handles to open objects inside exactly one volume;
 //! - [`ops`]: the file-system operations, run under the caller's credentials and made durable
 //!   before they return;
-//! - [`quota`]: each volume's usage and hard limit (its size).
+//! - [`quota`]: each volume's usage and hard limit (its size);
+//! - [`projquota`]: kernel project quotas, which enforce those sizes where the file system
+//!   has them on.
 //!
 //! Every function here blocks: callers run them on worker threads, never on an async reactor.
 
@@ -17,6 +19,7 @@ pub mod cred;
 pub mod durability;
 pub mod handle;
 pub mod ops;
+pub mod projquota;
 pub mod quota;
 pub mod registry;
 pub mod store;

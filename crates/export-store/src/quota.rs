@@ -4,9 +4,12 @@
 //! itself: bytes allocated on disk (`st_blocks`, so sparse files count what they really use
 //! and a hard-linked file counts once), measured by walking the volume when it is opened
 //! (start-up, or when it is added) and then moved by each operation by the difference it made.
-//! This works on any file system and needs no privileges, unlike kernel project quotas, which
-//! pods rarely may set. A write that would pass the limit is cut short at the limit; once
-//! nothing is left, writes and new names get `EDQUOT`.
+//! This works on any file system and needs no privileges. A write that would pass the limit is
+//! cut short at the limit; once nothing is left, writes and new names get `EDQUOT`.
+//!
+//! Where the file system has project quotas on, the kernel enforces the same limit behind this
+//! count ([`crate::projquota`]) and the count is set from the kernel's every second
+//! ([`Quota::refresh`]), so changes made beside the server are counted too.
 
 use std::collections::HashSet;
 use std::fs;
@@ -19,13 +22,31 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const UNLIMITED: u64 = u64::MAX;
 
 /// How a server enforces volume sizes (reported at start and by `status`).
-pub const MODE: &str = "accounting";
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The server's own count, on any file system.
+    Accounting,
+    /// Kernel project quotas on this file system type, behind the server's count.
+    Kernel(&'static str),
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mode::Accounting => f.write_str("accounting"),
+            Mode::Kernel(fs) => write!(f, "kernel project quotas ({fs})"),
+        }
+    }
+}
 
 /// One volume's usage and limit, shared by every handle of the volume.
 #[derive(Debug)]
 pub struct Quota {
     limit: AtomicU64,
     used: AtomicU64,
+    /// Reserved by writes in progress (part of `used`), kept apart so a refresh from the
+    /// kernel's count does not lose them.
+    inflight: AtomicU64,
 }
 
 impl Quota {
@@ -33,6 +54,7 @@ impl Quota {
         Self {
             limit: AtomicU64::new(limit.unwrap_or(UNLIMITED)),
             used: AtomicU64::new(used),
+            inflight: AtomicU64::new(0),
         }
     }
 
@@ -84,7 +106,10 @@ impl Quota {
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return grant,
+                Ok(_) => {
+                    self.inflight.fetch_add(grant, Ordering::Relaxed);
+                    return grant;
+                }
                 Err(now) => used = now,
             }
         }
@@ -93,11 +118,27 @@ impl Quota {
     /// Settles a reservation: `reserved` bytes are given back and the allocation's real
     /// change, `delta`, is charged instead.
     pub fn settle(&self, reserved: u64, delta: i64) {
+        if reserved > 0 {
+            let _ = self
+                .inflight
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
+                    Some(r.saturating_sub(reserved))
+                });
+        }
         let _ = self
             .used
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
                 Some(apply(u.saturating_sub(reserved), delta))
             });
+    }
+
+    /// Replaces the count with `allocated`, what the file system says the volume's files use
+    /// (kernel project quotas), keeping the reservations of writes in progress.
+    pub fn refresh(&self, allocated: u64) {
+        self.used.store(
+            allocated.saturating_add(self.inflight.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
     }
 
     /// Charges (or, negative, credits) a change in allocated bytes.
@@ -176,6 +217,15 @@ mod tests {
         assert_eq!(q.used(), 4_000 + 1_000 + 4_096);
         q.charge(-4_096);
         assert_eq!(q.available(), 10_000 - 5_000);
+        q.settle(1_000, 0);
+        q.set_limit(Some(1 << 20));
+        q.refresh(20_000);
+        assert_eq!(q.used(), 20_000, "no write in progress");
+        let r = q.reserve(100);
+        q.refresh(20_000);
+        assert_eq!(q.used(), 20_100, "the reservation survives a refresh");
+        q.settle(r, 0);
+        assert_eq!(q.used(), 20_000);
         q.set_limit(None);
         assert_eq!(q.reserve(1 << 40), 1 << 40);
         assert_eq!(q.limit(), None);

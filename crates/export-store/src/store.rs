@@ -22,7 +22,8 @@ use tracing::{debug, info, warn};
 
 use crate::cred;
 use crate::handle::{FileHandle, HandleError, HandleKey};
-use crate::quota::{self, Quota};
+use crate::projquota::ProjectQuotas;
+use crate::quota::{self, Mode, Quota};
 use crate::registry::{self, Registry, RegistryError, VolumeOptions, VolumeRecord};
 use crate::sys;
 
@@ -60,6 +61,8 @@ pub struct Volume {
     root_handle: Vec<u8>,
     /// Usage and limit, kept across registry reloads of the same volume.
     pub quota: Arc<Quota>,
+    /// The kernel project quota enforcing the size, if any (the project id).
+    project: Option<u32>,
 }
 
 impl Volume {
@@ -82,6 +85,11 @@ impl Volume {
 
     pub fn root_fd(&self) -> BorrowedFd<'_> {
         self.root.as_fd()
+    }
+
+    /// The kernel project (id) whose quota enforces the volume's size, if any.
+    pub fn project(&self) -> Option<u32> {
+        self.project
     }
 
     /// Whether `st` is this volume's root directory.
@@ -144,6 +152,8 @@ pub struct ExportStore {
     epoch: Instant,
     /// Whether opening a volume measures its usage (see [`ExportStore::open_unmeasured`]).
     measure: bool,
+    /// Kernel project quotas, when the export root's file system has them on.
+    kernel: Option<ProjectQuotas>,
 }
 
 impl ExportStore {
@@ -175,6 +185,25 @@ impl ExportStore {
         unsafe { libc::umask(0) };
         let registry = Registry::open(&root)?;
         let key = load_or_create_key(registry.state_dir())?;
+        // Registry-only commands leave quotas to the server, which applies them as it reloads.
+        let kernel = if measure {
+            match ProjectQuotas::detect(&root) {
+                Ok(Ok(k)) => {
+                    cred::bind_to_kernel_quotas();
+                    Some(k)
+                }
+                Ok(Err(reason)) => {
+                    info!(%reason, "no kernel project quotas: the server's accounting enforces sizes");
+                    None
+                }
+                Err(e) => {
+                    info!(error = %e, "no kernel project quotas: the server's accounting enforces sizes");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let store = Self {
             root,
             registry,
@@ -184,6 +213,7 @@ impl ExportStore {
             cache: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
             measure,
+            kernel,
         };
         store.reload()?;
         Ok(store)
@@ -191,6 +221,28 @@ impl ExportStore {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// How volume sizes are enforced.
+    pub fn quota_mode(&self) -> Mode {
+        match &self.kernel {
+            Some(k) => Mode::Kernel(k.fs_type()),
+            None => Mode::Accounting,
+        }
+    }
+
+    /// With kernel project quotas: sets each volume's count from the kernel's, which also sees
+    /// changes made beside the server. Called every second by the server.
+    pub fn refresh_usage(&self) {
+        let Some(kernel) = &self.kernel else { return };
+        for v in self.snapshot().values() {
+            if let Some(id) = v.project {
+                match kernel.usage(id) {
+                    Ok((used, _)) => v.quota.refresh(used),
+                    Err(e) => debug!(volume = %v.name(), error = %e, "cannot read project usage"),
+                }
+            }
+        }
     }
 
     pub fn registry(&self) -> &Registry {
@@ -238,6 +290,9 @@ impl ExportStore {
         for (id, v) in current.iter() {
             if !next.contains_key(id) {
                 info!(volume = %v.name(), id, "volume unexported");
+                if let (Some(k), Some(project)) = (&self.kernel, v.project) {
+                    let _ = k.set_limit(project, None);
+                }
             }
         }
         *self.volumes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
@@ -267,6 +322,21 @@ impl ExportStore {
                 "the file system's handles are too large for NFSv3 (more than 41 bytes)",
             )
         })?;
+        let project = self.kernel.as_ref().and_then(|k| {
+            let applied = k
+                .assign(root.as_fd(), &path, record.id)
+                .and_then(|()| k.set_limit(record.id, record.options.size));
+            match applied {
+                Ok(()) => Some(record.id),
+                Err(e) => {
+                    warn!(
+                        volume = %record.name, error = %e,
+                        "kernel project quota not applied: the server's count alone enforces the size"
+                    );
+                    None
+                }
+            }
+        });
         let quota = match quota {
             Some(q) => {
                 q.set_limit(record.options.size);
@@ -275,7 +345,15 @@ impl ExportStore {
             None if !self.measure => Arc::new(Quota::new(record.options.size, 0)),
             None => {
                 let started = Instant::now();
-                let (used, inodes) = quota::measure(&path)?;
+                // The kernel already keeps the project's count: no walk needed.
+                let charged = match (&self.kernel, project) {
+                    (Some(k), Some(id)) => k.usage(id).ok().map(|(used, _)| (used, 0)),
+                    _ => None,
+                };
+                let (used, inodes) = match charged {
+                    Some(c) => c,
+                    None => quota::measure(&path)?,
+                };
                 debug!(
                     volume = %record.name, used, inodes,
                     ms = started.elapsed().as_millis() as u64,
@@ -292,6 +370,7 @@ impl ExportStore {
             root_ino: st.st_ino,
             root_handle,
             quota,
+            project,
         })
     }
 
