@@ -33,7 +33,7 @@ TOOLS=$REPO/target/tools
 RUN=$CACHE/run
 # Guest checks in the order they run; later ones build on files earlier ones made.
 ALL_CHECKS="mount mkdir write read append rename symlink hardlink chmod chown truncate utimes
-            mkfifo readdir-2000 unlink big64 portmap nonroot nlm-fcntl quota fsx pjdfstest restart umount
+            mkfifo readdir-2000 unlink big64 portmap nonroot nlm-fcntl quota expand fsx pjdfstest restart umount
             default-mount v4-mount v4-mkdir v4-write v4-read v4-append v4-rename v4-symlink
             v4-hardlink v4-chmod v4-chown v4-truncate v4-utimes v4-mkfifo v4-unlink v4-nonroot
             v4-quota prjquota v4-fsx v4-pjdfstest v4-lock v4-restart v4-lock-restart v4-umount"
@@ -71,9 +71,14 @@ start_server() {
             >> "$RUN/server.log" 2>&1 &
     else
         # NLM at debug level: the nlm-fcntl check looks for the guest's granted LOCK in the log.
+        # With the API stand-in (expand check) the server provisions through it.
+        local kube=(--no-controller)
+        if [[ -e $RUN/kubeconfig ]]; then
+            kube=(--kubeconfig "$RUN/kubeconfig" --leader-elect=false --server-address "10.0.2.100")
+        fi
         RUST_LOG=info,nfs_server::nlm=debug "$SERVER_BIN" serve --export-root "$RUN/export" \
             --bind 127.0.0.1 --nfs-port 2049 --mount-port 20048 --portmap-port 111 \
-            --http-port "$HTTP_PORT" --nlm-port "$NLM_PORT" --grace-period 90 \
+            --http-port "$HTTP_PORT" --nlm-port "$NLM_PORT" --grace-period 90 "${kube[@]}" \
             >> "$RUN/server.log" 2>&1 &
     fi
     SERVER_PID=$!
@@ -154,6 +159,14 @@ supervise() {
         rpcbind_pid=$!
         wait_ports 111 || { echo "rpcbind did not start" > "$RUN/server.failed"; return; }
     fi
+    local standin_pid=
+    if [[ " $KT_CHECKS " == *" expand "* && $SERVER_KIND == ours ]]; then
+        # The Kubernetes API stand-in with the claim the expand check grows.
+        "$STANDIN_BIN" "$RUN/kubeconfig" "$RUN/export/$VOL" >> "$RUN/standin.log" 2>&1 &
+        standin_pid=$!
+        local i
+        for i in $(seq 1 300); do [[ -e $RUN/kubeconfig ]] && break; sleep 0.1; done
+    fi
     if ! start_server; then
         echo "the server did not listen on $PORTS within 30 s" > "$RUN/server.failed"
         return
@@ -170,6 +183,7 @@ supervise() {
     kill -9 "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
     if [[ -n $rpcbind_pid ]]; then kill "$rpcbind_pid" 2>/dev/null || true; fi
+    if [[ -n $standin_pid ]]; then kill "$standin_pid" 2>/dev/null || true; fi
 }
 
 inner() {
@@ -261,6 +275,8 @@ prepare_export() {
         # that the restart test starts again.
         cp "$SERVER_BIN" "$RUN/nfs-server-provisioner"
         SERVER_BIN=$RUN/nfs-server-provisioner
+        cp "$STANDIN_BIN" "$RUN/standin-cluster"
+        STANDIN_BIN=$RUN/standin-cluster
         if ! { "$SERVER_BIN" volume add "$VOL" --export-root "$RUN/export" \
             && "$SERVER_BIN" volume add sized --size 16Mi --export-root "$RUN/export" \
             && "$SERVER_BIN" volume add sized4 --size 16Mi --export-root "$RUN/export"; } \
@@ -489,6 +505,13 @@ main() {
     ensure_packages rpcbind nfs-common python3
     ensure_tool pjdfstest 0.2.2
     ensure_tool fsx 0.3.2
+    STANDIN_BIN=
+    if [[ $SERVER_KIND == ours ]]; then
+        # The Kubernetes API stand-in for the expand check (no-op when up to date).
+        command -v cargo > /dev/null || PATH=$HOME/.cargo/bin:$PATH
+        (cd "$REPO" && cargo build -j2 -q --release --example standin-cluster) >&2
+        STANDIN_BIN=$REPO/target/release/examples/standin-cluster
+    fi
     local artefacts
     artefacts=$("$HERE/build-initramfs.sh")
     eval "$artefacts"   # KERNEL=... INITRD=...
@@ -496,9 +519,10 @@ main() {
     # shellcheck disable=SC2086,SC2116 # collapses the list onto one line
     KT_CHECKS=$(echo ${KT_CHECKS:-$ALL_CHECKS})
     # Ganesha runs here without NLM (Enable_NLM = false): no lock checks; and without sized
-    # volumes: no quota checks (prjquota runs our server inside the guest).
+    # volumes: no quota checks (prjquota runs our server inside the guest; expand needs our
+    # provisioner).
     if [[ $SERVER_KIND == ganesha ]]; then
-        KT_CHECKS=$(echo " $KT_CHECKS " | sed 's/ nlm-fcntl / /; s/ quota / /; s/ v4-quota / /; s/ prjquota / /; s/^ //; s/ $//')
+        KT_CHECKS=$(echo " $KT_CHECKS " | sed 's/ nlm-fcntl / /; s/ quota / /; s/ v4-quota / /; s/ prjquota / /; s/ expand / /; s/^ //; s/ $//')
     fi
     KT_TIMEOUT=${KT_TIMEOUT:-720}
     KT_FSX_OPS=${KT_FSX_OPS:-2000}
@@ -511,7 +535,7 @@ main() {
     log "server: $SERVER_NAME; guest checks: $KT_CHECKS"
     local start vm_rc=0
     start=$(date +%s)
-    export SERVER_KIND SERVER_BIN KERNEL RUN CACHE KT_CHECKS KT_TIMEOUT KT_PCAP=${KT_PCAP:-}
+    export SERVER_KIND SERVER_BIN STANDIN_BIN KERNEL RUN CACHE KT_CHECKS KT_TIMEOUT KT_PCAP=${KT_PCAP:-}
     unshare --net --mount --propagation private -- bash "$0" --inner || vm_rc=$?
     report "$vm_rc" "$(($(date +%s) - start))"
     SUMMARY_PRINTED=1

@@ -498,7 +498,61 @@ chk_quota() {
     eq "$(df -kP $Q | awk 'NR == 2 { print $2 }')" 49152 "df size (KiB) after growing to 48 MiB"
     dd if=/dev/zero of=$Q/more bs=1M count=32 conv=fsync || fail "32 MiB after growing to 48 MiB"
     rm $Q/more $Q/keep
+    # Two writers at once: together they pass the size by at most one WRITE (wsize) each.
+    wsize=$(grep " $Q " /proc/mounts | sed 's/.*wsize=\([0-9]*\).*/\1/')
+    dd if=/dev/zero of=$Q/w1 bs=1M count=40 conv=fsync 2> /tmp/quota-w1.err &
+    p1=$!
+    dd if=/dev/zero of=$Q/w2 bs=1M count=40 conv=fsync 2> /tmp/quota-w2.err &
+    p2=$!
+    r1=0
+    wait $p1 || r1=$?
+    r2=0
+    wait $p2 || r2=$?
+    cat /tmp/quota-w1.err /tmp/quota-w2.err
+    [ $r1 -ne 0 ] || [ $r2 -ne 0 ] || fail "two writers put 80 MiB into a 48 MiB volume"
+    drop_caches
+    both=$((($(stat -c %b $Q/w1) + $(stat -c %b $Q/w2)) * 512))
+    info "$CHECK-two-writers-bytes $both wsize $wsize"
+    [ "$both" -le $(((48 << 20) + 2 * wsize)) ] || fail "two writers landed $both bytes in 48 MiB"
+    [ "$both" -ge $((40 << 20)) ] || fail "two writers landed only $both bytes in 48 MiB"
+    rm $Q/w1 $Q/w2
     umount $Q
+}
+
+# A claim that grows through the Kubernetes API: run.sh runs the API stand-in
+# (examples/standin-cluster.rs) with a 16Mi claim, which the server provisioned through it.
+# The guest mounts that volume; df shows 16 MiB and dd past it fails; the claim's request is
+# raised to 48Mi in the API, the server expands the volume, the PV and the claim's status, and
+# the same mount shows 48 MiB and writes 24 MiB more, without a remount.
+chk_expand() {
+    i=0
+    while [ ! -e $V/.kt-expand-path ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+    [ -e $V/.kt-expand-path ] || fail "no claim was provisioned through the API stand-in"
+    E=/mnt-expand
+    mkdir -p $E
+    mount -t $FSTYPE -o "$OPTS" "$SRV:$(cat $V/.kt-expand-path)" $E
+    eq "$(df -kP $E | awk 'NR == 2 { print $2 }')" 16384 "df size (KiB) of the 16Mi claim"
+    if dd if=/dev/zero of=$E/fill bs=1M count=32 conv=fsync 2> /tmp/expand-dd.err; then
+        fail "32 MiB written into a 16Mi claim"
+    fi
+    grep -q "Disk quota exceeded" /tmp/expand-dd.err || fail "dd did not report EDQUOT"
+    touch $V/.kt-expand-grow
+    i=0
+    while [ ! -e $V/.kt-expand-grown ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+    [ -e $V/.kt-expand-grown ] || fail "the API stand-in did not report the claim grown"
+    cat $V/.kt-expand-grown
+    grep -q "claim_status_48Mi=true" $V/.kt-expand-grown || fail "claim status.capacity not 48Mi"
+    grep -q 'pv_capacity="48Mi"' $V/.kt-expand-grown || fail "PV capacity not 48Mi"
+    grep -q "VolumeResizeSuccessful" $V/.kt-expand-grown || fail "no VolumeResizeSuccessful Event"
+    i=0
+    while [ "$(df -kP $E | awk 'NR == 2 { print $2 }')" != 49152 ] && [ $i -lt 100 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    eq "$(df -kP $E | awk 'NR == 2 { print $2 }')" 49152 "df size (KiB) after the claim grew"
+    dd if=/dev/zero of=$E/more bs=1M count=24 conv=fsync || fail "24 MiB more after the claim grew"
+    rm $E/fill $E/more
+    umount $E
 }
 
 # Kernel project quotas (run.sh passes the server binary as KT_SERVER): our server runs in the
