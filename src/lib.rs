@@ -41,6 +41,9 @@ pub struct ServeConfig {
     pub portmap_port: Option<u16>,
     /// How often the registry is checked for volumes added or removed.
     pub reload_interval: Duration,
+    /// How often idle volumes are measured again to correct their usage for files changed
+    /// beside the server (`None`: only at start).
+    pub recount_interval: Option<Duration>,
     /// Port of `/healthz`, `/readyz` and `/metrics`; `None` disables it, `Some(0)` picks a
     /// free port.
     pub http_port: Option<u16>,
@@ -236,6 +239,20 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         tokio::spawn(async move {
             if let Err(e) = server.serve(listener).await {
                 warn!(error = %e, "listener stopped");
+            }
+        });
+    }
+    if let Some(every) = config.recount_interval {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await; // the first tick is now: volumes were just measured
+            loop {
+                tick.tick().await;
+                let store = Arc::clone(&store);
+                if let Err(e) = tokio::task::spawn_blocking(move || store.recount()).await {
+                    warn!(error = %e, "volume recount failed");
+                }
             }
         });
     }

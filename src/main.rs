@@ -76,6 +76,11 @@ enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 90,
               value_parser = clap::value_parser!(u64).range(10..=3600))]
         lease_time: u64,
+        /// How often, in seconds, volumes not under kernel project quotas are measured again,
+        /// so files changed beside the server (copied into the export root) count; idle
+        /// volumes only. 0: only at start.
+        #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+        recount_interval: u64,
         #[command(flatten)]
         kube: KubeArgs,
         #[command(flatten)]
@@ -298,6 +303,7 @@ fn main() -> anyhow::Result<()> {
             allow_ephemeral_export_root,
             grace_period,
             lease_time,
+            recount_interval,
             mut kube,
             legacy,
         } => {
@@ -314,6 +320,8 @@ fn main() -> anyhow::Result<()> {
                     mount_port,
                     portmap_port: (portmap_port != 0).then_some(portmap_port),
                     reload_interval: Duration::from_secs(1),
+                    recount_interval: (recount_interval > 0)
+                        .then(|| Duration::from_secs(recount_interval)),
                     http_port: (http_port != 0).then_some(http_port),
                     metrics,
                     v4: nfs_server::V4Config {

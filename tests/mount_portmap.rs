@@ -322,6 +322,7 @@ async fn server_without_portmapper_has_no_portmap_listener() {
         mount_port: 0,
         portmap_port: None,
         reload_interval: RELOAD,
+        recount_interval: None,
         http_port: None,
         metrics: true,
         v4: nfs_server::V4Config::default(),

@@ -563,6 +563,7 @@ async fn readyz_turns_true_only_once_existing_volumes_are_exported_again() {
         mount_port: 0,
         portmap_port: None,
         reload_interval: Duration::from_millis(100),
+        recount_interval: None,
         http_port: Some(0),
         metrics: true,
         v4: nfs_server::V4Config::default(),

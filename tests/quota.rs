@@ -6,10 +6,10 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use nfs3_types::xdr_codec::Opaque;
 
 const MIB: u64 = 1 << 20;
 const Q: &str = "sized";
@@ -105,33 +105,18 @@ async fn a_full_volume_refuses_allocation_with_dquot_and_keeps_its_files() {
         try_mkdir(&mut c, &root, "dir", 0o755).await.unwrap_err(),
         nfsstat3::NFS3ERR_DQUOT
     );
-    let r = c
-        .symlink(&SYMLINK3args {
-            where_: dirop(&root, "sym"),
-            symlink: symlinkdata3 {
-                symlink_attributes: sattr3::default(),
-                symlink_data: nfspath3(Opaque::borrowed(b"keep")),
-            },
-        })
-        .await
-        .unwrap();
-    assert_eq!(status(&r), nfsstat3::NFS3ERR_DQUOT);
-    let r = c
-        .link(&LINK3args {
-            file: keep.clone(),
-            link: dirop(&root, "hard"),
-        })
-        .await
-        .unwrap();
-    assert_eq!(status(&r), nfsstat3::NFS3ERR_DQUOT);
-    let r = c
-        .rename(&RENAME3args {
-            from: dirop(&root, "keep"),
-            to: dirop(&root, "renamed"),
-        })
-        .await
-        .unwrap();
-    assert_eq!(status(&r), nfsstat3::NFS3ERR_DQUOT);
+    assert_eq!(
+        try_symlink(&mut c, &root, "sym", "keep").await,
+        nfsstat3::NFS3ERR_DQUOT
+    );
+    assert_eq!(
+        try_link(&mut c, &keep, &root, "hard").await,
+        nfsstat3::NFS3ERR_DQUOT
+    );
+    assert_eq!(
+        try_rename(&mut c, &root, "keep", "renamed").await,
+        nfsstat3::NFS3ERR_DQUOT
+    );
     assert_eq!(
         setattr_size(&mut c, &keep, 300_000).await,
         nfsstat3::NFS3ERR_DQUOT
@@ -143,14 +128,10 @@ async fn a_full_volume_refuses_allocation_with_dquot_and_keeps_its_files() {
     // Renaming onto an existing file frees space: allowed, and the replaced file's space
     // comes back.
     let before = used(&s);
-    let r = c
-        .rename(&RENAME3args {
-            from: dirop(&root, "big"),
-            to: dirop(&root, "victim"),
-        })
-        .await
-        .unwrap();
-    assert_eq!(status(&r), nfsstat3::NFS3_OK);
+    assert_eq!(
+        try_rename(&mut c, &root, "big", "victim").await,
+        nfsstat3::NFS3_OK
+    );
     assert!(used(&s) < before);
     assert_eq!(used(&s), du(&s.vol_path(Q)));
 
@@ -179,14 +160,7 @@ async fn hard_links_and_sparse_files_count_what_they_allocate() {
     let mut c = s.client().await;
     let f = file_with(&mut c, &root, "f", 0o644, &[1u8; 300_000]).await;
     let before = used(&s);
-    let r = c
-        .link(&LINK3args {
-            file: f.clone(),
-            link: dirop(&root, "hard"),
-        })
-        .await
-        .unwrap();
-    assert_eq!(status(&r), nfsstat3::NFS3_OK);
+    assert_eq!(try_link(&mut c, &f, &root, "hard").await, nfsstat3::NFS3_OK);
     // Removing one of two links frees nothing.
     c.remove(&REMOVE3args {
         object: dirop(&root, "f"),
@@ -302,4 +276,49 @@ async fn nfsv4_writes_past_the_size_fail_and_space_attributes_show_it() {
     let st = m.fsstat().await.unwrap();
     assert_eq!(st.tbytes, MIB);
     assert!(st.fbytes < 8192);
+}
+
+#[tokio::test]
+async fn files_copied_beside_the_server_are_counted_by_the_recount() {
+    let s = Server::configured(&[(Q, sized(4 * MIB))], |c| {
+        c.recount_interval = Some(RELOAD)
+    })
+    .await;
+    let root = s.root_fh(Q).await;
+    let mut c = s.client().await;
+    let free = fsstat(&mut c, &root).await.fbytes;
+    assert!(free > 3 * MIB, "an empty 4 MiB volume: {free} free");
+
+    // An administrator copies 3 MiB straight into the volume's directory.
+    let copied = s.vol_path(Q).join("copied");
+    std::fs::write(&copied, vec![3u8; 3 * MIB as usize]).unwrap();
+    std::fs::File::open(&copied).unwrap().sync_all().unwrap();
+    let mut waited = Duration::ZERO;
+    while used(&s) != du(&s.vol_path(Q)) && waited < Duration::from_secs(10) {
+        tokio::time::sleep(RELOAD).await;
+        waited += RELOAD;
+    }
+    assert_eq!(used(&s), du(&s.vol_path(Q)), "recounted");
+    let free = fsstat(&mut c, &root).await.fbytes;
+    assert!(free < MIB, "df counts the copied file: {free} free");
+
+    // The copied bytes count against the size: at most what is left can be written.
+    let (f, _) = create(&mut c, &root, "more", 0o644).await;
+    let mut offset = 0u64;
+    loop {
+        match try_write(&mut c, &f, offset, &[1u8; 256 << 10], stable_how::FILE_SYNC).await {
+            Ok(w) if w.count > 0 => offset += u64::from(w.count),
+            Ok(_) => break,
+            Err(st) => {
+                assert_eq!(st, nfsstat3::NFS3ERR_DQUOT);
+                break;
+            }
+        }
+        assert!(offset <= 4 * MIB, "no limit enforced");
+    }
+    assert!(
+        offset <= MIB,
+        "{offset} bytes written after 3 MiB were copied in"
+    );
+    assert!(used(&s) <= 4 * MIB + 4096);
 }

@@ -64,6 +64,7 @@ fn config(root: &Path) -> ServeConfig {
         mount_port: 0,
         portmap_port: Some(0),
         reload_interval: RELOAD,
+        recount_interval: None,
         http_port: Some(0),
         metrics: true,
         v4: nfs_server::V4Config::default(),
@@ -79,9 +80,20 @@ impl Server {
 
     /// A server on a fresh export root with the given volumes.
     pub async fn with_volumes(volumes: &[(&str, VolumeOptions)]) -> Self {
+        Self::configured(volumes, |_| {}).await
+    }
+
+    /// A server on a fresh export root with the given volumes and the test configuration
+    /// changed by `change`.
+    pub async fn configured(
+        volumes: &[(&str, VolumeOptions)],
+        change: impl FnOnce(&mut ServeConfig),
+    ) -> Self {
         let dir = export_root();
         let root = dir.path().to_owned();
-        let running = nfs_server_provisioner::start(config(&root))
+        let mut cfg = config(&root);
+        change(&mut cfg);
+        let running = nfs_server_provisioner::start(cfg)
             .await
             .expect("start the server");
         for (name, options) in volumes {
@@ -120,23 +132,7 @@ impl Server {
 
     /// A server exporting [`VOL`] with the given NFSv3 locking configuration.
     pub async fn with_locking(locking: LockingConfig) -> Self {
-        let dir = export_root();
-        let root = dir.path().to_owned();
-        let running = nfs_server_provisioner::start(ServeConfig {
-            locking,
-            ..config(&root)
-        })
-        .await
-        .expect("start the server");
-        running
-            .store
-            .add_volume(VOL, VolumeOptions::default())
-            .expect("add a volume");
-        Self {
-            running,
-            _dir: Some(dir),
-            root,
-        }
+        Self::configured(&[(VOL, VolumeOptions::default())], |c| c.locking = locking).await
     }
 
     /// [`Server::restart_on_same_root`] with the given locking configuration.
@@ -366,6 +362,45 @@ pub async fn try_mkdir(
         Nfs3Result::Ok(ok) => Ok((handle_of(ok.obj), attrs(ok.obj_attributes))),
         Nfs3Result::Err((st, _)) => Err(st),
     }
+}
+
+/// SYMLINK `n` -> `target` in `dir`; the reply's status.
+pub async fn try_symlink(c: &mut Client, dir: &nfs_fh3, n: &str, target: &str) -> nfsstat3 {
+    let r = c
+        .symlink(&SYMLINK3args {
+            where_: dirop(dir, n),
+            symlink: symlinkdata3 {
+                symlink_attributes: sattr3::default(),
+                symlink_data: nfspath3(Opaque::owned(target.as_bytes().to_vec())),
+            },
+        })
+        .await
+        .expect("SYMLINK rpc");
+    status(&r)
+}
+
+/// LINK `file` as `n` in `dir`; the reply's status.
+pub async fn try_link(c: &mut Client, file: &nfs_fh3, dir: &nfs_fh3, n: &str) -> nfsstat3 {
+    let r = c
+        .link(&LINK3args {
+            file: file.clone(),
+            link: dirop(dir, n),
+        })
+        .await
+        .expect("LINK rpc");
+    status(&r)
+}
+
+/// RENAME `from` to `to`, both in `dir`; the reply's status.
+pub async fn try_rename(c: &mut Client, dir: &nfs_fh3, from: &str, to: &str) -> nfsstat3 {
+    let r = c
+        .rename(&RENAME3args {
+            from: dirop(dir, from),
+            to: dirop(dir, to),
+        })
+        .await
+        .expect("RENAME rpc");
+    status(&r)
 }
 
 pub async fn mkdir(c: &mut Client, dir: &nfs_fh3, n: &str, mode: u32) -> (nfs_fh3, fattr3) {

@@ -151,6 +151,7 @@ pub async fn serve_nfs(s: &Setup) -> nfs_server_provisioner::Running {
         mount_port: 0,
         portmap_port: None,
         reload_interval: Duration::from_millis(100),
+        recount_interval: None,
         http_port: None,
         metrics: true,
         v4: nfs_server::V4Config::default(),

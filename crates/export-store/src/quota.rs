@@ -47,6 +47,9 @@ pub struct Quota {
     /// Reserved by writes in progress (part of `used`), kept apart so a refresh from the
     /// kernel's count does not lose them.
     inflight: AtomicU64,
+    /// Bumped by every change of the count, so a recount can tell that none happened while it
+    /// walked.
+    changes: AtomicU64,
 }
 
 impl Quota {
@@ -55,6 +58,7 @@ impl Quota {
             limit: AtomicU64::new(limit.unwrap_or(UNLIMITED)),
             used: AtomicU64::new(used),
             inflight: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
         }
     }
 
@@ -107,6 +111,7 @@ impl Quota {
                 Ordering::Relaxed,
             ) {
                 Ok(_) => {
+                    self.changes.fetch_add(1, Ordering::Relaxed);
                     self.inflight.fetch_add(grant, Ordering::Relaxed);
                     return grant;
                 }
@@ -118,6 +123,7 @@ impl Quota {
     /// Settles a reservation: `reserved` bytes are given back and the allocation's real
     /// change, `delta`, is charged instead.
     pub fn settle(&self, reserved: u64, delta: i64) {
+        self.changes.fetch_add(1, Ordering::Relaxed);
         if reserved > 0 {
             let _ = self
                 .inflight
@@ -139,6 +145,25 @@ impl Quota {
             allocated.saturating_add(self.inflight.load(Ordering::Relaxed)),
             Ordering::Relaxed,
         );
+    }
+
+    /// A mark to pass to [`Quota::recount`] after measuring the volume.
+    pub fn mark(&self) -> u64 {
+        self.changes.load(Ordering::SeqCst)
+    }
+
+    /// Sets the count to `measured`, a walk of the volume started after [`Quota::mark`]
+    /// returned `mark`, if nothing changed the count since and no write is in progress;
+    /// returns whether it did. Corrects what changed beside the server on idle volumes.
+    pub fn recount(&self, measured: u64, mark: u64) -> bool {
+        if self.inflight.load(Ordering::SeqCst) != 0 {
+            return false;
+        }
+        self.used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |_| {
+                (self.changes.load(Ordering::SeqCst) == mark).then_some(measured)
+            })
+            .is_ok()
     }
 
     /// Charges (or, negative, credits) a change in allocated bytes.
@@ -226,6 +251,15 @@ mod tests {
         assert_eq!(q.used(), 20_100, "the reservation survives a refresh");
         q.settle(r, 0);
         assert_eq!(q.used(), 20_000);
+        let mark = q.mark();
+        q.charge(4_096);
+        assert!(!q.recount(1, mark), "a change since the mark: no recount");
+        let mark = q.mark();
+        assert!(q.recount(7_000, mark));
+        assert_eq!(q.used(), 7_000);
+        let r = q.reserve(10);
+        assert!(!q.recount(1, q.mark()), "a write in progress: no recount");
+        q.settle(r, 0);
         q.set_limit(None);
         assert_eq!(q.reserve(1 << 40), 1 << 40);
         assert_eq!(q.limit(), None);

@@ -213,11 +213,8 @@ impl Registry {
     /// Sets a volume's size (its hard limit); a volume never shrinks.
     pub fn resize(&self, name: &str, size: u64) -> Result<VolumeRecord, RegistryError> {
         self.update(|data| {
-            let v = data
-                .volumes
-                .iter_mut()
-                .find(|v| v.name == name)
-                .ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
+            let pos = position(data, name)?;
+            let v = &mut data.volumes[pos];
             if let Some(from) = v.options.size
                 && size < from
             {
@@ -235,14 +232,18 @@ impl Registry {
     /// Unregisters a volume (its directory is left alone).
     pub fn remove(&self, name: &str) -> Result<VolumeRecord, RegistryError> {
         self.update(|data| {
-            let pos = data
-                .volumes
-                .iter()
-                .position(|v| v.name == name)
-                .ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
+            let pos = position(data, name)?;
             Ok(data.volumes.remove(pos))
         })
     }
+}
+
+/// Where volume `name` is in the list.
+fn position(data: &RegistryData, name: &str) -> Result<usize, RegistryError> {
+    data.volumes
+        .iter()
+        .position(|v| v.name == name)
+        .ok_or_else(|| RegistryError::NotFound(name.to_owned()))
 }
 
 fn random_u32() -> u32 {

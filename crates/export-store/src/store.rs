@@ -231,6 +231,35 @@ impl ExportStore {
         }
     }
 
+    /// Measures every volume not under a kernel project quota again and corrects its count if
+    /// nothing changed it during the walk: files changed beside the server (an administrator
+    /// copying into the export root) are counted without a restart. Returns how many counts
+    /// moved.
+    pub fn recount(&self) -> usize {
+        // Worker threads may be running as a client's identity; the walk needs root's view.
+        if let Err(e) = cred::become_root() {
+            warn!(error = %e, "cannot recount volume usage");
+            return 0;
+        }
+        let mut corrected = 0;
+        for v in self.snapshot().values() {
+            if v.project.is_some() {
+                continue;
+            }
+            let before = v.quota.used();
+            let mark = v.quota.mark();
+            match quota::measure(&v.path) {
+                Ok((measured, _)) if measured != before && v.quota.recount(measured, mark) => {
+                    info!(volume = %v.name(), from = before, to = measured, "volume usage recounted");
+                    corrected += 1;
+                }
+                Ok(_) => {}
+                Err(e) => debug!(volume = %v.name(), error = %e, "cannot recount volume usage"),
+            }
+        }
+        corrected
+    }
+
     /// With kernel project quotas: sets each volume's count from the kernel's, which also sees
     /// changes made beside the server. Called every second by the server.
     pub fn refresh_usage(&self) {

@@ -61,14 +61,7 @@ pub async fn reconcile(
     let Some(current) = pv::capacity_bytes(&pv) else {
         return Ok(Action::await_change());
     };
-    let request = pvc
-        .spec
-        .as_ref()
-        .and_then(|s| s.resources.as_ref())
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage"))
-        .cloned()
-        .unwrap_or_default();
+    let request = pv::claim_request(pvc).cloned().unwrap_or_default();
     if wanted < current {
         ctx.recorder
             .record(
@@ -143,12 +136,7 @@ pub async fn reconcile(
     let pv_size = if grown {
         request.0.clone()
     } else {
-        pv.spec
-            .as_ref()
-            .and_then(|s| s.capacity.as_ref())
-            .and_then(|c| c.get("storage"))
-            .map(|q| q.0.clone())
-            .unwrap_or_default()
+        pv::capacity(&pv).map(|q| q.0.clone()).unwrap_or_default()
     };
     let claim_size = status_capacity(pvc);
     let claim_behind = claim_size

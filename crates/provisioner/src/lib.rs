@@ -217,10 +217,7 @@ pub async fn status(
                 .as_ref()
                 .and_then(|s| s.phase.clone())
                 .unwrap_or_default(),
-            size: spec
-                .capacity
-                .and_then(|c| c.get("storage").map(|q| q.0.clone()))
-                .unwrap_or_default(),
+            size: pv::capacity(&pv).map(|q| q.0.clone()).unwrap_or_default(),
             used: store.volume_by_name(&name).map(|v| v.quota.used()),
             limit: store.volume_by_name(&name).and_then(|v| v.quota.limit()),
             exported: store.volume_by_name(&name).is_some(),

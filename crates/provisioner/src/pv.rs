@@ -47,20 +47,29 @@ pub enum ClaimError {
 
 /// The claim's storage request in bytes: the volume's size limit.
 pub fn claim_bytes(pvc: &PersistentVolumeClaim) -> Result<u64, ClaimError> {
-    let q = pvc
-        .spec
-        .as_ref()
-        .and_then(|s| s.resources.as_ref())
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage"))
-        .ok_or(ClaimError::NoSize)?;
+    let q = claim_request(pvc).ok_or(ClaimError::NoSize)?;
     Ok(crate::quantity::bytes(&q.0)?)
+}
+
+/// The claim's storage request (`spec.resources.requests.storage`).
+pub fn claim_request(pvc: &PersistentVolumeClaim) -> Option<&Quantity> {
+    pvc.spec
+        .as_ref()?
+        .resources
+        .as_ref()?
+        .requests
+        .as_ref()?
+        .get("storage")
+}
+
+/// A PV's capacity (`spec.capacity.storage`).
+pub fn capacity(pv: &PersistentVolume) -> Option<&Quantity> {
+    pv.spec.as_ref()?.capacity.as_ref()?.get("storage")
 }
 
 /// A PV's capacity in bytes, if it states one that parses.
 pub fn capacity_bytes(pv: &PersistentVolume) -> Option<u64> {
-    let q = pv.spec.as_ref()?.capacity.as_ref()?.get("storage")?;
-    crate::quantity::bytes(&q.0).ok()
+    crate::quantity::bytes(&capacity(pv)?.0).ok()
 }
 
 /// The volume (directory and PV) name for a claim: `pvc-<uid>`.
@@ -109,13 +118,7 @@ pub fn build(input: &PvInput<'_>) -> Result<PersistentVolume, ClaimError> {
     let pvc = input.pvc;
     let name = volume_name(pvc)?;
     let spec = pvc.spec.clone().unwrap_or_default();
-    let size = spec
-        .resources
-        .as_ref()
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage"))
-        .cloned()
-        .ok_or(ClaimError::NoSize)?;
+    let size = claim_request(pvc).cloned().ok_or(ClaimError::NoSize)?;
     let claim_ref = ObjectReference {
         api_version: Some("v1".to_owned()),
         kind: Some("PersistentVolumeClaim".to_owned()),

@@ -385,11 +385,10 @@ pub async fn bind_orphan(
             ..Default::default()
         });
     let params = params::parse(&class.parameters.clone().unwrap_or_default()).unwrap_or_default();
-    let size = spec
-        .resources
+    let size = claim
         .as_ref()
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage").cloned())
+        .and_then(pv::claim_request)
+        .cloned()
         .unwrap_or_else(|| Quantity(orphan.size.clone()));
     let access_modes = spec
         .access_modes
