@@ -586,6 +586,15 @@ chk_prjquota() {
     cat /tmp/pq-dd.err
     grep -q "Disk quota exceeded" /tmp/pq-dd.err || fail "dd over NFS did not report EDQUOT"
     rm /mnt-pq/fill
+    # The threads that served those writes gave up CAP_SYS_RESOURCE (bit 24), which would let
+    # them pass the kernel's limit.
+    bound=0
+    for t in /proc/$PQ_PID/task/*; do
+        eff=$(sed -n 's/^CapEff:[[:space:]]*//p' $t/status)
+        [ $((0x$eff & (1 << 24))) -ne 0 ] || bound=$((bound + 1))
+    done
+    [ $bound -gt 0 ] || fail "every server thread still has CAP_SYS_RESOURCE"
+    info "prjquota-threads-without-sys-resource $bound"
     # Beside the server: the kernel's limit holds a local user too.
     if $as_user dd if=/dev/zero of=$P/export/kq/direct bs=1M count=16 conv=fsync 2> /tmp/pq-direct.err; then
         fail "the kernel let 16 MiB into the 8 MiB project"
