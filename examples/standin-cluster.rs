@@ -47,15 +47,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         "status": {"phase": "Pending"},
     }))?;
-    std::fs::write(
-        kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: standin\n  cluster:\n    server: {}\n\
-             contexts:\n- name: standin\n  context:\n    cluster: standin\n    user: standin\n\
-             current-context: standin\nusers:\n- name: standin\n  user: {{}}\n",
-            api.url()
-        ),
-    )?;
+    // Whole or not at all: the server starts as soon as the file exists.
+    let config = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: standin\n  cluster:\n    server: {}\n\
+         contexts:\n- name: standin\n  context:\n    cluster: standin\n    user: standin\n\
+         current-context: standin\nusers:\n- name: standin\n  user: {{}}\n",
+        api.url()
+    );
+    let (dir, name) = (
+        kubeconfig.parent().unwrap_or(Path::new(".")),
+        kubeconfig
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or("bad kubeconfig path")?,
+    );
+    write_cue(dir, name, &config)?;
     let pv_name = format!(
         "pvc-{}",
         claim["metadata"]["uid"].as_str().unwrap_or_default()

@@ -282,7 +282,6 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             let store = Arc::clone(&watched);
             let reloaded = tokio::task::spawn_blocking(move || {
                 store.sweep_cache();
-                store.refresh_usage();
                 store.reload()
             });
             match reloaded.await {

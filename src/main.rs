@@ -76,9 +76,9 @@ enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 90,
               value_parser = clap::value_parser!(u64).range(10..=3600))]
         lease_time: u64,
-        /// How often, in seconds, volumes not under kernel project quotas are measured again,
-        /// so files changed beside the server (copied into the export root) count; idle
-        /// volumes only. 0: only at start.
+        /// How often, in seconds, each volume's usage is taken again (from the kernel's project
+        /// quota, else by a walk), so files changed beside the server (copied into the export
+        /// root) count; corrected only where no operation ran meanwhile. 0: only at start.
         #[arg(long, value_name = "SECONDS", default_value_t = 600)]
         recount_interval: u64,
         #[command(flatten)]

@@ -90,8 +90,10 @@ thread_local! {
     static QUOTA_BOUND: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Set once kernel project quotas enforce volume sizes: every thread acting for clients then
-/// gives up `CAP_SYS_RESOURCE`, so the kernel's limits bind it (root would pass them).
+/// Set once kernel project quotas enforce volume sizes: from then on every thread that
+/// switches identity (the worker threads serving clients, and the server's own background
+/// work) gives up `CAP_SYS_RESOURCE`, so the kernel's limits bind it (root would pass them on
+/// ext4).
 static KERNEL_QUOTAS: AtomicBool = AtomicBool::new(false);
 
 /// Makes the threads that switch identity from now on subject to kernel quota limits.

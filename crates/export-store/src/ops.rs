@@ -424,11 +424,21 @@ fn pwrite_all(fd: &OwnedFd, offset: u64, data: &[u8]) -> io::Result<()> {
 }
 
 /// Serialises changes to one file's allocation, so that each is measured alone (the
-/// before/after difference of a concurrent one would be counted twice).
-fn alloc_lock(obj: &Object) -> Option<std::sync::MutexGuard<'_, ()>> {
-    obj.entry
+/// before/after difference of a concurrent one would be counted twice), and marks the
+/// volume busy meanwhile (no recount lands during it).
+fn alloc_lock(obj: &Object) -> (quota::Busy<'_>, Option<std::sync::MutexGuard<'_, ()>>) {
+    let busy = obj.volume.quota.begin();
+    let lock = obj
+        .entry
         .as_ref()
-        .map(|e| e.alloc.lock().unwrap_or_else(|p| p.into_inner()))
+        .map(|e| e.alloc.lock().unwrap_or_else(|p| p.into_inner()));
+    (busy, lock)
+}
+
+/// Starts a change of `dir`'s names: marks the volume busy and returns the directory's
+/// allocation before the change.
+fn changing(dir: &Object) -> (quota::Busy<'_>, u64) {
+    (dir.volume.quota.begin(), dir_used(dir))
 }
 
 /// Refuses a new name (or a size increase) in a volume that is full.
@@ -644,7 +654,7 @@ pub fn create(
         precheck_initial(id, set)?;
     }
     check_space(dir)?;
-    let dir_before = dir_used(dir);
+    let (_busy, dir_before) = changing(dir);
     let mut new = true;
     cred::become_identity(id)?;
     let mode = |set: &SetAttr| set.mode.unwrap_or(0o644) & 0o7777;
@@ -742,7 +752,7 @@ pub fn mkdir(
     let cname = new_component(name)?;
     precheck_initial(id, set)?;
     check_space(dir)?;
-    let dir_before = dir_used(dir);
+    let (_busy, dir_before) = changing(dir);
     cred::become_identity(id)?;
     let mode = set.mode.unwrap_or(0o755) & 0o7777;
     // SAFETY: valid fd and C string.
@@ -766,7 +776,7 @@ pub fn symlink(
     }
     let ctarget = CString::new(target).map_err(|_| errno(libc::EINVAL))?;
     check_space(dir)?;
-    let dir_before = dir_used(dir);
+    let (_busy, dir_before) = changing(dir);
     cred::become_identity(id)?;
     // SAFETY: valid fd and C strings.
     cvt(unsafe { libc::symlinkat(ctarget.as_ptr(), dir.fd.as_raw_fd(), cname.as_ptr()) })?;
@@ -795,7 +805,7 @@ pub fn mknod(
     }
     precheck_initial(id, set)?;
     check_space(dir)?;
-    let dir_before = dir_used(dir);
+    let (_busy, dir_before) = changing(dir);
     cred::become_identity(id)?;
     let mode = set.mode.unwrap_or(0o644) & 0o7777;
     // SAFETY: valid fd and C string.
@@ -820,6 +830,7 @@ pub fn remove(
     if name == b".." {
         return Err(errno(libc::ENOTEMPTY));
     }
+    let _busy = dir.volume.quota.begin();
     cred::become_identity(id)?;
     let victim = sys::fstatat(dir.fd.as_fd(), &cname).ok();
     let flags = if dir_only { libc::AT_REMOVEDIR } else { 0 };
@@ -869,7 +880,7 @@ pub fn rename(
             return Err(errno(libc::EINVAL));
         }
     }
-    let to_before = dir_used(to);
+    let (_busy, to_before) = changing(to);
     cred::become_identity(id)?;
     let replaced = sys::fstatat(to.fd.as_fd(), &t).ok();
     // A new name may grow the directory; replacing a file frees space, so it is always allowed.
@@ -914,7 +925,7 @@ pub fn link(obj: &Object, dir: &Object, name: &[u8], id: &Identity) -> io::Resul
         return Err(errno(libc::EISDIR));
     }
     check_space(dir)?;
-    let dir_before = dir_used(dir);
+    let (_busy, dir_before) = changing(dir);
     cred::become_identity(id)?;
     let src = sys::proc_path(obj.fd.as_fd());
     // SAFETY: valid C strings and fd.

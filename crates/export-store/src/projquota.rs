@@ -8,15 +8,22 @@
 //! is read back from the kernel. The server's own accounting ([`crate::quota`]) keeps running
 //! in front of it (short writes, `df`); the kernel is the limit nothing can step around.
 //!
-//! For the kernel to hold the server's own writes to the limit, the threads acting for clients
-//! must not carry `CAP_SYS_RESOURCE` (which lets root pass quota limits):
-//! [`drop_sys_resource`] takes it out of a thread's effective set.
+//! For the kernel to hold the server's own writes to the limit on ext4, the server's worker
+//! threads must not carry `CAP_SYS_RESOURCE` (with it, root passes ext4 quota limits; xfs holds
+//! root to project limits anyway): [`drop_sys_resource`] takes it out of a thread's
+//! effective set.
 
+use std::ffi::{CStr, CString};
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+
+use tracing::warn;
+
+use crate::sys;
 
 /// `PRJQUOTA` from `<linux/quota.h>` (the libc crate has no constant for it).
 const PRJQUOTA: libc::c_int = 2;
@@ -29,8 +36,6 @@ const FS_IOC_FSGETXATTR: libc::c_ulong = 0x801c_581f;
 const FS_IOC_FSSETXATTR: libc::c_ulong = 0x401c_5820;
 /// `CAP_SYS_RESOURCE`: passes quota limits (and file-system reserved space).
 const CAP_SYS_RESOURCE: u32 = 24;
-/// `CAP_SYS_ADMIN`: needed to set quota limits.
-const CAP_SYS_ADMIN: u32 = 21;
 
 /// `struct fsxattr` from `<linux/fs.h>`.
 #[repr(C)]
@@ -44,17 +49,15 @@ struct FsXattr {
     pad: [u8; 8],
 }
 
-/// `struct if_dqinfo` from `<linux/quota.h>`.
-#[repr(C)]
-#[derive(Default)]
-struct DqInfo {
-    bgrace: u64,
-    igrace: u64,
-    flags: u32,
-    valid: u32,
-}
+/// `Q_XGETQSTATV` (`XQM_CMD(8)`): quota state, including whether limits are enforced.
+const Q_XGETQSTATV: libc::c_int = 0x5808;
+/// `FS_QSTATV_VERSION1`, and `FS_QUOTA_PDQ_ACCT` / `FS_QUOTA_PDQ_ENFD` (project usage
+/// counted / limits enforced).
+const QSTATV_VERSION1: u8 = 1;
+const PDQ_ACCT: u16 = 1 << 4;
+const PDQ_ENFD: u16 = 1 << 5;
 
-/// Project quotas of the export root's file system, found on.
+/// Project quotas of the export root's file system, found on and enforced.
 #[derive(Debug)]
 pub struct ProjectQuotas {
     /// Any descriptor on the file system names it to `quotactl_fd`.
@@ -62,9 +65,26 @@ pub struct ProjectQuotas {
     fs_type: &'static str,
 }
 
+/// What [`ProjectQuotas::assign`] did not manage, when it could not do it all.
+#[derive(Debug)]
+pub struct AssignError {
+    pub failed: usize,
+    pub first: io::Error,
+}
+
+impl std::fmt::Display for AssignError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} object(s) not moved into the project: {}",
+            self.failed, self.first
+        )
+    }
+}
+
 impl ProjectQuotas {
-    /// Whether the file system holding `root` enforces project quotas: `Ok(None)` when it does
-    /// not (or the kernel is older than `quotactl_fd`, 5.14), with the reason for the log.
+    /// Whether the file system holding `root` enforces project quota limits and this process
+    /// may set them; `Ok(Err(reason))` when not, with the reason for the log.
     pub fn detect(root: &Path) -> io::Result<Result<Self, String>> {
         let dir = fs::OpenOptions::new()
             .read(true)
@@ -72,25 +92,44 @@ impl ProjectQuotas {
             .open(root)?;
         let root = OwnedFd::from(dir);
         let fs_type = fs_type(root.as_fd())?;
-        let mut info = DqInfo::default();
-        let r = quotactl(
-            root.as_fd(),
-            libc::Q_GETINFO,
-            0,
-            (&mut info as *mut DqInfo).cast(),
-        );
-        Ok(match r {
-            Ok(()) if !has_cap(CAP_SYS_ADMIN)? => {
-                Err("no CAP_SYS_ADMIN to set quota limits".to_owned())
-            }
-            Ok(()) => Ok(Self { root, fs_type }),
-            Err(e) => Err(match e.raw_os_error() {
+        // `struct fs_quota_statv` is 168 bytes: version at 0, flags (u16) at 2.
+        let mut statv = [0u64; 24];
+        statv[0] = u64::from(QSTATV_VERSION1).to_le();
+        // SAFETY: the buffer is larger than `struct fs_quota_statv` and starts with version 1.
+        let state = quotactl(root.as_fd(), Q_XGETQSTATV, 0, statv.as_mut_ptr().cast());
+        if let Err(e) = state {
+            return Ok(Err(match e.raw_os_error() {
                 Some(libc::ESRCH) => format!("project quotas are off on this {fs_type}"),
-                Some(libc::ENOSYS) => "the kernel has no quotactl_fd (Linux 5.14+)".to_owned(),
-                Some(libc::EPERM) => "no CAP_SYS_ADMIN to manage quotas".to_owned(),
-                _ => format!("no project quotas on this {fs_type} ({e})"),
-            }),
-        })
+                Some(libc::ENOSYS) => {
+                    format!("no quota support on this {fs_type} (or no quotactl_fd: Linux 5.14+)")
+                }
+                _ => format!("cannot read the quota state of this {fs_type}: {e}"),
+            }));
+        }
+        let flags = u16::from_ne_bytes([statv[0].to_ne_bytes()[2], statv[0].to_ne_bytes()[3]]);
+        if flags & (PDQ_ACCT | PDQ_ENFD) == 0 {
+            return Ok(Err(format!("project quotas are off on this {fs_type}")));
+        }
+        if flags & PDQ_ENFD == 0 {
+            return Ok(Err(format!(
+                "project quotas are counted but not enforced on this {fs_type} (mount option \
+                 prjquota/pquota)"
+            )));
+        }
+        // Reading a project's quota needs the privilege that setting one does
+        // (CAP_SYS_ADMIN in the initial user namespace).
+        let mut dq = zeroed_dqblk();
+        if let Err(e) = quotactl(
+            root.as_fd(),
+            libc::Q_GETQUOTA,
+            0,
+            (&mut dq as *mut libc::dqblk).cast(),
+        ) {
+            return Ok(Err(format!(
+                "cannot manage project quotas ({e}): needs CAP_SYS_ADMIN"
+            )));
+        }
+        Ok(Ok(Self { root, fs_type }))
     }
 
     /// The file system's name for status and logs (`ext4`, `xfs`, ...).
@@ -98,40 +137,59 @@ impl ProjectQuotas {
         self.fs_type
     }
 
-    /// Puts the volume directory `dir` (open) into project `id` with the inherit flag. On first
-    /// use the files already in it are moved into the project too, so they count.
-    pub fn assign(&self, dir: BorrowedFd<'_>, path: &Path, id: u32) -> io::Result<()> {
-        let attr = get_xattr(dir)?;
-        if attr.projid == id && attr.xflags & PROJINHERIT != 0 {
+    /// Puts the volume directory `dir` into project `id` with the inherit flag, and on first
+    /// use (no record in `done`, a file in the state directory) everything already in it, so
+    /// it counts. Files are moved by setting their project id; symbolic links and special
+    /// files cannot be opened for that, so they are recreated in place (same target or
+    /// device, owner, mode and times; a new inode) — left outside they could not be renamed
+    /// or linked within the volume (`EXDEV`). The walk goes by descriptor and never follows
+    /// a link. Refuses a project id some other user of the file system already has.
+    pub fn assign(&self, dir: BorrowedFd<'_>, id: u32, done: &Path) -> Result<(), AssignError> {
+        let one = |first: io::Error| AssignError { failed: 1, first };
+        let attr = get_xattr(dir).map_err(one)?;
+        let marked = attr.projid == id && attr.xflags & PROJINHERIT != 0;
+        if marked && done.exists() {
             return Ok(());
         }
-        set_project(dir, id, true)?;
-        let dev = fs::metadata(path)?.dev();
-        // Files from before (a volume made before this mode, or restored from a backup):
-        // every directory and regular file joins the project. Symbolic links and special files
-        // cannot be opened to set it; they hold no data blocks that matter.
-        let mut stack = vec![path.to_owned()];
+        if attr.projid != id {
+            let (used, limit) = self.usage(id).map_err(one)?;
+            if used > 0 || limit > 0 {
+                return Err(one(io::Error::other(format!(
+                    "project id {id} is already in use on this file system"
+                ))));
+            }
+        }
+        set_project(dir, id, true).map_err(one)?;
+        let dev = sys::fstatat(dir, c"").map_err(one)?.st_dev;
+        let mut failed = 0;
+        let mut first = None;
+        let mut note = |e: io::Error| {
+            failed += 1;
+            first.get_or_insert(e);
+        };
+        let mut stack = vec![sys::reopen(dir, libc::O_RDONLY | libc::O_DIRECTORY).map_err(one)?];
         while let Some(d) = stack.pop() {
-            for entry in fs::read_dir(&d)? {
-                let entry = entry?;
-                let Ok(ft) = entry.file_type() else { continue };
-                if !(ft.is_dir() || ft.is_file()) || ft.is_fifo() {
+            let names = match list(d.as_fd()) {
+                Ok(n) => n,
+                Err(e) => {
+                    note(e);
                     continue;
                 }
-                if entry.metadata()?.dev() != dev {
-                    continue;
-                }
-                let f = fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                    .open(entry.path())?;
-                set_project(f.as_fd(), id, ft.is_dir())?;
-                if ft.is_dir() {
-                    stack.push(entry.path());
+            };
+            for name in names {
+                match move_entry(d.as_fd(), &name, id, dev) {
+                    Ok(Some(sub)) => stack.push(sub),
+                    Ok(None) => {}
+                    // Removed while we walk: nothing to move.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                    Err(e) => note(e),
                 }
             }
         }
-        Ok(())
+        if let Some(first) = first {
+            return Err(AssignError { failed, first });
+        }
+        fs::write(done, format!("{id}\n")).map_err(one)
     }
 
     /// Sets project `id`'s hard limit (`None`: no limit). Rounded up to whole KiB.
@@ -161,6 +219,107 @@ impl ProjectQuotas {
             dq.dqb_curspace,
             dq.dqb_bhardlimit.saturating_mul(QUOTA_BLOCK),
         ))
+    }
+}
+
+/// The names in directory `dir` (without `.` and `..`).
+fn list(dir: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
+    let path = sys::proc_path(dir);
+    let mut names = Vec::new();
+    for entry in fs::read_dir(std::ffi::OsStr::from_bytes(path.as_bytes()))? {
+        let name = entry?.file_name();
+        names.push(
+            CString::new(name.into_vec())
+                .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+        );
+    }
+    Ok(names)
+}
+
+/// Moves `name` in `dir` into project `id`; returns a directory to walk next.
+fn move_entry(dir: BorrowedFd<'_>, name: &CStr, id: u32, dev: u64) -> io::Result<Option<OwnedFd>> {
+    let st = sys::fstatat(dir, name)?;
+    if st.st_dev != dev {
+        return Ok(None);
+    }
+    let kind = st.st_mode & libc::S_IFMT;
+    if kind == libc::S_IFDIR || kind == libc::S_IFREG {
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+        let dir_flag = if kind == libc::S_IFDIR {
+            libc::O_DIRECTORY
+        } else {
+            0
+        };
+        let fd = sys::openat(dir, name, flags | dir_flag, 0)?;
+        // Swapped for something else between the stat and the open: leave it.
+        let now = sys::fstatat(fd.as_fd(), c"")?;
+        if now.st_ino != st.st_ino || now.st_mode & libc::S_IFMT != kind {
+            return Ok(None);
+        }
+        set_project(fd.as_fd(), id, kind == libc::S_IFDIR)?;
+        return Ok((kind == libc::S_IFDIR).then_some(fd));
+    }
+    if st.st_nlink > 1 {
+        // Recreating would split the hard link: left outside the project.
+        warn!(name = ?name, "a hard-linked special file stays outside the volume's project");
+        return Ok(None);
+    }
+    recreate(dir, name, &st)?;
+    Ok(None)
+}
+
+/// Recreates a symbolic link or special file in place (the new inode inherits the
+/// directory's project), keeping target or device, owner, mode and times.
+fn recreate(dir: BorrowedFd<'_>, name: &CStr, st: &libc::stat) -> io::Result<()> {
+    let tmp = CString::new(format!(".nsp-project-{}", st.st_ino))
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let d = dir.as_raw_fd();
+    // SAFETY: plain syscalls on a valid descriptor and C strings.
+    unsafe {
+        if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+            let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+            let n = libc::readlinkat(d, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len());
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            buf.truncate(n as usize);
+            let target =
+                CString::new(buf).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+            sys::cvt(libc::symlinkat(target.as_ptr(), d, tmp.as_ptr()))?;
+        } else {
+            sys::cvt(libc::mknodat(d, tmp.as_ptr(), st.st_mode, st.st_rdev))?;
+            sys::cvt(libc::fchmodat(d, tmp.as_ptr(), st.st_mode & 0o7777, 0))?;
+        }
+        let done = (|| {
+            sys::cvt(libc::fchownat(
+                d,
+                tmp.as_ptr(),
+                st.st_uid,
+                st.st_gid,
+                libc::AT_SYMLINK_NOFOLLOW,
+            ))?;
+            let times = [
+                libc::timespec {
+                    tv_sec: st.st_atime,
+                    tv_nsec: st.st_atime_nsec,
+                },
+                libc::timespec {
+                    tv_sec: st.st_mtime,
+                    tv_nsec: st.st_mtime_nsec,
+                },
+            ];
+            sys::cvt(libc::utimensat(
+                d,
+                tmp.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            ))?;
+            sys::cvt(libc::renameat(d, tmp.as_ptr(), d, name.as_ptr()))
+        })();
+        if done.is_err() {
+            libc::unlinkat(d, tmp.as_ptr(), 0);
+        }
+        done.map(|_| ())
     }
 }
 
@@ -226,17 +385,19 @@ fn set_project(fd: BorrowedFd<'_>, id: u32, inherit: bool) -> io::Result<()> {
 }
 
 /// The file system type of `fd`, by its magic number.
+#[allow(clippy::unnecessary_cast)] // the width of f_type and the constants differs between libcs
 fn fs_type(fd: BorrowedFd<'_>) -> io::Result<&'static str> {
     // SAFETY: fstatfs fills the zeroed buffer it is given.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(match st.f_type {
-        libc::EXT4_SUPER_MAGIC => "ext4",
-        libc::XFS_SUPER_MAGIC => "xfs",
-        libc::BTRFS_SUPER_MAGIC => "btrfs",
-        libc::TMPFS_MAGIC => "tmpfs",
+    let magic = st.f_type as i64;
+    Ok(match magic {
+        m if m == libc::EXT4_SUPER_MAGIC as i64 => "ext4",
+        m if m == libc::XFS_SUPER_MAGIC as i64 => "xfs",
+        m if m == libc::BTRFS_SUPER_MAGIC as i64 => "btrfs",
+        m if m == libc::TMPFS_MAGIC as i64 => "tmpfs",
         _ => "file system",
     })
 }
@@ -274,12 +435,6 @@ pub fn drop_sys_resource() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// Whether the calling thread has capability `cap` in its effective set.
-fn has_cap(cap: u32) -> io::Result<bool> {
-    let (_, data) = capget()?;
-    Ok(data[(cap / 32) as usize].effective & (1 << (cap % 32)) != 0)
 }
 
 fn capget() -> io::Result<(CapHeader, [CapData; 2])> {

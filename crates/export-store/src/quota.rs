@@ -7,9 +7,10 @@
 //! This works on any file system and needs no privileges. A write that would pass the limit is
 //! cut short at the limit; once nothing is left, writes and new names get `EDQUOT`.
 //!
-//! Where the file system has project quotas on, the kernel enforces the same limit behind this
-//! count ([`crate::projquota`]) and the count is set from the kernel's every second
-//! ([`Quota::refresh`]), so changes made beside the server are counted too.
+//! Files changed beside the server (an administrator copying into the export root) are counted
+//! by a periodic recount ([`Quota::recount`]): a new walk, or where the file system has project
+//! quotas on ([`crate::projquota`], which then enforces the same limit behind this count), the
+//! kernel's own figure. A recount only lands on a volume nothing changed while it was taken.
 
 use std::collections::HashSet;
 use std::fs;
@@ -44,12 +45,22 @@ impl std::fmt::Display for Mode {
 pub struct Quota {
     limit: AtomicU64,
     used: AtomicU64,
-    /// Reserved by writes in progress (part of `used`), kept apart so a refresh from the
-    /// kernel's count does not lose them.
-    inflight: AtomicU64,
-    /// Bumped by every change of the count, so a recount can tell that none happened while it
-    /// walked.
+    /// Operations in progress that may change the volume's allocation ([`Quota::begin`]).
+    busy: AtomicU64,
+    /// Bumped when such an operation begins and ends, so a recount can tell that none ran
+    /// while it measured.
     changes: AtomicU64,
+}
+
+/// An operation in progress on a volume's allocation; ends when dropped.
+#[must_use]
+pub struct Busy<'a>(&'a Quota);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.changes.fetch_add(1, Ordering::SeqCst);
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Quota {
@@ -57,7 +68,7 @@ impl Quota {
         Self {
             limit: AtomicU64::new(limit.unwrap_or(UNLIMITED)),
             used: AtomicU64::new(used),
-            inflight: AtomicU64::new(0),
+            busy: AtomicU64::new(0),
             changes: AtomicU64::new(0),
         }
     }
@@ -110,11 +121,7 @@ impl Quota {
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => {
-                    self.changes.fetch_add(1, Ordering::Relaxed);
-                    self.inflight.fetch_add(grant, Ordering::Relaxed);
-                    return grant;
-                }
+                Ok(_) => return grant,
                 Err(now) => used = now,
             }
         }
@@ -123,14 +130,6 @@ impl Quota {
     /// Settles a reservation: `reserved` bytes are given back and the allocation's real
     /// change, `delta`, is charged instead.
     pub fn settle(&self, reserved: u64, delta: i64) {
-        self.changes.fetch_add(1, Ordering::Relaxed);
-        if reserved > 0 {
-            let _ = self
-                .inflight
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
-                    Some(r.saturating_sub(reserved))
-                });
-        }
         let _ = self
             .used
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
@@ -138,30 +137,31 @@ impl Quota {
             });
     }
 
-    /// Replaces the count with `allocated`, what the file system says the volume's files use
-    /// (kernel project quotas), keeping the reservations of writes in progress.
-    pub fn refresh(&self, allocated: u64) {
-        self.used.store(
-            allocated.saturating_add(self.inflight.load(Ordering::Relaxed)),
-            Ordering::Relaxed,
-        );
+    /// Marks the start of an operation that may change the volume's allocation (its
+    /// reservations and charges happen while the returned guard lives), so that no recount
+    /// lands while the disk and the count disagree.
+    pub fn begin(&self) -> Busy<'_> {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        Busy(self)
     }
 
-    /// A mark to pass to [`Quota::recount`] after measuring the volume.
+    /// A mark to take before measuring the volume, for [`Quota::recount`].
     pub fn mark(&self) -> u64 {
         self.changes.load(Ordering::SeqCst)
     }
 
-    /// Sets the count to `measured`, a walk of the volume started after [`Quota::mark`]
-    /// returned `mark`, if nothing changed the count since and no write is in progress;
-    /// returns whether it did. Corrects what changed beside the server on idle volumes.
+    /// Sets the count to `measured` (a walk, or the kernel's figure, taken after
+    /// [`Quota::mark`] returned `mark`) if no operation ran since and none is running;
+    /// returns whether it did.
     pub fn recount(&self, measured: u64, mark: u64) -> bool {
-        if self.inflight.load(Ordering::SeqCst) != 0 {
-            return false;
-        }
+        // A changed `used` makes the exchange retry and check again: an operation that
+        // began meanwhile is seen.
         self.used
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |_| {
-                (self.changes.load(Ordering::SeqCst) == mark).then_some(measured)
+                let idle = self.busy.load(Ordering::SeqCst) == 0
+                    && self.changes.load(Ordering::SeqCst) == mark;
+                idle.then_some(measured)
             })
             .is_ok()
     }
@@ -243,23 +243,23 @@ mod tests {
         q.charge(-4_096);
         assert_eq!(q.available(), 10_000 - 5_000);
         q.settle(1_000, 0);
-        q.set_limit(Some(1 << 20));
-        q.refresh(20_000);
-        assert_eq!(q.used(), 20_000, "no write in progress");
-        let r = q.reserve(100);
-        q.refresh(20_000);
-        assert_eq!(q.used(), 20_100, "the reservation survives a refresh");
-        q.settle(r, 0);
-        assert_eq!(q.used(), 20_000);
         let mark = q.mark();
-        q.charge(4_096);
-        assert!(!q.recount(1, mark), "a change since the mark: no recount");
+        drop(q.begin());
+        assert!(
+            !q.recount(1, mark),
+            "an operation since the mark: no recount"
+        );
         let mark = q.mark();
         assert!(q.recount(7_000, mark));
         assert_eq!(q.used(), 7_000);
-        let r = q.reserve(10);
-        assert!(!q.recount(1, q.mark()), "a write in progress: no recount");
-        q.settle(r, 0);
+        let busy = q.begin();
+        assert!(
+            !q.recount(1, q.mark()),
+            "an operation in progress: no recount"
+        );
+        drop(busy);
+        assert!(q.recount(8_000, q.mark()));
+        assert_eq!(q.used(), 8_000);
         q.set_limit(None);
         assert_eq!(q.reserve(1 << 40), 1 << 40);
         assert_eq!(q.limit(), None);

@@ -231,10 +231,10 @@ impl ExportStore {
         }
     }
 
-    /// Measures every volume not under a kernel project quota again and corrects its count if
-    /// nothing changed it during the walk: files changed beside the server (an administrator
-    /// copying into the export root) are counted without a restart. Returns how many counts
-    /// moved.
+    /// Takes every volume's usage again (from the kernel's project quota, else by a walk) and
+    /// corrects its count if no operation ran on the volume meanwhile: files changed beside
+    /// the server (an administrator copying into the export root) are counted without a
+    /// restart. Returns how many counts moved.
     pub fn recount(&self) -> usize {
         // Worker threads may be running as a client's identity; the walk needs root's view.
         if let Err(e) = cred::become_root() {
@@ -243,13 +243,14 @@ impl ExportStore {
         }
         let mut corrected = 0;
         for v in self.snapshot().values() {
-            if v.project.is_some() {
-                continue;
-            }
             let before = v.quota.used();
             let mark = v.quota.mark();
-            match quota::measure(&v.path) {
-                Ok((measured, _)) if measured != before && v.quota.recount(measured, mark) => {
+            let measured = match (&self.kernel, v.project) {
+                (Some(k), Some(id)) => k.usage(id).map(|(used, _)| used),
+                _ => quota::measure(&v.path).map(|(used, _)| used),
+            };
+            match measured {
+                Ok(measured) if measured != before && v.quota.recount(measured, mark) => {
                     info!(volume = %v.name(), from = before, to = measured, "volume usage recounted");
                     corrected += 1;
                 }
@@ -258,20 +259,6 @@ impl ExportStore {
             }
         }
         corrected
-    }
-
-    /// With kernel project quotas: sets each volume's count from the kernel's, which also sees
-    /// changes made beside the server. Called every second by the server.
-    pub fn refresh_usage(&self) {
-        let Some(kernel) = &self.kernel else { return };
-        for v in self.snapshot().values() {
-            if let Some(id) = v.project {
-                match kernel.usage(id) {
-                    Ok((used, _)) => v.quota.refresh(used),
-                    Err(e) => debug!(volume = %v.name(), error = %e, "cannot read project usage"),
-                }
-            }
-        }
     }
 
     pub fn registry(&self) -> &Registry {
@@ -352,9 +339,17 @@ impl ExportStore {
             )
         })?;
         let project = self.kernel.as_ref().and_then(|k| {
-            let applied = k
-                .assign(root.as_fd(), &path, record.id)
-                .and_then(|()| k.set_limit(record.id, record.options.size));
+            let done = self.registry.state_dir().join("projects");
+            let applied = fs::create_dir_all(&done)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    k.assign(root.as_fd(), record.id, &done.join(record.id.to_string()))
+                        .map_err(|e| e.to_string())
+                })
+                .and_then(|()| {
+                    k.set_limit(record.id, record.options.size)
+                        .map_err(|e| e.to_string())
+                });
             match applied {
                 Ok(()) => Some(record.id),
                 Err(e) => {
@@ -385,8 +380,9 @@ impl ExportStore {
                 };
                 debug!(
                     volume = %record.name, used, inodes,
+                    from_kernel = charged.is_some(),
                     ms = started.elapsed().as_millis() as u64,
-                    "volume usage measured"
+                    "volume usage taken"
                 );
                 Arc::new(Quota::new(record.options.size, used))
             }

@@ -556,101 +556,120 @@ chk_expand() {
 }
 
 # Kernel project quotas (run.sh passes the server binary as KT_SERVER): our server runs in the
-# guest on a loop-mounted ext4 with project quotas on (the host kernel has no quota support),
-# reports that mode, and gives its volume a project and hard limit. Over NFS, dd past the size
-# fails with "Disk quota exceeded"; a local user writing into the volume directory beside the
-# server is stopped by the kernel at the same size, and what that user wrote shows in df over
-# NFS (usage read from the kernel); after a restart the usage is the same, and `volume resize`
-# raises the kernel's limit too.
+# guest on a loop-mounted ext4 with project quotas on (the host kernel may have no quota
+# support), reports that mode, and gives its volume a project and hard limit. Over NFS, dd past
+# the size fails with "Disk quota exceeded". The kernel holds the server's own writes to the
+# size: with the server not recounting, a local user fills most of the volume beside it and a
+# root client's write that the server's count lets through is refused by the kernel. A local
+# user is stopped at the size too; the server's recount shows what that user wrote in df over
+# NFS; after kill -9 and a restart the usage is the kernel's; `volume resize` raises the
+# kernel's limit.
 chk_prjquota() {
     [ -n "$KT_SERVER" ] || fail "no server binary in the config"
     host_setup
     P=/tmp/pq
+    K=/host$P/export/kq
     S="chroot /host $KT_SERVER"
     as_user="chroot /host /usr/bin/setpriv --reuid 1000 --regid 1000 --clear-groups"
+    used_kib() { df -kP /mnt-pq | awk 'NR == 2 { print $3 }'; }
+    size_kib() { df -kP /mnt-pq | awk 'NR == 2 { print $2 }'; }
+    alloc_kib() { echo $(($(stat -c %b "$1") / 2)); }
     mkdir -p /host$P /mnt-pq
     chroot /host /sbin/mkfs.ext4 -q -F -I 256 -O quota,project /tmp/pq.img 96M
     chroot /host /usr/bin/mount -o loop,prjquota /tmp/pq.img $P
+    trap pq_cleanup EXIT
     $S volume add kq --size 8Mi --export-root $P/export
-    pq_serve
-    trap 'echo "--- server log"; tail -n 15 /tmp/pq-server.log' EXIT
+    pq_serve 0
     grep -q 'volume_sizes=kernel project quotas (ext4)' /tmp/pq-server.log ||
         fail "the server does not report kernel project quotas"
     $S volume list --export-root $P/export | tee /tmp/pq-list
     grep -q 'enforced by kernel project quotas (ext4)' /tmp/pq-list || fail "volume list: mode"
     mount -t nfs4 -o vers=4.1,port=12049,addr=127.0.0.1,clientaddr=127.0.0.1 127.0.0.1:/export/kq /mnt-pq
-    eq "$(df -kP /mnt-pq | awk 'NR == 2 { print $2 }')" 8192 "df size (KiB) of the 8 MiB volume"
+    eq "$(size_kib)" 8192 "df size (KiB) of the 8 MiB volume"
     if dd if=/dev/zero of=/mnt-pq/fill bs=1M count=16 conv=fsync 2> /tmp/pq-dd.err; then
         fail "16 MiB written over NFS into an 8 MiB volume"
     fi
     cat /tmp/pq-dd.err
     grep -q "Disk quota exceeded" /tmp/pq-dd.err || fail "dd over NFS did not report EDQUOT"
     rm /mnt-pq/fill
-    # The threads that served those writes gave up CAP_SYS_RESOURCE (bit 24), which would let
-    # them pass the kernel's limit.
-    bound=0
-    for t in /proc/$PQ_PID/task/*; do
-        eff=$(sed -n 's/^CapEff:[[:space:]]*//p' $t/status)
-        [ $((0x$eff & (1 << 24))) -ne 0 ] || bound=$((bound + 1))
-    done
-    [ $bound -gt 0 ] || fail "every server thread still has CAP_SYS_RESOURCE"
-    info "prjquota-threads-without-sys-resource $bound"
-    # Beside the server: the kernel's limit holds a local user too.
+    # The server (no recount now) does not know of 6 MiB a local user writes beside it, so
+    # its count lets a root client write 4 MiB: the kernel must refuse what passes the size.
+    $as_user dd if=/dev/zero of=$P/export/kq/beside bs=1M count=6 conv=fsync
+    if dd if=/dev/zero of=/mnt-pq/root bs=1M count=4 conv=fsync 2> /tmp/pq-root.err; then
+        fail "the server wrote past the size for a root client: the kernel did not hold it"
+    fi
+    cat /tmp/pq-root.err
+    grep -q "Disk quota exceeded" /tmp/pq-root.err || fail "the root client's write did not get EDQUOT"
+    total=$(($(alloc_kib $K/beside) + $(alloc_kib $K/root)))
+    info "prjquota-kernel-held-kib $total"
+    [ "$total" -le 8192 ] || fail "$total KiB in the 8 MiB project"
+    rm /mnt-pq/root $K/beside
+    # A local user alone is stopped at the size.
     if $as_user dd if=/dev/zero of=$P/export/kq/direct bs=1M count=16 conv=fsync 2> /tmp/pq-direct.err; then
         fail "the kernel let 16 MiB into the 8 MiB project"
     fi
     cat /tmp/pq-direct.err
     grep -q "Disk quota exceeded" /tmp/pq-direct.err || fail "the local write did not get EDQUOT"
-    direct_kib=$(($(stat -c %b /host$P/export/kq/direct) / 2))
+    direct_kib=$(alloc_kib $K/direct)
     [ "$direct_kib" -gt 4096 ] && [ "$direct_kib" -le 8192 ] || fail "$direct_kib KiB landed locally"
-    # The server's count follows the kernel's (refreshed every second). The client rounds the
-    # free space up to its block size (wsize, 1 MiB): used may show up to 1 MiB less.
+    # Restarted with a recount every second: usage comes from the kernel, at start and after.
+    pq_kill
+    pq_serve 1
+    # The client rounds free space up to its block size (wsize, 1 MiB): used may show up to
+    # 1 MiB less than the kernel's count.
     want_kib=$((direct_kib - 1024))
+    used=$(used_kib)
+    [ "$used" -ge "$want_kib" ] || fail "df after a restart shows $used KiB used, the kernel $direct_kib"
+    info "prjquota-used-kib $used"
+    rm $K/direct
+    $as_user dd if=/dev/zero of=$P/export/kq/direct bs=1M count=5 conv=fsync
     i=0
-    while [ "$(df -kP /mnt-pq | awk 'NR == 2 { print $3 }')" -lt "$want_kib" ] && [ $i -lt 50 ]; do
+    while [ "$(used_kib)" -lt 4096 ] && [ $i -lt 50 ]; do
         sleep 0.2
         i=$((i + 1))
     done
-    used=$(df -kP /mnt-pq | awk 'NR == 2 { print $3 }')
-    [ "$used" -ge "$want_kib" ] || fail "df over NFS shows $used KiB used, the kernel $direct_kib"
-    info "prjquota-used-kib $used"
-    # A restart reads the usage back from the kernel.
-    kill -9 "$PQ_PID"
-    wait "$PQ_PID" 2>/dev/null || true
-    pq_serve
-    eq "$(df -kP /mnt-pq | awk 'NR == 2 { print $3 }')" "$used" "KiB used after a restart"
-    # Growing the volume raises the kernel's limit: the local user can now write 16 MiB.
+    [ "$(used_kib)" -ge 4096 ] || fail "the recount did not show 5 MiB written beside the server: $(used_kib) KiB"
+    # Growing the volume raises the kernel's limit: the local user can now write 16 MiB more.
     $S volume resize kq --size 32Mi --export-root $P/export
     i=0
-    while [ "$(df -kP /mnt-pq | awk 'NR == 2 { print $2 }')" != 32768 ] && [ $i -lt 100 ]; do
+    while [ "$(size_kib)" != 32768 ] && [ $i -lt 100 ]; do
         sleep 0.1
         i=$((i + 1))
     done
-    eq "$(df -kP /mnt-pq | awk 'NR == 2 { print $2 }')" 32768 "df size (KiB) after growing to 32 MiB"
-    rm $P/export/kq/direct 2>/dev/null || rm /host$P/export/kq/direct
-    $as_user dd if=/dev/zero of=$P/export/kq/direct bs=1M count=16 conv=fsync ||
+    eq "$(size_kib)" 32768 "df size (KiB) after growing to 32 MiB"
+    $as_user dd if=/dev/zero of=$P/export/kq/more bs=1M count=16 conv=fsync ||
         fail "16 MiB locally after growing to 32 MiB"
-    umount /mnt-pq
-    kill -9 "$PQ_PID"
-    wait "$PQ_PID" 2>/dev/null || true
-    umount /host$P
-    trap - EXIT
 }
 
-# pq_serve: starts the guest's own server for prjquota (PQ_PID) and waits until it serves.
+# pq_serve RECOUNT_SECONDS: starts the guest's own server for prjquota (PQ_PID) and waits
+# until it serves.
 pq_serve() {
     RUST_LOG=info chroot /host "$KT_SERVER" serve --export-root $P/export --bind 127.0.0.1 \
         --nfs-port 12049 --mount-port 12048 --portmap-port 0 --http-port 0 --nlm-port 0 \
-        --statd-port 0 --no-controller >> /tmp/pq-server.log 2>&1 &
+        --statd-port 0 --no-controller --recount-interval "$1" >> /tmp/pq-server.log 2>&1 &
     PQ_PID=$!
     i=0
     until [ "$(grep -c 'serving NFSv3' /tmp/pq-server.log)" -gt "${PQ_STARTS:-0}" ]; do
-        kill -0 "$PQ_PID" 2>/dev/null || { cat /tmp/pq-server.log; fail "the server exited"; }
+        kill -0 "$PQ_PID" 2>/dev/null || fail "the server exited"
         [ $i -lt 300 ] || fail "the server did not start"
         sleep 0.1
         i=$((i + 1))
     done
     PQ_STARTS=$(grep -c 'serving NFSv3' /tmp/pq-server.log)
+}
+
+pq_kill() {
+    kill -9 "$PQ_PID" 2>/dev/null || true
+    wait "$PQ_PID" 2>/dev/null || true
+}
+
+# Leaves nothing behind, whether prjquota passed or failed; shows the server's last words.
+pq_cleanup() {
+    echo "--- prjquota server log (last 15 lines)"
+    tail -n 15 /tmp/pq-server.log 2>/dev/null || true
+    umount -f /mnt-pq 2>/dev/null || true
+    pq_kill
+    umount /host$P 2>/dev/null || true
 }
 
 chk_umount() {
