@@ -579,6 +579,10 @@ chk_prjquota() {
     chroot /host /usr/bin/mount -o loop,prjquota /tmp/pq.img $P
     trap pq_cleanup EXIT
     $S volume add kq --size 8Mi --export-root $P/export
+    # Files from before the volume joined its project: a 1 MiB file, a symbolic link, a FIFO.
+    dd if=/dev/zero of=$K/old bs=1M count=1 conv=fsync
+    ln -s old $K/oldlink
+    mkfifo $K/oldfifo
     pq_serve 0
     grep -q 'volume_sizes=kernel project quotas (ext4)' /tmp/pq-server.log ||
         fail "the server does not report kernel project quotas"
@@ -586,6 +590,15 @@ chk_prjquota() {
     grep -q 'enforced by kernel project quotas (ext4)' /tmp/pq-list || fail "volume list: mode"
     mount -t nfs4 -o vers=4.1,port=12049,addr=127.0.0.1,clientaddr=127.0.0.1 127.0.0.1:/export/kq /mnt-pq
     eq "$(size_kib)" 8192 "df size (KiB) of the 8 MiB volume"
+    # They joined the project: the file counts, and the link and FIFO (recreated in place) can
+    # be renamed inside the volume; left outside, rename(2) would fail with EXDEV.
+    [ "$(used_kib)" -ge 1024 ] || fail "the file from before does not count: $(used_kib) KiB used"
+    eq "$(readlink /mnt-pq/oldlink)" old "the symbolic link's target"
+    chroot /host /usr/bin/python3 -c 'import os, sys
+for n in ("oldlink", "oldfifo", "old"):
+    os.rename(sys.argv[1] + "/" + n, sys.argv[1] + "/" + n + "2")' $P/export/kq
+    eq "$(readlink /mnt-pq/oldlink2)" old "the renamed link's target"
+    rm /mnt-pq/old2 /mnt-pq/oldlink2 /mnt-pq/oldfifo2
     if dd if=/dev/zero of=/mnt-pq/fill bs=1M count=16 conv=fsync 2> /tmp/pq-dd.err; then
         fail "16 MiB written over NFS into an 8 MiB volume"
     fi
