@@ -13,7 +13,8 @@
 # Environment:
 #   KT_CHECKS="mount write ..."  run only these guest checks (most need mount, some need earlier ones)
 #   KT_TIMEOUT=720               seconds before the guest is killed
-#   KT_FSX_OPS=3000 KT_FSX_SEED=1
+#   KT_FSX_OPS=1200 KT_FSX_SEED=1     fsx operations on v3 (a third on v4)
+#   KT_TOOLS_CACHE=DIR           where pjdfstest and fsx are kept between clones
 #   KT_PCAP=1                    capture the RPC traffic to target/kernel-cache/run/nfs.pcap (tcpdump)
 #   KT_GANESHA_GRACE=1           with --ganesha: keep Ganesha's default NFSv4 grace period (the
 #                                harness otherwise runs it Graceless), to compare restart stalls
@@ -257,13 +258,24 @@ ensure_packages() {
     apt_retry apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
 }
 
-# Host-built test programs, run in the guest by chroot into the host root over 9p.
+# Host-built test programs, run in the guest by chroot into the host root over 9p. Built once
+# per machine: kept in $KT_TOOLS_CACHE (default /var/cache/nfs-server-provisioner/tools) for
+# later clones.
+TOOLS_CACHE=${KT_TOOLS_CACHE:-/var/cache/nfs-server-provisioner/tools}
 ensure_tool() {
     local crate=$1 version=$2
     [[ -x $TOOLS/bin/$crate ]] && return 0
+    local cached=$TOOLS_CACHE/$crate-$version
+    if [[ -x $cached ]]; then
+        mkdir -p "$TOOLS/bin"
+        cp "$cached" "$TOOLS/bin/$crate"
+        return 0
+    fi
     command -v cargo > /dev/null || PATH=$HOME/.cargo/bin:$PATH
     log "cargo install $crate $version (two jobs)"
     cargo install "$crate" --version "$version" --locked --root "$TOOLS" -j2 >&2
+    { mkdir -p "$TOOLS_CACHE" && cp "$TOOLS/bin/$crate" "$cached.tmp" && mv "$cached.tmp" "$cached"; } ||
+        log "cannot keep $crate in $TOOLS_CACHE (built again next time)"
 }
 
 # Fresh export directory and the server-specific setup.
@@ -527,7 +539,7 @@ main() {
         KT_CHECKS=$(echo " $KT_CHECKS " | sed 's/ nlm-fcntl / /; s/ quota / /; s/ v4-quota / /; s/ prjquota / /; s/ expand / /; s/^ //; s/ $//')
     fi
     KT_TIMEOUT=${KT_TIMEOUT:-720}
-    KT_FSX_OPS=${KT_FSX_OPS:-2000}
+    KT_FSX_OPS=${KT_FSX_OPS:-1200}
     KT_FSX_SEED=${KT_FSX_SEED:-1}
 
     prepare_export
