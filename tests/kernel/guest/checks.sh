@@ -45,6 +45,22 @@ nfs_mount() { mount -t $FSTYPE -o "$OPTS${2:+,$2}" "$SRV:$KT_NFS_PATH" "$1"; }
 is_mounted() { grep -q " $1 " /proc/mounts; }
 sha() { sha256sum "$1" | cut -c1-64; }
 ms() { echo $(($(cut -d' ' -f1 /proc/uptime | tr -d .) * 10)); }
+# df_kib MOUNT COLUMN: a column of `df -kP` for MOUNT (2 size, 3 used, 4 available), in KiB.
+df_kib() { df -kP "$1" | awk -v c="$2" 'NR == 2 { print $c }'; }
+# wait_size MOUNT KIB: up to 10 s for df to show MOUNT's size as KIB (a size set on the server
+# reaches the client at its next FSSTAT).
+wait_size() {
+    i=0
+    while [ "$(df_kib "$1" 2)" != "$2" ] && [ $i -lt 100 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+}
+# wait_file FILE TENTHS: up to TENTHS tenths of a second for FILE (a cue) to exist.
+wait_file() {
+    i=0
+    while [ ! -e "$1" ] && [ $i -lt "$2" ]; do sleep 0.1; i=$((i + 1)); done
+}
 
 # Mounts what `chroot /host` needs.
 host_setup() {
@@ -467,7 +483,7 @@ chk_quota() {
     case $CHECK in v4-*) QV=sized4 ;; esac
     mkdir -p $Q
     mount -t $FSTYPE -o "$OPTS" "$SRV:/export/$QV" $Q
-    eq "$(df -kP $Q | awk 'NR == 2 { print $2 }')" 16384 "df size (KiB) of the 16 MiB volume"
+    eq "$(df_kib $Q 2)" 16384 "df size (KiB) of the 16 MiB volume"
     printf 'keep me\n' > $Q/keep
     sync
     if dd if=/dev/zero of=$Q/fill bs=1M count=32 conv=fsync 2> /tmp/quota-dd.err; then
@@ -483,19 +499,14 @@ chk_quota() {
     [ "$landed" -le $(((16 << 20) + (64 << 10))) ] || fail "$landed bytes landed in a 16 MiB volume"
     eq "$(cat $Q/keep)" "keep me" "the volume's other file"
     rm $Q/fill
-    avail=$(df -kP $Q | awk 'NR == 2 { print $4 }')
+    avail=$(df_kib $Q 4)
     [ "$avail" -gt 12000 ] || fail "space not given back after rm: $avail KiB available"
     # Grown on the host while mounted: no remount.
     touch $V/.kt-$CHECK-resize
-    i=0
-    while [ ! -e $V/.kt-$CHECK-resized ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+    wait_file $V/.kt-$CHECK-resized 300
     [ -e $V/.kt-$CHECK-resized ] || fail "the host did not resize the volume"
-    i=0
-    while [ "$(df -kP $Q | awk 'NR == 2 { print $2 }')" != 49152 ] && [ $i -lt 100 ]; do
-        sleep 0.1
-        i=$((i + 1))
-    done
-    eq "$(df -kP $Q | awk 'NR == 2 { print $2 }')" 49152 "df size (KiB) after growing to 48 MiB"
+    wait_size $Q 49152
+    eq "$(df_kib $Q 2)" 49152 "df size (KiB) after growing to 48 MiB"
     dd if=/dev/zero of=$Q/more bs=1M count=32 conv=fsync || fail "32 MiB after growing to 48 MiB"
     rm $Q/more $Q/keep
     # Two writers at once: together they pass the size by at most one WRITE (wsize) each.
@@ -525,31 +536,25 @@ chk_quota() {
 # raised to 48Mi in the API, the server expands the volume, the PV and the claim's status, and
 # the same mount shows 48 MiB and writes 24 MiB more, without a remount.
 chk_expand() {
-    i=0
-    while [ ! -e $V/.kt-expand-path ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+    wait_file $V/.kt-expand-path 600
     [ -e $V/.kt-expand-path ] || fail "no claim was provisioned through the API stand-in"
     E=/mnt-expand
     mkdir -p $E
     mount -t $FSTYPE -o "$OPTS" "$SRV:$(cat $V/.kt-expand-path)" $E
-    eq "$(df -kP $E | awk 'NR == 2 { print $2 }')" 16384 "df size (KiB) of the 16Mi claim"
+    eq "$(df_kib $E 2)" 16384 "df size (KiB) of the 16Mi claim"
     if dd if=/dev/zero of=$E/fill bs=1M count=32 conv=fsync 2> /tmp/expand-dd.err; then
         fail "32 MiB written into a 16Mi claim"
     fi
     grep -q "Disk quota exceeded" /tmp/expand-dd.err || fail "dd did not report EDQUOT"
     touch $V/.kt-expand-grow
-    i=0
-    while [ ! -e $V/.kt-expand-grown ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+    wait_file $V/.kt-expand-grown 600
     [ -e $V/.kt-expand-grown ] || fail "the API stand-in did not report the claim grown"
     cat $V/.kt-expand-grown
     grep -q "claim_status_48Mi=true" $V/.kt-expand-grown || fail "claim status.capacity not 48Mi"
     grep -q 'pv_capacity="48Mi"' $V/.kt-expand-grown || fail "PV capacity not 48Mi"
     grep -q "VolumeResizeSuccessful" $V/.kt-expand-grown || fail "no VolumeResizeSuccessful Event"
-    i=0
-    while [ "$(df -kP $E | awk 'NR == 2 { print $2 }')" != 49152 ] && [ $i -lt 100 ]; do
-        sleep 0.1
-        i=$((i + 1))
-    done
-    eq "$(df -kP $E | awk 'NR == 2 { print $2 }')" 49152 "df size (KiB) after the claim grew"
+    wait_size $E 49152
+    eq "$(df_kib $E 2)" 49152 "df size (KiB) after the claim grew"
     dd if=/dev/zero of=$E/more bs=1M count=24 conv=fsync || fail "24 MiB more after the claim grew"
     rm $E/fill $E/more
     umount $E
@@ -571,8 +576,6 @@ chk_prjquota() {
     K=/host$P/export/kq
     S="chroot /host $KT_SERVER"
     as_user="chroot /host /usr/bin/setpriv --reuid 1000 --regid 1000 --clear-groups"
-    used_kib() { df -kP /mnt-pq | awk 'NR == 2 { print $3 }'; }
-    size_kib() { df -kP /mnt-pq | awk 'NR == 2 { print $2 }'; }
     alloc_kib() { echo $(($(stat -c %b "$1") / 2)); }
     mkdir -p /host$P /mnt-pq
     chroot /host /sbin/mkfs.ext4 -q -F -I 256 -O quota,project /tmp/pq.img 96M
@@ -589,10 +592,10 @@ chk_prjquota() {
     $S volume list --export-root $P/export | tee /tmp/pq-list
     grep -q 'enforced by kernel project quotas (ext4)' /tmp/pq-list || fail "volume list: mode"
     mount -t nfs4 -o vers=4.1,port=12049,addr=127.0.0.1,clientaddr=127.0.0.1 127.0.0.1:/export/kq /mnt-pq
-    eq "$(size_kib)" 8192 "df size (KiB) of the 8 MiB volume"
+    eq "$(df_kib /mnt-pq 2)" 8192 "df size (KiB) of the 8 MiB volume"
     # They joined the project: the file counts, and the link and FIFO (recreated in place) can
     # be renamed inside the volume; left outside, rename(2) would fail with EXDEV.
-    [ "$(used_kib)" -ge 1024 ] || fail "the file from before does not count: $(used_kib) KiB used"
+    [ "$(df_kib /mnt-pq 3)" -ge 1024 ] || fail "the file from before does not count: $(df_kib /mnt-pq 3) KiB used"
     eq "$(readlink /mnt-pq/oldlink)" old "the symbolic link's target"
     chroot /host /usr/bin/python3 -c 'import os, sys
 for n in ("oldlink", "oldfifo", "old"):
@@ -631,25 +634,21 @@ for n in ("oldlink", "oldfifo", "old"):
     # The client rounds free space up to its block size (wsize, 1 MiB): used may show up to
     # 1 MiB less than the kernel's count.
     want_kib=$((direct_kib - 1024))
-    used=$(used_kib)
+    used=$(df_kib /mnt-pq 3)
     [ "$used" -ge "$want_kib" ] || fail "df after a restart shows $used KiB used, the kernel $direct_kib"
     info "prjquota-used-kib $used"
     rm $K/direct
     $as_user dd if=/dev/zero of=$P/export/kq/direct bs=1M count=5 conv=fsync
     i=0
-    while [ "$(used_kib)" -lt 4096 ] && [ $i -lt 50 ]; do
+    while [ "$(df_kib /mnt-pq 3)" -lt 4096 ] && [ $i -lt 50 ]; do
         sleep 0.2
         i=$((i + 1))
     done
-    [ "$(used_kib)" -ge 4096 ] || fail "the recount did not show 5 MiB written beside the server: $(used_kib) KiB"
+    [ "$(df_kib /mnt-pq 3)" -ge 4096 ] || fail "the recount did not show 5 MiB written beside the server: $(df_kib /mnt-pq 3) KiB"
     # Growing the volume raises the kernel's limit: the local user can now write 16 MiB more.
     $S volume resize kq --size 32Mi --export-root $P/export
-    i=0
-    while [ "$(size_kib)" != 32768 ] && [ $i -lt 100 ]; do
-        sleep 0.1
-        i=$((i + 1))
-    done
-    eq "$(size_kib)" 32768 "df size (KiB) after growing to 32 MiB"
+    wait_size /mnt-pq 32768
+    eq "$(df_kib /mnt-pq 2)" 32768 "df size (KiB) after growing to 32 MiB"
     $as_user dd if=/dev/zero of=$P/export/kq/more bs=1M count=16 conv=fsync ||
         fail "16 MiB locally after growing to 32 MiB"
 }
