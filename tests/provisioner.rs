@@ -270,7 +270,7 @@ async fn block_and_selector_claims_are_rejected() {
         .api
         .wait_for(WAIT, |a| {
             let msgs: Vec<String> = a
-                .list("events")
+                .events()
                 .iter()
                 .filter(|e| e["reason"] == "ProvisioningFailed")
                 .filter_map(|e| e["message"].as_str().map(str::to_owned))
@@ -494,7 +494,7 @@ async fn a_volume_whose_directory_is_missing_is_reported_on_pv_and_claim() {
         .api
         .wait_for(WAIT, |a| {
             let kinds: Vec<String> = a
-                .list("events")
+                .events()
                 .iter()
                 .filter(|e| e["reason"] == "VolumeDataMissing")
                 .filter_map(|e| e["involvedObject"]["kind"].as_str().map(str::to_owned))

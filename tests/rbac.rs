@@ -219,6 +219,29 @@ async fn every_api_call_is_allowed_by_the_charts_rules_and_every_rule_is_used() 
         })
         .await;
     assert!(gone.is_some(), "PV not deleted: {:?}", api.event_reasons());
+    // A claim that keeps failing: its repeated Event is patched (a series), not re-created.
+    let mut bad = serde_json::to_value(&class).unwrap();
+    bad["metadata"]["name"] = json!("nfs-bad");
+    bad["parameters"] = json!({"onDelete": "bogus"});
+    api.insert(bad).unwrap();
+    api.insert(json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "bad", "namespace": "apps", "annotations": {
+            "volume.kubernetes.io/storage-provisioner": class.provisioner,
+        }},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "nfs-bad",
+                 "resources": {"requests": {"storage": "1Gi"}}},
+        "status": {"phase": "Pending"},
+    }))
+    .unwrap();
+    let repeated = api
+        .wait_for(WAIT, |a| {
+            a.events()
+                .into_iter()
+                .find(|e| e["reason"] == "ProvisioningFailed" && e["count"].as_i64() >= Some(2))
+        })
+        .await;
+    assert!(repeated.is_some(), "no repeated Event: {:?}", api.events());
     // The lease renewed at least once (an update).
     let renewed = api
         .wait_for(WAIT, |a| {

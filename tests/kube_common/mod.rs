@@ -128,7 +128,7 @@ pub async fn wait_event(s: &Setup, reason: &str) {
 }
 
 pub fn events(s: &Setup) -> Vec<Value> {
-    s.api.list("events")
+    s.api.events()
 }
 
 pub fn registered(s: &Setup) -> Vec<String> {

@@ -63,6 +63,14 @@ impl ApiError {
         self
     }
 
+    /// Adds `details.causes` (each `{"reason", "message", "field"}`), as a 422 `Invalid`
+    /// Status carries them.
+    pub(crate) fn with_causes(mut self, causes: Vec<Value>) -> Self {
+        let d = self.details.get_or_insert_with(|| json!({}));
+        d["causes"] = Value::Array(causes);
+        self
+    }
+
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(400, message)
     }

@@ -23,6 +23,9 @@
 //! - delete: objects with finalizers get `deletionTimestamp` and go once their finalizers are
 //!   emptied; no new finalizers while deleting; delete preconditions; `dryRun=All`;
 //! - writes that change nothing keep the resourceVersion and emit no event;
+//! - the API server's validation of Events (core and `events.k8s.io`), PersistentVolumes,
+//!   PersistentVolumeClaim updates and Leases written through the API: a 422 `Invalid` with
+//!   its wording and `details.causes` (direct inserts and modifications are not checked);
 //! - errors are `Status` objects that `kube` parses into `kube::Error::Api`.
 //!
 //! ```no_run
@@ -57,6 +60,7 @@ mod selector;
 mod server;
 mod store;
 mod util;
+mod validate;
 
 pub use error::ApiError;
 pub use fault::{Fault, RequestRecord, Verb};
@@ -243,6 +247,42 @@ impl StandIn {
     /// The current (latest) resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.shared.lock().rv
+    }
+
+    /// Every stored Event as the core/v1 API shows it, oldest first: the API server keeps one
+    /// store for both groups, so an events.k8s.io/v1 Event is listed here with its fields
+    /// under their core names (`regarding` as `involvedObject`, `note` as `message`,
+    /// `reportingController` as `reportingComponent`, the series count as `count`).
+    pub fn events(&self) -> Vec<Value> {
+        let mut events: Vec<Value> = self.list("events");
+        for mut e in self.list("events.events.k8s.io") {
+            if let Value::Object(m) = &mut e {
+                for (from, to) in [
+                    ("regarding", "involvedObject"),
+                    ("note", "message"),
+                    ("reportingController", "reportingComponent"),
+                    ("related", "related"),
+                ] {
+                    if let Some(v) = m.remove(from) {
+                        m.insert(to.into(), v);
+                    }
+                }
+                let count = m
+                    .get("series")
+                    .and_then(|s| s.get("count"))
+                    .cloned()
+                    .unwrap_or(serde_json::json!(1));
+                m.insert("count".into(), count);
+                m.insert("apiVersion".into(), serde_json::json!("v1"));
+            }
+            events.push(e);
+        }
+        events.sort_by_key(|e| {
+            meta_str(e, "resourceVersion")
+                .and_then(|rv| rv.parse::<u64>().ok())
+                .unwrap_or(0)
+        });
+        events
     }
 
     /// The `reason` of every stored Event (core and events.k8s.io), oldest first.

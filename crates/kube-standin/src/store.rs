@@ -364,6 +364,9 @@ impl Store {
             m.remove("deletionGracePeriodSeconds");
         }
         m.remove("resourceVersion");
+        if !direct {
+            crate::validate::check(&rt, &obj, None)?;
+        }
         if dry_run {
             return Ok(obj);
         }
@@ -533,6 +536,11 @@ impl Store {
                 ));
             }
         }
+        // Validation as the API server's for the main resource; `/status` writes are checked
+        // differently there (not modelled) and tests' direct writes not at all.
+        if scope == Scope::Main {
+            crate::validate::check(&rt, &cand, Some(&current))?;
+        }
         if cand == current || dry_run {
             return Ok(cand);
         }
@@ -701,7 +709,7 @@ mod tests {
         // Main-resource writes keep status; status writes change only status.
         let mut with_status = a.clone();
         with_status["status"] = json!({"phase": "Bound"});
-        with_status["spec"]["x"] = json!(1);
+        with_status["metadata"]["labels"] = json!({"x": "1"});
         let v = st
             .update(
                 res,
@@ -713,7 +721,7 @@ mod tests {
             )
             .expect("update");
         assert!(v.get("status").is_none());
-        assert_eq!(v["spec"]["x"], json!(1));
+        assert_eq!(v["metadata"]["labels"]["x"], json!("1"));
         let (v, _) = st
             .patch(
                 res,
@@ -804,7 +812,8 @@ mod tests {
             .create(
                 ev,
                 Some("d"),
-                json!({"metadata": {"generateName": "pvc-a."}, "reason": "X"}),
+                json!({"metadata": {"generateName": "pvc-a."}, "reason": "X",
+                       "involvedObject": {"namespace": "d"}}),
                 false,
                 false,
             )

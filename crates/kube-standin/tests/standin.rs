@@ -47,6 +47,14 @@ fn pvc(name: &str) -> PersistentVolumeClaim {
     }
 }
 
+/// A PV the API server accepts: capacity, access modes and one (NFS) volume source.
+fn nfs_pv(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "PersistentVolume",
+           "metadata": {"name": name},
+           "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+                    "nfs": {"server": "10.0.0.1", "path": format!("/export/{name}")}}})
+}
+
 fn api_code(e: &kube::Error) -> (u16, String) {
     match e {
         kube::Error::Api(s) => (s.code, s.reason.clone()),
@@ -447,9 +455,8 @@ async fn server_side_apply_creates_then_merges() {
     let s = StandIn::start().await;
     let pvs: Api<PersistentVolume> = Api::all(client(&s));
     let pp = PatchParams::apply("standin-test");
-    let body = json!({"apiVersion": "v1", "kind": "PersistentVolume",
-                      "metadata": {"name": "pv-a", "labels": {"a": "1"}},
-                      "spec": {"capacity": {"storage": "1Gi"}}});
+    let mut body = nfs_pv("pv-a");
+    body["metadata"]["labels"] = json!({"a": "1"});
     let pv = pvs
         .patch("pv-a", &pp, &Patch::Apply(&body))
         .await
@@ -520,7 +527,7 @@ async fn events_recorder_publishes_events_k8s_io() {
     let core: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client(&s), "apps");
     let e: k8s_openapi::api::core::v1::Event = serde_json::from_value(json!({
         "metadata": {"generateName": "data."},
-        "involvedObject": {"kind": "PersistentVolumeClaim", "name": "data"},
+        "involvedObject": {"kind": "PersistentVolumeClaim", "name": "data", "namespace": "apps"},
         "reason": "ProvisioningSucceeded",
     }))
     .expect("event");
@@ -536,8 +543,7 @@ async fn events_recorder_publishes_events_k8s_io() {
 async fn fault_injection_and_request_log() {
     let s = StandIn::start().await;
     let pvs: Api<PersistentVolume> = Api::all(client(&s));
-    let pv: PersistentVolume =
-        serde_json::from_value(json!({"metadata": {"name": "pv-1"}})).expect("pv");
+    let pv: PersistentVolume = serde_json::from_value(nfs_pv("pv-1")).expect("pv");
 
     // kube's client retries 429/503/504 by itself: the caller never sees this one.
     s.fail(Verb::Create, "persistentvolumes", 503, 1);
@@ -553,8 +559,7 @@ async fn fault_injection_and_request_log() {
     assert_eq!(statuses, [503, 201]);
 
     // A 500 reaches the caller.
-    let pv2: PersistentVolume =
-        serde_json::from_value(json!({"metadata": {"name": "pv-2"}})).expect("pv");
+    let pv2: PersistentVolume = serde_json::from_value(nfs_pv("pv-2")).expect("pv");
     s.fail(Verb::Create, "persistentvolumes", 500, 1);
     let e = pvs
         .create(&PostParams::default(), &pv2)
@@ -814,8 +819,7 @@ async fn controller_loop_with_finalizer() {
                 Fin::Apply(pvc) => {
                     let name = format!("pvc-{}", pvc.uid().unwrap_or_default());
                     let pv: PersistentVolume =
-                        serde_json::from_value(json!({"metadata": {"name": name}}))
-                            .map_err(|_| ReconcileError)?;
+                        serde_json::from_value(nfs_pv(&name)).map_err(|_| ReconcileError)?;
                     match pvs.create(&PostParams::default(), &pv).await {
                         Ok(_) => {}
                         Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -906,4 +910,237 @@ async fn huge_watch_timeout_does_not_break_the_server() {
     assert_eq!(&head, b"HTTP/1.1 200");
     let pvs: Api<PersistentVolume> = Api::all(client(&s));
     assert!(pvs.list(&ListParams::default()).await.is_ok());
+}
+
+/// The fields named by a 422 Status's `details.causes`.
+fn cause_fields(status: &Value) -> Vec<String> {
+    status["details"]["causes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c["field"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Writes the real API server refuses are refused with its 422 `Invalid` Status; direct
+/// inserts are not checked.
+#[tokio::test]
+async fn invalid_events_are_refused_like_the_api_server() {
+    let s = StandIn::start().await;
+    let core = "/api/v1/namespaces/apps/events";
+    // A core Event with eventTime needs the reporting fields.
+    let (code, st) = raw(
+        &s,
+        "POST",
+        core,
+        "application/json",
+        r#"{"metadata":{"name":"e1"},"eventTime":"2024-01-01T00:00:00.000000Z",
+            "involvedObject":{"kind":"PersistentVolumeClaim","name":"data","namespace":"apps"},
+            "reason":"Provisioning","reportingComponent":"nfs-provisioner"}"#,
+    )
+    .await;
+    assert_eq!((code, st["reason"].clone()), (422, json!("Invalid")));
+    assert_eq!(
+        st["message"],
+        json!(
+            "Event \"e1\" is invalid: [reportingInstance: Required value, action: Required value]"
+        )
+    );
+    assert_eq!(cause_fields(&st), ["reportingInstance", "action"]);
+    assert_eq!(st["details"]["kind"], json!("Event"));
+    assert!(s.get("events", Some("apps"), "e1").is_none());
+    let (code, _) = raw(
+        &s,
+        "POST",
+        core,
+        "application/json",
+        r#"{"metadata":{"name":"e1"},"eventTime":"2024-01-01T00:00:00.000000Z",
+            "involvedObject":{"kind":"PersistentVolumeClaim","name":"data","namespace":"apps"},
+            "reason":"Provisioning","reportingComponent":"nfs-provisioner",
+            "reportingInstance":"pod-1","action":"Provision"}"#,
+    )
+    .await;
+    assert_eq!(code, 201);
+    // Without eventTime the involved object's namespace must match.
+    let (code, st) = raw(
+        &s,
+        "POST",
+        core,
+        "application/json",
+        r#"{"metadata":{"name":"e2"},"reason":"R","involvedObject":{"name":"x"}}"#,
+    )
+    .await;
+    assert_eq!(code, 422);
+    assert_eq!(cause_fields(&st), ["involvedObject.namespace"]);
+
+    // events.k8s.io/v1: strict create rules, then series and immutable fields on patches.
+    let v1 = "/apis/events.k8s.io/v1/namespaces/apps/events";
+    let good = json!({"metadata": {"name": "data.1"},
+        "eventTime": "2024-01-01T00:00:00.000000Z",
+        "regarding": {"kind": "PersistentVolumeClaim", "name": "data", "namespace": "apps"},
+        "reason": "Provisioning", "note": "n", "action": "Provision", "type": "Normal",
+        "reportingController": "cluster.local/nfs", "reportingInstance": "pod-1"});
+    let mut bad = good.clone();
+    bad["type"] = json!("Info");
+    bad["deprecatedCount"] = json!(1);
+    let (code, st) = raw(&s, "POST", v1, "application/json", &bad.to_string()).await;
+    assert_eq!(code, 422);
+    assert_eq!(cause_fields(&st), ["type", "count"]);
+    let (code, _) = raw(&s, "POST", v1, "application/json", &good.to_string()).await;
+    assert_eq!(code, 201);
+    let merge = "application/merge-patch+json";
+    let one = format!("{v1}/data.1");
+    let (code, st) = raw(&s, "PATCH", &one, merge, r#"{"series":{"count":1}}"#).await;
+    assert_eq!(code, 422);
+    assert_eq!(
+        cause_fields(&st),
+        ["series.count", "series.lastObservedTime"]
+    );
+    let (code, st) = raw(&s, "PATCH", &one, merge, r#"{"note":"other"}"#).await;
+    assert_eq!(code, 422);
+    assert_eq!(
+        st["message"],
+        json!("Event \"data.1\" is invalid: message: Invalid value: \"other\": field is immutable")
+    );
+    let series = r#"{"series":{"count":2,"lastObservedTime":"2024-01-01T00:01:00.000000Z"}}"#;
+    assert_eq!(raw(&s, "PATCH", &one, merge, series).await.0, 200);
+
+    // A direct insert is the test's business.
+    s.insert(json!({"apiVersion": "v1", "kind": "Event",
+                    "metadata": {"name": "raw", "namespace": "apps"}, "reason": "X"}))
+        .expect("insert");
+}
+
+#[tokio::test]
+async fn invalid_volumes_claims_and_leases_are_refused() {
+    let s = StandIn::start().await;
+    let c = client(&s);
+    let pvs: Api<PersistentVolume> = Api::all(c.clone());
+    let bare: PersistentVolume =
+        serde_json::from_value(json!({"metadata": {"name": "pv-0"}})).expect("pv");
+    let e = pvs
+        .create(&PostParams::default(), &bare)
+        .await
+        .expect_err("no spec");
+    assert_eq!(api_code(&e), (422, "Invalid".into()));
+    let kube::Error::Api(status) = &e else {
+        unreachable!()
+    };
+    assert_eq!(
+        status.message,
+        "PersistentVolume \"pv-0\" is invalid: [spec.accessModes: Required value, \
+         spec.capacity: Required value, spec.capacity: Unsupported value: null: supported \
+         values: \"storage\", spec: Required value: must specify a volume type]"
+    );
+    pvs.create(
+        &PostParams::default(),
+        &serde_json::from_value(nfs_pv("pv-1")).expect("pv"),
+    )
+    .await
+    .expect("valid PV");
+    let merge = |v: Value| Patch::Merge(v);
+    let e = pvs
+        .patch(
+            "pv-1",
+            &PatchParams::default(),
+            &merge(json!({"spec": {"nfs": {"server": "10.0.0.2"}}})),
+        )
+        .await
+        .expect_err("source is immutable");
+    let kube::Error::Api(status) = &e else {
+        panic!("{e}")
+    };
+    assert_eq!(
+        (status.code, status.message.as_str()),
+        (
+            422,
+            "PersistentVolume \"pv-1\" is invalid: spec.persistentvolumesource: Forbidden: \
+             spec.persistentvolumesource is immutable after creation"
+        )
+    );
+    pvs.patch(
+        "pv-1",
+        &PatchParams::default(),
+        &merge(
+            json!({"spec": {"claimRef": {"namespace": "apps", "name": "data"},
+                                "capacity": {"storage": "2Gi"}}}),
+        ),
+    )
+    .await
+    .expect("claimRef and capacity may change");
+
+    // Claims: the spec is immutable but for a first volumeName.
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), "apps");
+    pvcs.create(&PostParams::default(), &pvc("data"))
+        .await
+        .expect("create");
+    pvcs.patch(
+        "data",
+        &PatchParams::default(),
+        &merge(json!({"spec": {"volumeName": "pv-1"}})),
+    )
+    .await
+    .expect("bind");
+    let e = pvcs
+        .patch(
+            "data",
+            &PatchParams::default(),
+            &merge(json!({"spec": {"storageClassName": "other"}})),
+        )
+        .await
+        .expect_err("immutable");
+    let kube::Error::Api(status) = &e else {
+        panic!("{e}")
+    };
+    assert_eq!(
+        (status.code, status.message.as_str()),
+        (
+            422,
+            "PersistentVolumeClaim \"data\" is invalid: spec: Forbidden: spec is immutable \
+             after creation except resources.requests and volumeAttributesClassName for bound \
+             claims"
+        )
+    );
+    // Status writes are not checked against the spec rules.
+    pvcs.patch_status(
+        "data",
+        &PatchParams::default(),
+        &merge(json!({"status": {"phase": "Bound"}})),
+    )
+    .await
+    .expect("status");
+
+    // Leases.
+    let leases: Api<Lease> = Api::namespaced(c, "kube-system");
+    let lease: Lease = serde_json::from_value(json!({
+        "metadata": {"name": "leader"},
+        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 0},
+    }))
+    .expect("lease");
+    let e = leases
+        .create(&PostParams::default(), &lease)
+        .await
+        .expect_err("zero duration");
+    let kube::Error::Api(status) = &e else {
+        panic!("{e}")
+    };
+    assert_eq!(
+        (status.code, status.message.as_str()),
+        (
+            422,
+            "Lease.coordination.k8s.io \"leader\" is invalid: spec.leaseDurationSeconds: \
+             Invalid value: 0: must be greater than 0"
+        )
+    );
+    let (code, st) = raw(
+        &s,
+        "POST",
+        "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases",
+        "application/json",
+        r#"{"metadata":{"name":"leader"},"spec":{"holderIdentity":5}}"#,
+    )
+    .await;
+    assert_eq!((code, st["reason"].clone()), (400, json!("BadRequest")));
 }

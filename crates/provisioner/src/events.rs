@@ -1,10 +1,19 @@
-//! Kubernetes Events on claims and volumes (core/v1 Events, as the old provisioner wrote).
+//! Kubernetes Events on claims and volumes, written through kube-rs's events.k8s.io/v1
+//! recorder: what `kubectl describe pvc` and `kubectl describe pv` show under "Events".
+//!
+//! Each Event carries the reporting controller (the provisioner name), the reporting instance
+//! (the pod, `$POD_NAME`, else the host name), an action and a reason; a repeat of the same
+//! action and reason about the same object within a few minutes becomes a series (one Event
+//! whose count grows) instead of a new object. Cluster-scoped objects (PVs) get their Events
+//! in namespace `default`, as the API server requires.
 
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
-use k8s_openapi::jiff::Timestamp;
-use kube::{Api, Client, Resource, ResourceExt};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder as KubeRecorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
+
+/// The longest `note` the API server accepts (bytes).
+const NOTE_LIMIT: usize = 1024;
 
 /// Normal or Warning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,18 +22,25 @@ pub enum Kind {
     Warning,
 }
 
-/// Records Events as `component`.
+/// Records Events as controller `component`.
 #[derive(Clone)]
 pub struct Recorder {
-    client: Client,
-    component: String,
+    inner: KubeRecorder,
 }
 
 impl Recorder {
     pub fn new(client: Client, component: &str) -> Self {
+        let instance = std::env::var("POD_NAME").ok().filter(|s| !s.is_empty());
+        let reporter = match instance {
+            Some(instance) => Reporter {
+                controller: component.to_owned(),
+                instance: Some(instance),
+            },
+            // The host name, as a pod's is its name.
+            None => Reporter::from(component),
+        };
         Self {
-            client,
-            component: component.to_owned(),
+            inner: KubeRecorder::new(client, reporter),
         }
     }
 
@@ -33,43 +49,81 @@ impl Recorder {
     where
         K: Resource<DynamicType = ()>,
     {
-        let namespace = obj.namespace().unwrap_or_else(|| "default".to_owned());
-        let now = Timestamp::now();
         let event = Event {
-            metadata: ObjectMeta {
-                generate_name: Some(format!("{}.", obj.name_any())),
-                namespace: Some(namespace.clone()),
-                ..ObjectMeta::default()
+            type_: match kind {
+                Kind::Normal => EventType::Normal,
+                Kind::Warning => EventType::Warning,
             },
-            involved_object: ObjectReference {
-                api_version: Some(K::api_version(&()).into_owned()),
-                kind: Some(K::kind(&()).into_owned()),
-                name: Some(obj.name_any()),
-                namespace: obj.namespace(),
-                uid: obj.uid(),
-                resource_version: obj.resource_version(),
-                ..ObjectReference::default()
-            },
-            reason: Some(reason.to_owned()),
-            message: Some(message.to_owned()),
-            type_: Some(match kind {
-                Kind::Normal => "Normal".to_owned(),
-                Kind::Warning => "Warning".to_owned(),
-            }),
-            source: Some(EventSource {
-                component: Some(self.component.clone()),
-                host: None,
-            }),
-            reporting_component: Some(self.component.clone()),
-            first_timestamp: Some(Time(now)),
-            last_timestamp: Some(Time(now)),
-            event_time: Some(MicroTime(now)),
-            count: Some(1),
-            ..Event::default()
+            reason: reason.to_owned(),
+            note: Some(truncate(message, NOTE_LIMIT)),
+            action: action_of(reason).to_owned(),
+            secondary: None,
         };
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        if let Err(e) = api.create(&Default::default(), &event).await {
-            warn!(reason, error = %e, "cannot record event");
+        if let Err(e) = self.inner.publish(&event, &reference(obj)).await {
+            warn!(reason, object = %obj.name_any(), error = %e, "cannot record event");
         }
+    }
+}
+
+/// The object reference an Event is about. The resourceVersion is left out: with it, each
+/// change of the object would make a repeat look like a different object to aggregation.
+fn reference<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        name: Some(obj.name_any()),
+        namespace: obj.namespace(),
+        uid: obj.uid(),
+        ..ObjectReference::default()
+    }
+}
+
+/// The action (what the provisioner was doing) behind each reason it reports.
+pub fn action_of(reason: &str) -> &'static str {
+    match reason {
+        "Provisioning" | "ProvisioningSucceeded" | "ProvisioningFailed" => "Provision",
+        "VolumeFailedDelete" | "VolumeDeleted" => "Delete",
+        r if r.starts_with("VolumeResize") || r.starts_with("ExternalExpanding") => "Resize",
+        "IdentityRecovered"
+        | "VolumeDataMissing"
+        | "VolumeRecreated"
+        | "OrphanBound"
+        | "ServerAddressChanged" => "Recover",
+        _ => "Reconcile",
+    }
+}
+
+/// `s` cut to at most `limit` bytes on a character boundary, marked when cut.
+fn truncate(s: &str, limit: usize) -> String {
+    if s.len() <= limit {
+        return s.to_owned();
+    }
+    let mut end = limit - '…'.len_utf8();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_fit_the_api_limit_on_a_char_boundary() {
+        assert_eq!(truncate("short", NOTE_LIMIT), "short");
+        let long = "é".repeat(800); // 1,600 bytes
+        let cut = truncate(&long, NOTE_LIMIT);
+        assert!(cut.len() <= NOTE_LIMIT, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+    }
+
+    #[test]
+    fn every_reason_has_an_action() {
+        assert_eq!(action_of("ProvisioningFailed"), "Provision");
+        assert_eq!(action_of("VolumeFailedDelete"), "Delete");
+        assert_eq!(action_of("VolumeResizeSuccessful"), "Resize");
+        assert_eq!(action_of("ServerAddressChanged"), "Recover");
+        assert_eq!(action_of("SomethingNew"), "Reconcile");
     }
 }
