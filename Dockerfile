@@ -31,6 +31,7 @@ LABEL org.opencontainers.image.title="nfs-server-provisioner" \
 COPY --from=build /out/nfs-server-provisioner /usr/local/bin/nfs-server-provisioner
 # The export root: mount a persistent volume here.
 VOLUME /export
-EXPOSE 2049/tcp 20048/tcp 111/tcp 8080/tcp
+# NFS (v3 and v4.1/4.2), MOUNT, portmapper, NLM and statd (NFSv3 locking, TCP and UDP), HTTP.
+EXPOSE 2049/tcp 20048/tcp 111/tcp 32803/tcp 32803/udp 662/tcp 662/udp 8080/tcp
 ENTRYPOINT ["/usr/local/bin/nfs-server-provisioner"]
 CMD ["serve", "--export-root=/export"]

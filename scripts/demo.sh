@@ -24,9 +24,11 @@ if (exec 3<>/dev/tcp/127.0.0.1/111) 2>/dev/null; then
 fi
 cat <<MSG
 
-Serving $root/demo as /export/demo. From a Linux client:
+Serving $root/demo as /export/demo (NFSv4.2, 4.1 and NFSv3). From a Linux client:
+  mount -t nfs SERVER:/export/demo /mnt          (NFSv4.2 or 4.1, port 2049 only)
   mount -t nfs -o vers=3,proto=tcp,port=2049,mountport=20048,mountproto=tcp,nolock SERVER:/export/demo /mnt
 or with libnfs:  nfs-ls "nfs://127.0.0.1/export/demo?version=3&nfsport=2049&mountport=20048"
 
 MSG
-exec "$bin" serve --export-root "$root" --portmap-port "$portmap"
+# --no-controller: no Kubernetes here, NFS only (without it serve warns that it found no cluster).
+exec "$bin" serve --export-root "$root" --portmap-port "$portmap" --no-controller

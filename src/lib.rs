@@ -300,7 +300,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         statd = %statd_addr,
         volumes = store.volumes().len(),
         volume_sizes = %store.quota_mode(),
-        "serving NFSv3 and NFSv4.1"
+        "serving NFSv3, NFSv4.1 and NFSv4.2"
     );
     Ok(Running {
         nfs: nfs_addr,

@@ -17,12 +17,14 @@ use nfs_server_provisioner::{ServeConfig, raise_fd_limit, start};
     // A flag given twice takes its last value, as Go's flag package did: the chart's
     // `extraArgs` can override a flag the chart sets itself.
     args_override_self = true,
-    about = "A userspace NFS server for ReadWriteMany volumes",
-    long_about = "A userspace NFSv3 server exporting one directory per volume under an export \
-root. Volumes are served as /export/<name>, whatever the export root is on disk.\n\n\
+    about = "A userspace NFS server and Kubernetes provisioner for ReadWriteMany volumes",
+    long_about = "A userspace NFS server (NFSv3, NFSv4.1 and NFSv4.2; not NFSv4.0) exporting \
+one directory per volume under an export root, and a Kubernetes dynamic volume provisioner. \
+Volumes are served as /export/<name>, whatever the export root is on disk.\n\n\
 Quick start:\n  nfs-server-provisioner volume add demo --export-root /srv/export\n  \
-nfs-server-provisioner serve --export-root /srv/export\n  \
-mount -t nfs -o vers=3,proto=tcp,nolock SERVER:/export/demo /mnt"
+nfs-server-provisioner serve --export-root /srv/export --no-controller\n  \
+mount -t nfs SERVER:/export/demo /mnt                              (NFSv4.2 or 4.1)\n  \
+mount -t nfs -o vers=3,proto=tcp,nolock SERVER:/export/demo /mnt   (NFSv3)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -34,7 +36,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve every volume registered under the export root over NFSv3.
+    /// Serve every volume registered under the export root over NFSv3, NFSv4.1 and NFSv4.2,
+    /// and run the Kubernetes provisioner when a cluster is found.
     Serve {
         /// Directory holding one subdirectory per volume and the registry.
         #[arg(long, env = "EXPORT_ROOT")]
@@ -42,8 +45,10 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "0.0.0.0")]
         bind: IpAddr,
+        /// NFS port (NFSv3 and NFSv4.1/4.2, TCP).
         #[arg(long, default_value_t = 2049)]
         nfs_port: u16,
+        /// MOUNT v3 port (TCP), for NFSv3 clients.
         #[arg(long, default_value_t = 20048)]
         mount_port: u16,
         /// Portmapper (rpcbind) port; 0 disables the portmapper.
@@ -92,22 +97,26 @@ enum Command {
         cluster: ClusterArgs,
     },
     /// Repair after a disaster: lost identity, lost data, orphaned data, new server address.
-    #[command(group(clap::ArgGroup::new("action").required(true).multiple(false)
+    // One action; --server-address is an action of its own, or with --bind-orphan the address
+    // the new PV names (needed out of cluster, where no Service gives it).
+    #[command(group(clap::ArgGroup::new("action").required(true).multiple(true)
         .args(["adopt_identity", "recreate_missing", "bind_orphan", "server_address"])))]
     Recover {
         #[command(flatten)]
         cluster: ClusterArgs,
         /// Write ID as the export root's identity (the `Provisioner_Id` of its PVs).
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID",
+              conflicts_with_all = ["recreate_missing", "bind_orphan", "claim", "server_address"])]
         adopt_identity: Option<String>,
         /// Give every PV of ours whose directory is missing an empty one (the data is lost).
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["bind_orphan", "claim", "server_address"])]
         recreate_missing: bool,
-        /// Hand orphaned directory DIR (no PV) to the claim given by --claim.
+        /// Hand orphaned directory DIR (no PV) to the claim given by --claim. Out of cluster,
+        /// also give --server-address: the NFS server address the new PV names.
         #[arg(long, value_name = "DIR", requires = "claim")]
         bind_orphan: Option<String>,
         /// NAMESPACE/NAME of the claim (Pending, or to be created) for --bind-orphan.
-        #[arg(long, value_name = "NAMESPACE/NAME")]
+        #[arg(long, value_name = "NAMESPACE/NAME", requires = "bind_orphan")]
         claim: Option<String>,
         /// StorageClass of the PV when the claim does not exist yet.
         #[arg(long, default_value = "nfs")]
@@ -115,7 +124,9 @@ enum Command {
         /// Capacity of the PV when the claim does not exist yet.
         #[arg(long, default_value = "1Gi")]
         size: String,
-        /// Re-create our PVs with this NFS server address (same names, claims and data).
+        /// Re-create our PVs with this NFS server address (same names, claims and data). With
+        /// --bind-orphan: the address the new PV names (default: the Service's ClusterIP, found
+        /// only in the cluster).
         #[arg(long, value_name = "ADDR")]
         server_address: Option<String>,
     },
@@ -131,6 +142,7 @@ const DEFAULT_PROVISIONER: &str = "cluster.local/nfs-server-provisioner";
 /// Where `status` and `recover` find the export root and the cluster.
 #[derive(clap::Args)]
 struct ClusterArgs {
+    /// Directory holding one subdirectory per volume and the registry.
     #[arg(long, env = "EXPORT_ROOT")]
     export_root: PathBuf,
     /// Provisioner name StorageClasses use.
@@ -235,7 +247,9 @@ fn normalize_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std
 enum VolumeCommand {
     /// Register a volume; creates <export-root>/<NAME> (mode 0777) if missing.
     Add {
+        /// Volume name: its directory under the export root and its NFS path /export/NAME.
         name: String,
+        /// Directory holding one subdirectory per volume and the registry.
         #[arg(long, env = "EXPORT_ROOT")]
         export_root: PathBuf,
         /// Export read-only.
@@ -244,32 +258,40 @@ enum VolumeCommand {
         /// Map root (or all) callers to the anonymous uid/gid.
         #[arg(long, default_value = "none", value_parser = ["root", "all", "none"])]
         squash: String,
+        /// The uid squashed callers act as.
         #[arg(long, default_value_t = 65534)]
         anonuid: u32,
+        /// The gid squashed callers act as.
         #[arg(long, default_value_t = 65534)]
         anongid: u32,
-        /// Size limit (Kubernetes quantity: 1Gi, 500Mi, 2G); writes past it get "disk quota
-        /// exceeded" and `df` on clients shows it. Default: unlimited.
+        /// Size limit (Kubernetes quantity: 1Gi, 500Mi, 2G; more than 0); writes past it get
+        /// "disk quota exceeded" and `df` on clients shows it. Without --size the volume has no
+        /// limit of its own (only the export root's file system's free space).
         #[arg(long, value_parser = parse_size)]
         size: Option<u64>,
     },
     /// Grow a volume's size limit (takes effect at once, also while `serve` runs; never shrinks).
     Resize {
+        /// Name of the volume.
         name: String,
+        /// Directory holding one subdirectory per volume and the registry.
         #[arg(long, env = "EXPORT_ROOT")]
         export_root: PathBuf,
-        /// The new size (Kubernetes quantity: 2Gi, 1500Mi).
+        /// The new size (Kubernetes quantity: 2Gi, 1500Mi; more than 0).
         #[arg(long, value_parser = parse_size)]
         size: u64,
     },
     /// Unregister a volume: its clients get "stale file handle"; the data stays on disk.
     Remove {
+        /// Name of the volume.
         name: String,
+        /// Directory holding one subdirectory per volume and the registry.
         #[arg(long, env = "EXPORT_ROOT")]
         export_root: PathBuf,
     },
     /// List registered volumes.
     List {
+        /// Directory holding one subdirectory per volume and the registry.
         #[arg(long, env = "EXPORT_ROOT")]
         export_root: PathBuf,
     },
@@ -338,11 +360,7 @@ fn main() -> anyhow::Result<()> {
                 kube,
             )
         }
-        Command::Status { cluster } => status(
-            &cluster.export_root,
-            &cluster.provisioner,
-            cluster.kubeconfig.as_deref(),
-        ),
+        Command::Status { cluster } => status(&cluster),
         Command::Volume { command } => volume(command),
         Command::Recover {
             cluster,
@@ -360,13 +378,16 @@ fn main() -> anyhow::Result<()> {
                 RecoverAction::RecreateMissing
             } else if let Some(dir) = bind_orphan {
                 let (ns, name) = provisioner::recovery::parse_claim(&claim.unwrap_or_default())?;
-                RecoverAction::BindOrphan(provisioner::recovery::Orphan {
-                    directory: dir,
-                    claim_namespace: ns,
-                    claim_name: name,
-                    storage_class,
-                    size,
-                })
+                RecoverAction::BindOrphan(
+                    provisioner::recovery::Orphan {
+                        directory: dir,
+                        claim_namespace: ns,
+                        claim_name: name,
+                        storage_class,
+                        size,
+                    },
+                    server_address,
+                )
             } else if let Some(addr) = server_address {
                 RecoverAction::ServerAddress(addr)
             } else {
@@ -414,7 +435,8 @@ fn guard_export_root(root: &Path, allow_ephemeral: bool) -> anyhow::Result<()> {
 enum RecoverAction {
     AdoptIdentity(String),
     RecreateMissing,
-    BindOrphan(provisioner::recovery::Orphan),
+    /// The orphan, and the address its PV names when given (else found as `serve` finds it).
+    BindOrphan(provisioner::recovery::Orphan, Option<String>),
     ServerAddress(String),
 }
 
@@ -444,9 +466,11 @@ fn recover(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let client = provisioner::connect(kubeconfig).await?;
+        let client = connect_cli(kubeconfig).await?;
         let mut config = cluster_config(name);
-        if let RecoverAction::ServerAddress(addr) = &action {
+        if let RecoverAction::ServerAddress(addr) | RecoverAction::BindOrphan(_, Some(addr)) =
+            &action
+        {
             config.server_address = Some(addr.clone());
         }
         let ctx = provisioner::controller::Context::new(
@@ -466,7 +490,7 @@ fn recover(
                 }
                 println!("{} volume(s) recreated", missing.len());
             }
-            RecoverAction::BindOrphan(orphan) => {
+            RecoverAction::BindOrphan(orphan, _) => {
                 recovery::bind_orphan(&ctx, &orphan).await?;
                 println!(
                     "PersistentVolume {} created for claim {}/{}; create the claim (class {}, a request \
@@ -489,6 +513,7 @@ fn cluster_config(name: &str) -> provisioner::controller::Config {
         namespace: env("POD_NAMESPACE"),
         service_name: env("SERVICE_NAME"),
         pod_ip: env("POD_IP"),
+        pod_name: env("POD_NAME"),
         ..provisioner::controller::Config::new(name)
     }
 }
@@ -524,8 +549,11 @@ fn serve(config: ServeConfig, kube: KubeArgs) -> anyhow::Result<()> {
     })
 }
 
+/// The store for commands that print the volumes (`status`, `recover`, `volume list`): each
+/// volume measured, none logged as exported (that is `serve`'s news).
 fn open(root: &Path) -> anyhow::Result<ExportStore> {
-    ExportStore::open(root).with_context(|| format!("cannot open export root {}", root.display()))
+    ExportStore::open_quiet(root)
+        .with_context(|| format!("cannot open export root {}", root.display()))
 }
 
 /// The store for commands that only change the registry: no walk of every volume.
@@ -614,8 +642,18 @@ fn volume(command: VolumeCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A volume size for `volume add` and `volume resize`: a Kubernetes quantity of at least one
+/// byte (a volume of size 0 could not hold a single block). Sizes above 2^63 - 1 bytes are
+/// taken as 2^63 - 1, as Kubernetes does.
 fn parse_size(s: &str) -> Result<u64, String> {
-    provisioner::quantity::bytes(s).map_err(|e| e.to_string())
+    match provisioner::quantity::bytes(s) {
+        Ok(0) => Err(format!(
+            "{s:?} is a size of 0 bytes, which no file fits in: give a size of at least 1 \
+             (e.g. 1Gi), or leave --size out for no limit"
+        )),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Bytes in binary units for people (`1.0Gi`, `512.0Mi`, `0`), or "unlimited".
@@ -623,7 +661,7 @@ fn size_text(bytes: Option<u64>) -> String {
     let Some(b) = bytes else {
         return "unlimited".into();
     };
-    const UNITS: [&str; 6] = ["", "Ki", "Mi", "Gi", "Ti", "Pi"];
+    const UNITS: [&str; 7] = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
     let mut v = b as f64;
     let mut unit = 0;
     while v >= 1024.0 && unit + 1 < UNITS.len() {
@@ -635,6 +673,32 @@ fn size_text(bytes: Option<u64>) -> String {
     } else {
         format!("{v:.1}{}", UNITS[unit])
     }
+}
+
+/// What `serve` logs when it finds no cluster to provision for.
+const NO_CLUSTER: &str = "provisioner off: no Kubernetes cluster found (not in a pod, no \
+--kubeconfig, $KUBECONFIG or ~/.kube/config); serving NFS only. To provision volumes, pass \
+--kubeconfig FILE; --no-controller turns the provisioner off without this warning";
+
+/// Whether any Kubernetes configuration is there to try: in a pod, `$KUBECONFIG`, or
+/// `~/.kube/config`. Without one, failing to connect is expected, not an error.
+fn cluster_configured() -> bool {
+    env("KUBERNETES_SERVICE_HOST").is_some()
+        || env("KUBECONFIG").is_some()
+        || env("HOME").is_some_and(|h| Path::new(&h).join(".kube/config").exists())
+}
+
+/// Connects to Kubernetes for `status` and `recover`, saying where it looked when it cannot.
+async fn connect_cli(kubeconfig: Option<&Path>) -> anyhow::Result<provisioner::Client> {
+    provisioner::connect(kubeconfig)
+        .await
+        .with_context(|| match kubeconfig {
+            Some(path) => format!("cannot use kubeconfig {}", path.display()),
+            None if !cluster_configured() => "no Kubernetes cluster found (not in a pod, no \
+            $KUBECONFIG or ~/.kube/config): pass --kubeconfig FILE"
+                .to_owned(),
+            None => "cannot configure the Kubernetes client".to_owned(),
+        })
 }
 
 fn env(name: &str) -> Option<String> {
@@ -652,11 +716,16 @@ async fn start_provisioner(
     // Without a controller, every volume the registry holds is already served: ready.
     let client = match provisioner::connect(args.kubeconfig.as_deref()).await {
         Ok(c) => c,
+        Err(e) if args.kubeconfig.is_none() && !cluster_configured() => {
+            tracing::debug!(error = %e, "no Kubernetes configuration");
+            tracing::warn!("{NO_CLUSTER}");
+            health.set_ready();
+            return;
+        }
         Err(e) => {
             tracing::error!(
                 error = %e,
-                "no Kubernetes configuration: serving NFS only (pass --no-controller to say so, \
-                 or --kubeconfig to provision)"
+                "cannot configure the Kubernetes client: the provisioner is off, serving NFS only"
             );
             health.set_ready();
             return;
@@ -668,9 +737,14 @@ async fn start_provisioner(
         provisioner::recovery::Recover::Auto
     };
     // Never mint a new identity over PVs that carry one: wait for it to be settled.
-    let identity =
-        provisioner::recovery::settle_identity(&client, &export_root, &args.provisioner, recover)
-            .await;
+    let identity = provisioner::recovery::settle_identity(
+        &client,
+        &export_root,
+        &args.provisioner,
+        env("POD_NAME").as_deref(),
+        recover,
+    )
+    .await;
     let namespace = env("POD_NAMESPACE");
     let election = match (&namespace, args.leader_elect) {
         (Some(ns), true) => Some(provisioner::Election {
@@ -715,15 +789,20 @@ async fn start_provisioner(
     ));
 }
 
-fn status(export_root: &Path, name: &str, kubeconfig: Option<&Path>) -> anyhow::Result<()> {
+fn status(cluster: &ClusterArgs) -> anyhow::Result<()> {
+    let (export_root, name, kubeconfig) = (
+        cluster.export_root.as_path(),
+        cluster.provisioner.as_str(),
+        cluster.kubeconfig.as_deref(),
+    );
     let store = open(export_root)?;
     let identity = provisioner::identity::read(export_root)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let store = Arc::new(store);
-    let (rows, mut problems) = runtime.block_on(async {
-        let client = provisioner::connect(kubeconfig).await?;
+    let (rows, mut problems, address_known) = runtime.block_on(async {
+        let client = connect_cli(kubeconfig).await?;
         let rows = provisioner::status(client.clone(), &store, name, identity.as_deref()).await?;
         // The address new PVs would get, to spot PVs naming an old one.
         let ctx = provisioner::controller::Context::new(
@@ -742,7 +821,7 @@ fn status(export_root: &Path, name: &str, kubeconfig: Option<&Path>) -> anyhow::
             address.as_deref(),
         )
         .await?;
-        anyhow::Ok((rows, problems))
+        anyhow::Ok((rows, problems, address.is_some()))
     })?;
     if let Ok(
         export_store::durability::Verdict::Ephemeral(why)
@@ -788,11 +867,67 @@ fn status(export_root: &Path, name: &str, kubeconfig: Option<&Path>) -> anyhow::
         println!("\nno problems found");
     } else {
         println!("\nPROBLEMS ({})", problems.len());
+        let program = std::env::args().next().unwrap_or_default();
         for p in &problems {
-            println!("- {}\n  fix: {}", p.what, p.fix);
+            println!(
+                "- {}\n  fix: {}",
+                p.what,
+                complete_fix(&p.fix, &program, cluster, address_known)
+            );
         }
     }
     Ok(())
+}
+
+const PROGRAM: &str = "nfs-server-provisioner";
+
+/// Makes the command in a `status` fix one to paste where the user stands: the program as they
+/// ran it, the flags that pointed `status` at this export root and cluster, and, when no
+/// server address could be found (out of cluster), the `--server-address` a new PV needs.
+/// The fixes the recovery module gives end with their command; other text is left alone.
+fn complete_fix(fix: &str, program: &str, cluster: &ClusterArgs, address_known: bool) -> String {
+    let command = format!("{PROGRAM} recover ");
+    let Some(at) = fix.find(&command) else {
+        return fix.to_owned();
+    };
+    // The name they ran us by, when it is a path (./nfs-server-provisioner, target/release/...).
+    let program = if program.contains('/') && program.ends_with(PROGRAM) {
+        program
+    } else {
+        PROGRAM
+    };
+    let mut out = format!(
+        "{}{} {}",
+        &fix[..at],
+        shell_quote(program),
+        &fix[at + PROGRAM.len() + 1..]
+    );
+    out += &format!(
+        " --export-root {}",
+        shell_quote(&cluster.export_root.to_string_lossy())
+    );
+    if let Some(k) = &cluster.kubeconfig {
+        out += &format!(" --kubeconfig {}", shell_quote(&k.to_string_lossy()));
+    }
+    if cluster.provisioner != DEFAULT_PROVISIONER {
+        out += &format!(" --provisioner {}", shell_quote(&cluster.provisioner));
+    }
+    if !address_known && out.contains("--bind-orphan") && !out.contains("--server-address") {
+        out += " --server-address ADDR";
+    }
+    out
+}
+
+/// `s` as one shell word.
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@%~".contains(&b))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
 }
 
 #[cfg(test)]
@@ -859,5 +994,314 @@ mod tests {
         assert!(kube.leader_elect);
         assert_eq!(kube.max_exports, Some(-1));
         assert_eq!(http_port, 0);
+    }
+
+    fn try_parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let args = std::iter::once("nfs-server-provisioner")
+            .chain(args.iter().copied())
+            .map(std::ffi::OsString::from);
+        Cli::try_parse_from(normalize_args(args))
+    }
+
+    fn cluster(export_root: &str, provisioner: &str, kubeconfig: Option<&str>) -> ClusterArgs {
+        ClusterArgs {
+            export_root: export_root.into(),
+            provisioner: provisioner.into(),
+            kubeconfig: kubeconfig.map(PathBuf::from),
+        }
+    }
+
+    #[test]
+    fn status_fixes_carry_the_flags_status_ran_with() {
+        let c = cluster(
+            "/srv/export",
+            DEFAULT_PROVISIONER,
+            Some("/home/me/.kube/config"),
+        );
+        assert_eq!(
+            complete_fix(
+                "nfs-server-provisioner recover --adopt-identity 6f1f2a3b-0000-4000-8000-00000000abcd",
+                "nfs-server-provisioner",
+                &c,
+                true
+            ),
+            "nfs-server-provisioner recover --adopt-identity 6f1f2a3b-0000-4000-8000-00000000abcd \
+             --export-root /srv/export --kubeconfig /home/me/.kube/config"
+        );
+        // A provisioner name other than the default, the program as it was run, and a path that
+        // needs quoting.
+        let c = cluster("/srv/my export", "example.com/nfs", None);
+        assert_eq!(
+            complete_fix(
+                "nfs-server-provisioner recover --recreate-missing",
+                "./target/release/nfs-server-provisioner",
+                &c,
+                true
+            ),
+            "./target/release/nfs-server-provisioner recover --recreate-missing \
+             --export-root '/srv/my export' --provisioner example.com/nfs"
+        );
+        // Text before the command stays; text without a command is left alone.
+        let c = cluster("/export", DEFAULT_PROVISIONER, None);
+        assert_eq!(
+            complete_fix(
+                "none if they belong to another server; if not, run: nfs-server-provisioner \
+                 recover --adopt-identity X",
+                "/usr/local/bin/other-name",
+                &c,
+                true
+            ),
+            "none if they belong to another server; if not, run: nfs-server-provisioner \
+             recover --adopt-identity X --export-root /export"
+        );
+        assert_eq!(
+            complete_fix("move it to persistent storage", "x", &c, false),
+            "move it to persistent storage"
+        );
+    }
+
+    #[test]
+    fn out_of_cluster_a_bind_orphan_fix_asks_for_the_server_address() {
+        let c = cluster("/x", DEFAULT_PROVISIONER, Some("/y"));
+        let fix = "nfs-server-provisioner recover --bind-orphan pvc-1 --claim NAMESPACE/NAME";
+        assert_eq!(
+            complete_fix(fix, "nfs-server-provisioner", &c, false),
+            "nfs-server-provisioner recover --bind-orphan pvc-1 --claim NAMESPACE/NAME \
+             --export-root /x --kubeconfig /y --server-address ADDR"
+        );
+        assert_eq!(
+            complete_fix(fix, "nfs-server-provisioner", &c, true),
+            "nfs-server-provisioner recover --bind-orphan pvc-1 --claim NAMESPACE/NAME \
+             --export-root /x --kubeconfig /y"
+        );
+    }
+
+    #[test]
+    fn every_completed_fix_parses_as_a_recover_command() {
+        let c = cluster("/srv/my export", "example.com/nfs", Some("/y"));
+        for fix in [
+            "nfs-server-provisioner recover --adopt-identity 6f1f2a3b-0000-4000-8000-00000000abcd",
+            "nfs-server-provisioner recover --recreate-missing",
+            "nfs-server-provisioner recover --server-address 10.0.0.1",
+            "nfs-server-provisioner recover --bind-orphan pvc-1 --claim apps/data",
+        ] {
+            let line = complete_fix(fix, "nfs-server-provisioner", &c, false);
+            // Split like a shell would for these (only single-quoted words).
+            let mut words = Vec::new();
+            for (i, part) in line.split('\'').enumerate() {
+                if i % 2 == 1 {
+                    words.push(part.to_owned());
+                } else {
+                    words.extend(part.split_whitespace().map(str::to_owned));
+                }
+            }
+            let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+            let cli = try_parse(&args).unwrap_or_else(|e| panic!("{line}: {e}"));
+            let Command::Recover { cluster, .. } = cli.command else {
+                panic!("not recover: {line}");
+            };
+            assert_eq!(cluster.export_root, PathBuf::from("/srv/my export"));
+            assert_eq!(cluster.provisioner, "example.com/nfs");
+            assert_eq!(cluster.kubeconfig, Some(PathBuf::from("/y")));
+        }
+    }
+
+    #[test]
+    fn bind_orphan_takes_a_server_address_out_of_cluster() {
+        let cli = parse(&[
+            "recover",
+            "--export-root",
+            "/srv/export",
+            "--kubeconfig",
+            "/home/me/.kube/config",
+            "--bind-orphan",
+            "pvc-3f2c",
+            "--claim",
+            "apps/restored",
+            "--size",
+            "5Gi",
+            "--server-address",
+            "192.0.2.10",
+        ]);
+        let Command::Recover {
+            cluster,
+            bind_orphan,
+            claim,
+            server_address,
+            size,
+            adopt_identity,
+            recreate_missing,
+            ..
+        } = cli.command
+        else {
+            panic!("not recover");
+        };
+        assert_eq!(
+            cluster.kubeconfig,
+            Some(PathBuf::from("/home/me/.kube/config"))
+        );
+        assert_eq!(bind_orphan.as_deref(), Some("pvc-3f2c"));
+        assert_eq!(claim.as_deref(), Some("apps/restored"));
+        assert_eq!(server_address.as_deref(), Some("192.0.2.10"));
+        assert_eq!(size, "5Gi");
+        assert!(adopt_identity.is_none() && !recreate_missing);
+        // --server-address alone is still the re-point action.
+        let cli = parse(&[
+            "recover",
+            "--export-root",
+            "/x",
+            "--server-address",
+            "10.0.0.1",
+        ]);
+        assert!(matches!(
+            cli.command,
+            Command::Recover {
+                server_address: Some(_),
+                bind_orphan: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn recover_takes_one_action() {
+        for bad in [
+            &["recover", "--export-root", "/x"][..],
+            &[
+                "recover",
+                "--export-root",
+                "/x",
+                "--adopt-identity",
+                "I",
+                "--recreate-missing",
+            ],
+            &[
+                "recover",
+                "--export-root",
+                "/x",
+                "--adopt-identity",
+                "I",
+                "--server-address",
+                "a",
+            ],
+            &[
+                "recover",
+                "--export-root",
+                "/x",
+                "--recreate-missing",
+                "--server-address",
+                "a",
+            ],
+            &[
+                "recover",
+                "--export-root",
+                "/x",
+                "--recreate-missing",
+                "--bind-orphan",
+                "d",
+                "--claim",
+                "a/b",
+            ],
+            &["recover", "--export-root", "/x", "--bind-orphan", "d"],
+            &[
+                "recover",
+                "--export-root",
+                "/x",
+                "--claim",
+                "a/b",
+                "--recreate-missing",
+            ],
+        ] {
+            assert!(try_parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sizes_of_zero_are_refused_and_exa_sizes_accepted() {
+        for zero in ["0", "0Gi", "0.0", "0e9"] {
+            let err = parse_size(zero).unwrap_err();
+            assert!(err.contains("0 bytes") && err.contains("--size"), "{err}");
+            assert!(
+                try_parse(&["volume", "add", "v", "--export-root", "/x", "--size", zero]).is_err()
+            );
+            assert!(
+                try_parse(&[
+                    "volume",
+                    "resize",
+                    "v",
+                    "--export-root",
+                    "/x",
+                    "--size",
+                    zero
+                ])
+                .is_err()
+            );
+        }
+        assert_eq!(parse_size("1Ei"), Ok(1 << 60));
+        assert_eq!(parse_size("9E"), Ok(9_000_000_000_000_000_000));
+        assert_eq!(
+            parse_size("99999999Ei"),
+            Ok(i64::MAX as u64),
+            "saturates as Kubernetes does"
+        );
+        assert_eq!(parse_size("1"), Ok(1));
+        assert!(
+            parse_size("1GB")
+                .unwrap_err()
+                .contains("not a storage size")
+        );
+        assert_eq!(size_text(Some(1 << 60)), "1.0Ei");
+    }
+
+    #[test]
+    fn every_flag_and_subcommand_has_help() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    missing.push(sub_path.clone());
+                }
+                walk(sub, &sub_path, missing);
+            }
+        }
+        let cmd = Cli::command();
+        let mut missing = Vec::new();
+        walk(&cmd, "nfs-server-provisioner", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:?}");
+        let about = cmd
+            .get_long_about()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        assert!(
+            about.contains("NFSv4.1") && about.contains("NFSv3"),
+            "{about}"
+        );
+        for sub in cmd.get_subcommands() {
+            let text = format!("{:?} {:?}", sub.get_about(), sub.get_long_about());
+            assert!(!text.contains("over NFSv3."), "{}: {text}", sub.get_name());
+        }
+    }
+
+    #[test]
+    fn no_cluster_warning_says_how_to_provision() {
+        assert!(!NO_CLUSTER.contains('\n'));
+        for needed in [
+            "provisioner off",
+            "no Kubernetes cluster",
+            "--kubeconfig",
+            "--no-controller",
+        ] {
+            assert!(NO_CLUSTER.contains(needed), "{needed}");
+        }
     }
 }

@@ -681,3 +681,164 @@ fn a_service_monitor_scrapes_the_http_port_when_enabled() {
         }
     }
 }
+
+/// The image a values file (over the chart's defaults, or over the 1.x chart's) renders.
+fn image_for(helm: &std::path::Path, base: Option<&str>, values: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("values.yaml");
+    std::fs::write(&file, values).unwrap();
+    let file = file.to_str().unwrap().to_owned();
+    let mut files = Vec::new();
+    if let Some(b) = base {
+        files.push(fixture(b));
+    }
+    files.push(file);
+    let files: Vec<&str> = files.iter().map(String::as_str).collect();
+    let m = Manifests::parse(&template(helm, "nfs", "default", &files));
+    let sts: StatefulSet = m.one("StatefulSet");
+    container(&sts).image.unwrap()
+}
+
+#[test]
+fn an_old_image_tag_is_never_combined_with_our_image() {
+    let chart: serde_json::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(format!("{}/Chart.yaml", manifests::CHART)).unwrap(),
+    )
+    .unwrap();
+    let app = chart["appVersion"].as_str().unwrap().to_owned();
+    for (major, helm) in helms() {
+        let h = &helm;
+        // The old repository, with its tag: our image at the appVersion.
+        for old in [
+            "quay.io/kubernetes_incubator/nfs-provisioner",
+            "k8s.gcr.io/sig-storage/nfs-provisioner",
+            "registry.k8s.io/sig-storage/nfs-provisioner",
+        ] {
+            for tag in ["v2.3.0", "v3.0.1", "v4.0.8", "latest"] {
+                assert_eq!(
+                    image_for(
+                        h,
+                        None,
+                        &format!("image: {{repository: {old}, tag: {tag}}}")
+                    ),
+                    format!("nfs-server-provisioner:{app}"),
+                    "helm {major}: {old}:{tag}"
+                );
+            }
+        }
+        // README's install command over a 1.x values.yaml: our repository, the old tag.
+        assert_eq!(
+            image_for(
+                h,
+                Some("old-chart-defaults.yaml"),
+                "image: {repository: registry.example/nfs-server-provisioner}"
+            ),
+            format!("registry.example/nfs-server-provisioner:{app}"),
+            "helm {major}"
+        );
+        for old_tag in ["v2.3.0", "v2.2.1-k8s1.12", "v1.0.9", "v4.0.2"] {
+            assert_eq!(
+                image_for(
+                    h,
+                    None,
+                    &format!(
+                        "image: {{repository: r.example/nfs-server-provisioner, tag: {old_tag}}}"
+                    )
+                ),
+                format!("r.example/nfs-server-provisioner:{app}"),
+                "helm {major}: {old_tag}"
+            );
+        }
+        // Our own tags are kept.
+        for tag in ["0.1.0", "0.2.0-rc1", "dev", "v0.1.0", "v10.0.0"] {
+            assert_eq!(
+                image_for(
+                    h,
+                    None,
+                    &format!("image: {{repository: r.example/nfs-server-provisioner, tag: {tag}}}")
+                ),
+                format!("r.example/nfs-server-provisioner:{tag}"),
+                "helm {major}"
+            );
+        }
+    }
+}
+
+/// Every default of values.yaml that differs from the 1.x chart's is marked "1.x:" in the
+/// comment above it (or on its line) and named in the chart README's differences.
+#[test]
+fn defaults_that_differ_from_the_old_chart_are_marked() {
+    let path = format!("{}/values.yaml", manifests::CHART);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let ours: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let old: serde_json::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(fixture("old-chart-defaults.yaml")).unwrap(),
+    )
+    .unwrap();
+    let readme = std::fs::read_to_string(format!("{}/README.md", manifests::CHART)).unwrap();
+
+    // Paths (a.b.c) whose defaults differ; an object is compared whole unless the old one has
+    // keys of its own to compare.
+    fn differing(
+        old: &serde_json::Value,
+        ours: &serde_json::Value,
+        path: &str,
+        out: &mut Vec<String>,
+    ) {
+        match old.as_object() {
+            Some(map) if !map.is_empty() => {
+                for (k, v) in map {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    if let Some(o) = ours.get(k) {
+                        differing(v, o, &p, out);
+                    }
+                }
+            }
+            _ if old != ours => out.push(path.to_owned()),
+            _ => {}
+        }
+    }
+    let mut keys = Vec::new();
+    differing(&old, &ours, "", &mut keys);
+    assert!(keys.contains(&"priorityClass.value".to_owned()), "{keys:?}");
+
+    // Each key's line in values.yaml and the comment lines just above it.
+    let lines: Vec<&str> = text.lines().collect();
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut marked = std::collections::BTreeMap::new();
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with('-') {
+            continue;
+        }
+        let Some((key, _)) = trimmed.split_once(':') else {
+            continue;
+        };
+        let indent = line.len() - trimmed.len();
+        stack.retain(|(d, _)| *d < indent);
+        stack.push((indent, key.to_owned()));
+        let path: Vec<&str> = stack.iter().map(|(_, k)| k.as_str()).collect();
+        let mut note = line.to_string();
+        for above in lines[..i].iter().rev() {
+            if !above.trim_start().starts_with('#') {
+                break;
+            }
+            note.push_str(above);
+        }
+        marked.insert(path.join("."), note.contains("1.x"));
+    }
+    let mut unmarked = Vec::new();
+    for key in &keys {
+        if marked.get(key) != Some(&true) {
+            unmarked.push(format!("{key}: no \"1.x:\" comment in values.yaml"));
+        }
+        if !readme.contains(&format!("`{key}")) {
+            unmarked.push(format!("{key}: not in the chart README"));
+        }
+    }
+    assert!(unmarked.is_empty(), "{unmarked:#?}");
+}

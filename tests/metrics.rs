@@ -281,7 +281,7 @@ fn json_logs_are_one_object_per_line() {
         .collect();
     let serving = lines
         .iter()
-        .find(|l| l["fields"]["message"] == "serving NFSv3 and NFSv4.1")
+        .find(|l| l["fields"]["message"] == "serving NFSv3, NFSv4.1 and NFSv4.2")
         .unwrap_or_else(|| panic!("no start line in {stderr}"));
     assert_eq!(serving["level"], "INFO");
     assert!(

@@ -107,7 +107,7 @@ async fn wait_reason(s: &Setup, kind: &str, name: &str, reason: &str) {
 async fn start_like_serve(s: &Setup, config: Config) -> tokio::task::JoinHandle<()> {
     let client = client(&s.api).await;
     let identity =
-        provisioner::recovery::settle_identity(&client, s.root(), NAME, config.recover).await;
+        provisioner::recovery::settle_identity(&client, s.root(), NAME, None, config.recover).await;
     tokio::spawn(provisioner::run(
         client,
         Arc::clone(&s.store),
@@ -226,9 +226,14 @@ async fn a_wiped_export_root_is_reported_then_recreated_on_demand() {
     );
 
     let status = run_bin(&s, &["status"]).await;
+    // The fix is a whole command: the program as run, with the flags `status` was given.
+    let fix = format!(
+        "{BIN} recover --recreate-missing --export-root {} --kubeconfig {} --provisioner {NAME}",
+        s.root().display(),
+        kubeconfig(&s).display()
+    );
     assert!(
-        status.contains("directory is missing")
-            && status.contains("fix: nfs-server-provisioner recover --recreate-missing"),
+        status.contains("directory is missing") && status.contains(&format!("fix: {fix}")),
         "{status}"
     );
     let out = run_bin(&s, &["recover", "--recreate-missing"]).await;
@@ -297,7 +302,8 @@ async fn an_identity_is_never_guessed_and_the_refusal_names_the_command() {
             .unwrap();
     }
     let c = client(&s.api).await;
-    let two = provisioner::recovery::resolve_identity(&c, s.root(), NAME, Recover::Auto).await;
+    let two =
+        provisioner::recovery::resolve_identity(&c, s.root(), NAME, None, Recover::Auto).await;
     let msg = match two {
         Err(e @ RecoveryError::AmbiguousIdentity { .. }) => e.to_string(),
         other => panic!("guessed: {other:?}"),
@@ -306,7 +312,7 @@ async fn an_identity_is_never_guessed_and_the_refusal_names_the_command() {
     assert!(provisioner::identity::read(s.root()).unwrap().is_none());
 
     s.api.delete("persistentvolumes", None, "pvc-b").unwrap();
-    let off = provisioner::recovery::resolve_identity(&c, s.root(), NAME, Recover::Off).await;
+    let off = provisioner::recovery::resolve_identity(&c, s.root(), NAME, None, Recover::Off).await;
     let msg = off.unwrap_err().to_string();
     assert!(
         msg.contains("recover --adopt-identity 11111111-0000-4000-8000-000000000001"),
@@ -322,7 +328,7 @@ async fn an_identity_is_never_guessed_and_the_refusal_names_the_command() {
         ],
     )
     .await;
-    let (id, _) = provisioner::recovery::resolve_identity(&c, s.root(), NAME, Recover::Off)
+    let (id, _) = provisioner::recovery::resolve_identity(&c, s.root(), NAME, None, Recover::Off)
         .await
         .unwrap();
     assert_eq!(id, "11111111-0000-4000-8000-000000000001");

@@ -21,6 +21,10 @@ use crate::cred::Squash;
 pub const STATE_DIR: &str = ".nfs-server-provisioner";
 const REGISTRY_FILE: &str = "registry.json";
 const LOCK_FILE: &str = "lock";
+/// The provisioner's identity file in the export root (the name the old provisioner used).
+pub const IDENTITY_FILE: &str = "nfs-provisioner.identity";
+/// Prefixes of the names deleted volumes' directories are given (`onDelete: archive`).
+pub const RESERVED_PREFIXES: [&str; 1] = ["archived-"];
 
 /// Options of one export.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +82,8 @@ pub enum RegistryError {
         "volume name {0:?} is not valid: use 1-200 characters from [A-Za-z0-9._-], not starting with '.'"
     )]
     InvalidName(String),
+    #[error("volume name {name:?} is reserved: {why}; choose another name")]
+    ReservedName { name: String, why: &'static str },
     #[error("volume {0:?} already exists")]
     Exists(String),
     #[error("volume {0:?} does not exist")]
@@ -105,7 +111,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RegistryError + '_ {
     }
 }
 
-/// Checks that a volume name is a single safe directory name.
+/// Checks that a volume name is a single safe directory name, and not one of the names the
+/// export root keeps for itself: the state directory and every other name starting with '.',
+/// the identity file, and the names deleted volumes are archived under.
 pub fn validate_name(name: &str) -> Result<(), RegistryError> {
     let ok = !name.is_empty()
         && name.len() <= 200
@@ -113,11 +121,24 @@ pub fn validate_name(name: &str) -> Result<(), RegistryError> {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(RegistryError::InvalidName(name.to_owned()))
+    if !ok {
+        return Err(RegistryError::InvalidName(name.to_owned()));
     }
+    let reserved = |why| {
+        Err(RegistryError::ReservedName {
+            name: name.to_owned(),
+            why,
+        })
+    };
+    if name == IDENTITY_FILE {
+        return reserved("it is the provisioner's identity file in the export root");
+    }
+    if RESERVED_PREFIXES.iter().any(|p| name.starts_with(p)) {
+        return reserved(
+            "names starting with \"archived-\" are given to deleted volumes' directories",
+        );
+    }
+    Ok(())
 }
 
 /// Access to the registry of one export root.
@@ -305,11 +326,34 @@ mod tests {
             reg.add("vol", VolumeOptions::default()),
             Err(RegistryError::Exists(_))
         ));
-        for bad in ["", "..", ".hidden", "a/b", "a\0b"] {
+        for bad in ["", "..", ".hidden", STATE_DIR, "a/b", "a\0b"] {
             assert!(matches!(
                 reg.add(bad, VolumeOptions::default()),
                 Err(RegistryError::InvalidName(_))
             ));
+        }
+    }
+
+    #[test]
+    fn names_the_export_root_keeps_for_itself_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path()).unwrap();
+        for reserved in [IDENTITY_FILE, "archived-pvc-1-1700000000"] {
+            let err = reg.add(reserved, VolumeOptions::default()).unwrap_err();
+            assert!(
+                matches!(err, RegistryError::ReservedName { .. }),
+                "{reserved}: {err}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains(reserved) && text.contains("reserved"),
+                "{text}"
+            );
+        }
+        assert!(reg.load().unwrap().volumes.is_empty());
+        // Names merely resembling them are fine.
+        for ok in ["nfs-provisioner", "identity", "archive", "pvc-archived-1"] {
+            reg.add(ok, VolumeOptions::default()).unwrap();
         }
     }
 }

@@ -152,6 +152,9 @@ pub struct ExportStore {
     epoch: Instant,
     /// Whether opening a volume measures its usage (see [`ExportStore::open_unmeasured`]).
     measure: bool,
+    /// Whether volumes exported and unexported are logged at debug instead of info (see
+    /// [`ExportStore::open_quiet`]).
+    quiet: bool,
     /// Kernel project quotas, when the export root's file system has them on.
     kernel: Option<ProjectQuotas>,
 }
@@ -160,16 +163,25 @@ impl ExportStore {
     /// Opens the export root, creating its state directory and handle key on first use, and
     /// loads the registered volumes.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        Self::open_with(root, true)
+        Self::open_with(root, true, false)
     }
 
     /// Opens the store without measuring volumes' usage (every volume counts 0 bytes): for
     /// commands that only change the registry, so they need not walk every volume.
+    /// Also quiet, like [`ExportStore::open_quiet`].
     pub fn open_unmeasured(root: &Path) -> Result<Self, StoreError> {
-        Self::open_with(root, false)
+        Self::open_with(root, false, true)
     }
 
-    fn open_with(root: &Path, measure: bool) -> Result<Self, StoreError> {
+    /// Opens the store like [`ExportStore::open`], but logs each volume exported or
+    /// unexported (and the quota mode) at debug level only: for commands that print the
+    /// volumes themselves (`volume list`, `status`, `recover`), where a log line per volume
+    /// is noise. `serve` uses [`ExportStore::open`].
+    pub fn open_quiet(root: &Path) -> Result<Self, StoreError> {
+        Self::open_with(root, true, true)
+    }
+
+    fn open_with(root: &Path, measure: bool, quiet: bool) -> Result<Self, StoreError> {
         let root = fs::canonicalize(root).map_err(|source| StoreError::Root {
             path: root.to_owned(),
             source,
@@ -193,11 +205,19 @@ impl ExportStore {
                     Some(k)
                 }
                 Ok(Err(reason)) => {
-                    info!(%reason, "no kernel project quotas: the server's accounting enforces sizes");
+                    if quiet {
+                        debug!(%reason, "no kernel project quotas: the server's accounting enforces sizes");
+                    } else {
+                        info!(%reason, "no kernel project quotas: the server's accounting enforces sizes");
+                    }
                     None
                 }
                 Err(e) => {
-                    info!(error = %e, "no kernel project quotas: the server's accounting enforces sizes");
+                    if quiet {
+                        debug!(error = %e, "no kernel project quotas: the server's accounting enforces sizes");
+                    } else {
+                        info!(error = %e, "no kernel project quotas: the server's accounting enforces sizes");
+                    }
                     None
                 }
             }
@@ -213,6 +233,7 @@ impl ExportStore {
             cache: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
             measure,
+            quiet,
             kernel,
         };
         store.reload()?;
@@ -297,15 +318,28 @@ impl ExportStore {
             let quota = current.get(&record.id).map(|v| Arc::clone(&v.quota));
             match self.open_volume(record.clone(), quota) {
                 Ok(v) => {
-                    info!(volume = %record.name, id = record.id, "volume exported");
+                    if self.quiet {
+                        debug!(volume = %record.name, id = record.id, "volume exported");
+                    } else {
+                        info!(volume = %record.name, id = record.id, "volume exported");
+                    }
                     next.insert(record.id, Arc::new(v));
                 }
-                Err(e) => warn!(volume = %record.name, error = %e, "volume not exported"),
+                Err(e) => warn!(
+                    volume = %record.name,
+                    path = %self.root.join(&record.name).display(),
+                    error = %e,
+                    "volume not exported"
+                ),
             }
         }
         for (id, v) in current.iter() {
             if !next.contains_key(id) {
-                info!(volume = %v.name(), id, "volume unexported");
+                if self.quiet {
+                    debug!(volume = %v.name(), id, "volume unexported");
+                } else {
+                    info!(volume = %v.name(), id, "volume unexported");
+                }
                 if let (Some(k), Some(project)) = (&self.kernel, v.project) {
                     let _ = k.set_limit(project, None);
                 }
@@ -624,4 +658,84 @@ fn load_or_create_key(state_dir: &Path) -> Result<HandleKey, StoreError> {
             .ok_or_else(|| io_err(io::Error::from_raw_os_error(libc::EIO)))?,
     );
     Ok(HandleKey(k))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// Log lines written while `f` runs, at info level and above, on this thread only.
+    fn info_logs(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl Write for Buf {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || out.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = buf.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn commands_that_list_volumes_do_not_log_each_one_as_exported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ExportStore::open(dir.path()).unwrap();
+        for name in ["a", "b"] {
+            store.add_volume(name, VolumeOptions::default()).unwrap();
+        }
+        let quiet = info_logs(|| {
+            ExportStore::open_quiet(dir.path()).unwrap();
+            ExportStore::open_unmeasured(dir.path()).unwrap();
+        });
+        assert!(!quiet.contains("volume exported"), "{quiet}");
+        let serving = info_logs(|| {
+            ExportStore::open(dir.path()).unwrap();
+        });
+        assert_eq!(serving.matches("volume exported").count(), 2, "{serving}");
+    }
+
+    #[test]
+    fn reserved_names_are_refused_before_a_directory_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ExportStore::open_unmeasured(dir.path()).unwrap();
+        for name in [
+            registry::IDENTITY_FILE,
+            registry::STATE_DIR,
+            "archived-pvc-1-2",
+        ] {
+            let err = store
+                .add_volume(name, VolumeOptions::default())
+                .unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        assert!(!dir.path().join(registry::IDENTITY_FILE).exists());
+        assert!(!dir.path().join("archived-pvc-1-2").exists());
+    }
+
+    #[test]
+    fn a_file_in_the_way_of_a_volume_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ExportStore::open_unmeasured(dir.path()).unwrap();
+        fs::write(store.root().join("vol"), b"").unwrap();
+        let err = store
+            .add_volume("vol", VolumeOptions::default())
+            .unwrap_err();
+        let path = store.root().join("vol").display().to_string();
+        assert!(err.to_string().contains(&path), "{err}");
+    }
 }

@@ -41,6 +41,8 @@ pub struct Config {
     pub namespace: Option<String>,
     pub service_name: Option<String>,
     pub pod_ip: Option<String>,
+    /// This replica's pod name (`$POD_NAME`), recorded on its PVs.
+    pub pod_name: Option<String>,
     /// First retry delay; doubles per failure up to 60 times this (15 s .. 15 min).
     pub retry_base: Duration,
     /// Most volumes this server holds; a claim beyond it fails with an Event and is retried.
@@ -64,11 +66,12 @@ impl Config {
             namespace: None,
             service_name: None,
             pod_ip: None,
+            pod_name: None,
             retry_base: Duration::from_secs(15),
             max_exports: None,
             recover: crate::recovery::Recover::Auto,
             on_missing: crate::recovery::OnMissing::Report,
-            address_check: Duration::from_secs(30),
+            address_check: Duration::from_secs(5),
             metrics: Arc::default(),
         }
     }
@@ -353,6 +356,7 @@ async fn provision(
         provisioner: &ctx.config.name,
         identity: &ctx.identity,
         server: &server,
+        pod: ctx.config.pod_name.as_deref(),
     })?;
     let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
     match pvs.create(&PostParams::default(), &volume).await {
@@ -512,21 +516,39 @@ pub async fn reconcile_volume(
     Ok(Action::await_change())
 }
 
+/// Removes our finalizer. The resourceVersion precondition keeps us from dropping a
+/// finalizer someone added meanwhile; kube-controller-manager's pv-protection controller
+/// edits the same list at the same moment, so a conflict is retried at once on the latest
+/// object instead of waiting for the reconcile backoff.
 async fn remove_finalizer(pvs: &Api<PersistentVolume>, pv: &PersistentVolume) -> Result<(), Error> {
-    let rest: Vec<&String> = pv.finalizers().iter().filter(|f| *f != FINALIZER).collect();
-    let patch = serde_json::json!({ "metadata": { "finalizers": rest, "resourceVersion": pv.resource_version() } });
-    match pvs
-        .patch(
-            &pv.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
+    let name = pv.name_any();
+    let mut current = pv.clone();
+    for attempt in 0.. {
+        if !current.finalizers().iter().any(|f| f == FINALIZER) {
+            return Ok(());
+        }
+        let rest: Vec<&String> = current
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .collect();
+        let patch = serde_json::json!({ "metadata": { "finalizers": rest, "resourceVersion": current.resource_version() } });
+        match pvs
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 && attempt < 5 => {
+                match pvs.get_opt(&name).await? {
+                    Some(latest) => current = latest,
+                    None => return Ok(()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
+    Ok(())
 }
 
 /// Before serving: every PV of ours is exported again (adopting directories written by the

@@ -6,30 +6,33 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-/// File name inside the export root.
-pub const IDENTITY_FILE: &str = "nfs-provisioner.identity";
+/// File name inside the export root (a name `volume add` refuses).
+pub const IDENTITY_FILE: &str = export_store::registry::IDENTITY_FILE;
 
-/// Reads the identity, or `None` when there is none yet.
+/// `e` with the path it happened on in its message (same kind, so callers can still match).
+fn at(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
+    move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// Reads the identity, or `None` when there is none yet. Errors name the file.
 pub fn read(export_root: &Path) -> io::Result<Option<String>> {
-    match fs::read_to_string(export_root.join(IDENTITY_FILE)) {
+    let path = export_root.join(IDENTITY_FILE);
+    match fs::read_to_string(&path) {
         Ok(s) if !s.trim().is_empty() => Ok(Some(s.trim().to_owned())),
         Ok(_) => Ok(None),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+        Err(e) => Err(at(&path)(e)),
     }
 }
 
-/// Reads the identity, creating it (durably) if missing.
+/// Reads the identity, creating it (durably) if missing. Errors name the file.
 pub fn load_or_create(export_root: &Path) -> io::Result<String> {
     if let Some(id) = read(export_root)? {
         return Ok(id);
     }
     let id = new_uuid()?;
-    export_store::registry::write_atomically(
-        &export_root.join(IDENTITY_FILE),
-        id.as_bytes(),
-        0o600,
-    )?;
+    let path = export_root.join(IDENTITY_FILE);
+    export_store::registry::write_atomically(&path, id.as_bytes(), 0o600).map_err(at(&path))?;
     Ok(id)
 }
 
@@ -69,6 +72,21 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(load_or_create(dir.path()).unwrap(), id);
+    }
+
+    #[test]
+    fn errors_name_the_identity_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // What `volume add nfs-provisioner.identity` used to leave behind.
+        fs::create_dir(dir.path().join(IDENTITY_FILE)).unwrap();
+        let path = dir.path().join(IDENTITY_FILE).display().to_string();
+        for err in [
+            read(dir.path()).unwrap_err(),
+            load_or_create(dir.path()).unwrap_err(),
+        ] {
+            assert!(err.to_string().contains(&path), "{err}");
+            assert_eq!(err.raw_os_error(), None);
+        }
     }
 
     #[test]

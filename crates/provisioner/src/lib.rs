@@ -26,6 +26,9 @@ pub mod quantity;
 pub mod recovery;
 pub mod volumes;
 
+/// The Kubernetes client [`connect`] returns.
+pub use kube::Client;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +36,7 @@ use std::time::Duration;
 use export_store::ExportStore;
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::ListParams;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use tokio::sync::watch;
 use tracing::{error, info};
 

@@ -22,6 +22,9 @@ pub const CREATED_BY: &str = "nfs-dynamic-provisioner";
 pub const ANN_MOUNT_OPTIONS: &str = "volume.beta.kubernetes.io/mount-options";
 /// Our record of the class's `onDelete` at provisioning time.
 pub const ANN_ON_DELETE: &str = "nfs-server-provisioner/on-delete";
+/// The pod (`$POD_NAME`, a StatefulSet replica) whose export root holds the volume: a replica
+/// that lost its identity adopts only the identity of its own PVs.
+pub const ANN_SERVER_POD: &str = "nfs-server-provisioner/server-pod";
 /// The claim annotations naming the provisioner that should act.
 pub const ANN_STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
 pub const ANN_STORAGE_PROVISIONER_BETA: &str = "volume.beta.kubernetes.io/storage-provisioner";
@@ -111,6 +114,8 @@ pub struct PvInput<'a> {
     pub provisioner: &'a str,
     pub identity: &'a str,
     pub server: &'a str,
+    /// This replica's pod name, when known.
+    pub pod: Option<&'a str>,
 }
 
 /// The PV for a claim.
@@ -159,6 +164,9 @@ fn assemble(
             input.params.on_delete.as_str().to_owned(),
         ),
     ]);
+    if let Some(pod) = input.pod {
+        annotations.insert(ANN_SERVER_POD.to_owned(), pod.to_owned());
+    }
     let class_mount_options = input.class.mount_options.clone().filter(|m| !m.is_empty());
     if class_mount_options.is_none()
         && let Some(m) = &input.params.mount_options
@@ -254,12 +262,14 @@ mod tests {
             provisioner: "cluster.local/nfs",
             identity: "id-1",
             server: "10.96.0.10",
+            pod: Some("nfs-0"),
         })
         .unwrap();
         assert_eq!(pv.metadata.name.as_deref(), Some("pvc-1234-abcd"));
         let ann = pv.metadata.annotations.as_ref().unwrap();
         assert_eq!(ann[ANN_PROVISIONED_BY], "cluster.local/nfs");
         assert_eq!(ann[ANN_PROVISIONER_ID], "id-1");
+        assert_eq!(ann[ANN_SERVER_POD], "nfs-0");
         assert_eq!(ann[ANN_CREATED_BY], "nfs-dynamic-provisioner");
         assert!(
             !ann.contains_key(ANN_MOUNT_OPTIONS),
@@ -302,6 +312,7 @@ mod tests {
             provisioner: "p",
             identity: "i",
             server: "s",
+            pod: None,
         })
         .unwrap();
         assert_eq!(

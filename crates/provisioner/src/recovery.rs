@@ -105,6 +105,27 @@ fn ours<'a>(pvs: &'a [PersistentVolume], provisioner: &str) -> Vec<&'a Persisten
         .collect()
 }
 
+/// The PVs whose identity replica `pod` may adopt: ours, and held by this replica's export
+/// root. PVs recording another pod belong to another replica (whose export root is not
+/// ours to speak for); PVs recording none come from before that annotation (the old
+/// provisioner, one replica) and count for the first replica (`-0`) or when the pod name is
+/// unknown (out of cluster).
+pub fn identity_candidates<'a>(
+    pvs: &'a [PersistentVolume],
+    provisioner: &str,
+    pod: Option<&str>,
+) -> Vec<&'a PersistentVolume> {
+    ours(pvs, provisioner)
+        .into_iter()
+        .filter(|pv| match (pv.annotations().get(pv::ANN_SERVER_POD), pod) {
+            (Some(theirs), Some(me)) => theirs == me,
+            (Some(_), None) => true,
+            (None, Some(me)) => me.ends_with("-0"),
+            (None, None) => true,
+        })
+        .collect()
+}
+
 /// The identity to run as. An existing file wins. Without one: no PV of ours → a new
 /// identity; PVs of ours carrying one identity and `Recover::Auto` → that identity, written
 /// back (the returned PVs are the ones it was read from, for Events); anything else is an
@@ -113,13 +134,14 @@ pub async fn resolve_identity(
     client: &Client,
     root: &Path,
     provisioner: &str,
+    pod: Option<&str>,
     recover: Recover,
 ) -> Result<(String, Vec<PersistentVolume>), RecoveryError> {
     if let Some(id) = identity::read(root)? {
         return Ok((id, Vec::new()));
     }
     let all = all_volumes(client).await?;
-    let mine = ours(&all, provisioner);
+    let mine = identity_candidates(&all, provisioner, pod);
     let ids: BTreeSet<String> = mine
         .iter()
         .filter_map(|pv| pv.annotations().get(ANN_PROVISIONER_ID).cloned())
@@ -153,10 +175,11 @@ pub async fn settle_identity(
     client: &Client,
     root: &Path,
     provisioner: &str,
+    pod: Option<&str>,
     recover: Recover,
 ) -> String {
     loop {
-        match resolve_identity(client, root, provisioner, recover).await {
+        match resolve_identity(client, root, provisioner, pod, recover).await {
             Ok((id, adopted_from)) => {
                 let recorder = crate::events::Recorder::new(client.clone(), provisioner);
                 for pv in &adopted_from {
@@ -415,6 +438,7 @@ pub async fn bind_orphan(
             provisioner: &ctx.config.name,
             identity: &ctx.identity,
             server: &server,
+            pod: ctx.config.pod_name.as_deref(),
         },
         dir,
         size,
@@ -478,17 +502,23 @@ pub async fn stale_addresses(
 pub async fn repoint(ctx: &Context, address: &str) -> Result<usize, RecoveryError> {
     finish_replacements(ctx).await?;
     let stale = stale_addresses(ctx, address).await?;
+    let mut rebinding = Vec::new();
     for pv in &stale {
-        replace(ctx, pv, address).await?;
+        rebinding.extend(replace(ctx, pv, address).await?);
+    }
+    // Until each claim is Bound again (a `recover` command must not exit before).
+    for task in rebinding {
+        let _ = task.await;
     }
     Ok(stale.len())
 }
 
+/// Replaces one PV; returns the task that brings its claim back to `Bound`.
 async fn replace(
     ctx: &Context,
     old: &PersistentVolume,
     address: &str,
-) -> Result<(), RecoveryError> {
+) -> Result<Option<tokio::task::JoinHandle<()>>, RecoveryError> {
     let name = old.name_any();
     let from = old
         .spec
@@ -542,9 +572,14 @@ async fn replace(
         if tokio::time::Instant::now() > deadline {
             return Err(RecoveryError::StuckDelete(name, wait));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     finish_replacements(ctx).await?;
+    let rebinding = old
+        .spec
+        .as_ref()
+        .and_then(|s| s.claim_ref.clone())
+        .map(|claim| tokio::spawn(rebind_claim(ctx.client.clone(), name.clone(), claim)));
     let msg = format!(
         "server address changed from {from} to {address}: PersistentVolume recreated with the new address; pods using it must remount (restart them)"
     );
@@ -554,7 +589,65 @@ async fn replace(
             .record(&created, Kind::Warning, "ServerAddressChanged", &msg)
             .await;
     }
-    Ok(())
+    Ok(rebinding)
+}
+
+/// While its PV was being replaced, kube-controller-manager saw the claim's volume missing and
+/// marked the claim `Lost`; it would mark it `Bound` again only at its next periodic resync of
+/// claims (15 s by default). The PV is back, bound to the same claim uid, so the claim is set
+/// `Bound` now, as the binder itself does for a claim whose volume reappears. Only a claim
+/// that is still this PV's (same uid and volumeName) and `Lost` is touched, with a
+/// resourceVersion precondition; the binder may well get there first. The claim is watched
+/// until it has stayed `Bound` for two seconds (the binder may mark it `Lost` late), at most
+/// for the binder's resync period.
+async fn rebind_claim(client: Client, volume: String, claim: ObjectReference) {
+    let volume = volume.as_str();
+    let (Some(ns), Some(name)) = (claim.namespace.as_deref(), claim.name.as_deref()) else {
+        return;
+    };
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client, ns);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut bound_since = None;
+    while tokio::time::Instant::now() < deadline {
+        let Ok(Some(pvc)) = claims.get_opt(name).await else {
+            return;
+        };
+        if claim.uid.is_some() && pvc.metadata.uid != claim.uid
+            || pvc.spec.as_ref().and_then(|s| s.volume_name.as_deref()) != Some(volume)
+        {
+            return;
+        }
+        match pvc.status.as_ref().and_then(|s| s.phase.as_deref()) {
+            Some("Bound") => {
+                let since = *bound_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= Duration::from_secs(2) {
+                    return;
+                }
+            }
+            Some("Lost") => {
+                bound_since = None;
+                let patch = serde_json::json!({
+                    "metadata": {"resourceVersion": pvc.metadata.resource_version},
+                    "status": {"phase": "Bound"},
+                });
+                match claims
+                    .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => info!(claim = %format!("{ns}/{name}"), %volume, "claim Bound again"),
+                    // Changed meanwhile (the binder): look again.
+                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    Err(e) => {
+                        warn!(claim = %format!("{ns}/{name}"), error = %e, "cannot mark claim Bound; the controller-manager will at its next resync");
+                        return;
+                    }
+                }
+            }
+            // Not marked Lost yet: the binder may still do so (it saw the delete).
+            _ => bound_since = None,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Creates every PV a replacement left pending (after a crash between delete and create).
@@ -680,6 +773,45 @@ pub async fn problems(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pv_of(name: &str, provisioner: &str, pod: Option<&str>) -> PersistentVolume {
+        let mut ann = BTreeMap::from([
+            (ANN_PROVISIONED_BY.to_owned(), provisioner.to_owned()),
+            (ANN_PROVISIONER_ID.to_owned(), format!("id-{name}")),
+        ]);
+        if let Some(p) = pod {
+            ann.insert(pv::ANN_SERVER_POD.to_owned(), p.to_owned());
+        }
+        PersistentVolume {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.to_owned()),
+                annotations: Some(ann),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_replica_adopts_only_the_identity_of_its_own_volumes() {
+        let pvs = [
+            pv_of("a", "p", Some("nfs-0")),
+            pv_of("b", "p", Some("nfs-1")),
+            pv_of("old", "p", None),
+            pv_of("other", "q", Some("nfs-1")),
+        ];
+        let names = |pod: Option<&str>| -> Vec<String> {
+            identity_candidates(&pvs, "p", pod)
+                .into_iter()
+                .map(|p| p.name_any())
+                .collect()
+        };
+        assert_eq!(names(Some("nfs-0")), ["a", "old"]);
+        assert_eq!(names(Some("nfs-1")), ["b"]);
+        // A new replica whose volumes do not exist yet adopts nothing: a new identity.
+        assert!(names(Some("nfs-2")).is_empty());
+        assert_eq!(names(None), ["a", "b", "old"]);
+    }
 
     #[test]
     fn claims_are_namespace_slash_name() {

@@ -5,6 +5,7 @@
 use std::fs;
 use std::io;
 use std::os::unix::fs::{PermissionsExt, chown};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use export_store::registry::{RegistryError, sync_dir};
@@ -12,10 +13,11 @@ use export_store::{ExportStore, StoreError, VolumeOptions};
 
 use crate::params::{Gid, OnDelete, Params};
 
-fn io_err(e: io::Error) -> StoreError {
-    StoreError::Io {
-        path: "volume".into(),
-        source: e,
+/// An I/O error on `path`, named in the message.
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
     }
 }
 
@@ -29,20 +31,23 @@ pub fn provision(
     read_only: bool,
     size: Option<u64>,
 ) -> Result<(), StoreError> {
+    // Refuse a reserved or unsafe name before anything is created in the export root.
+    export_store::registry::validate_name(name)?;
     // This runs on a blocking-pool thread that may have served an NFS call as a client's
     // uid; the export root is root's.
-    export_store::cred::become_root().map_err(io_err)?;
     let dir = store.root().join(name);
+    export_store::cred::become_root().map_err(io_err(&dir))?;
     match fs::create_dir(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io_err(e)),
+        Err(e) => return Err(io_err(&dir)(e)),
     }
     if let Gid::Id(gid) = params.gid {
-        chown(&dir, None, Some(gid)).map_err(io_err)?;
+        chown(&dir, None, Some(gid)).map_err(io_err(&dir))?;
     }
-    fs::set_permissions(&dir, fs::Permissions::from_mode(params.dir_mode())).map_err(io_err)?;
-    sync_dir(store.root()).map_err(io_err)?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(params.dir_mode()))
+        .map_err(io_err(&dir))?;
+    sync_dir(store.root()).map_err(io_err(store.root()))?;
     let options = VolumeOptions {
         read_only,
         squash: params.squash,
@@ -82,7 +87,7 @@ pub fn adopt(store: &ExportStore, name: &str) -> Result<bool, StoreError> {
 
 /// Unexports the volume, then applies `on_delete` to its directory. Idempotent.
 pub fn discard(store: &ExportStore, name: &str, on_delete: OnDelete) -> Result<(), StoreError> {
-    export_store::cred::become_root().map_err(io_err)?;
+    export_store::cred::become_root().map_err(io_err(store.root()))?;
     match store.remove_volume(name) {
         Ok(_) | Err(StoreError::Registry(RegistryError::NotFound(_))) => {}
         Err(e) => return Err(e),
@@ -93,20 +98,58 @@ pub fn discard(store: &ExportStore, name: &str, on_delete: OnDelete) -> Result<(
     }
     match on_delete {
         OnDelete::Retain => return Ok(()),
-        OnDelete::Delete => fs::remove_dir_all(&dir).map_err(io_err)?,
+        OnDelete::Delete => fs::remove_dir_all(&dir).map_err(io_err(&dir))?,
         OnDelete::Archive => {
             let stamp = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
             let archived = store.root().join(format!("archived-{name}-{stamp}"));
-            fs::rename(&dir, archived).map_err(io_err)?;
+            fs::rename(&dir, &archived).map_err(io_err(&archived))?;
         }
     }
-    sync_dir(store.root()).map_err(io_err)
+    sync_dir(store.root()).map_err(io_err(store.root()))
 }
 
 /// Removes a volume that was created for a claim that disappeared meanwhile.
 pub fn abandon(store: &ExportStore, name: &str) -> Result<(), StoreError> {
     discard(store, name, OnDelete::Delete)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_names_are_refused_before_anything_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ExportStore::open_unmeasured(dir.path()).unwrap();
+        let err = provision(
+            &store,
+            crate::identity::IDENTITY_FILE,
+            &Params::default(),
+            false,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Registry(RegistryError::ReservedName { .. })
+            ),
+            "{err}"
+        );
+        assert!(!dir.path().join(crate::identity::IDENTITY_FILE).exists());
+    }
+
+    #[test]
+    fn io_errors_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ExportStore::open_unmeasured(dir.path()).unwrap();
+        // A file where the volume's directory should be.
+        fs::write(store.root().join("pvc-1"), b"").unwrap();
+        let err = provision(&store, "pvc-1", &Params::default(), false, None).unwrap_err();
+        let path = store.root().join("pvc-1").display().to_string();
+        assert!(err.to_string().contains(&path), "{err}");
+    }
 }

@@ -63,11 +63,26 @@ chart's arguments: the chart's own image is used instead (NOTES.txt says so).
 {{- if regexMatch "(^|/)nfs-provisioner$" (.Values.image.repository | default "") }}true{{ end }}
 {{- end }}
 
+{{/*
+True when image.tag is a tag of the old image (v1.x.y to v4.x.y, e.g. v2.3.0 from a 1.x
+values.yaml, with a -k8s1.NN suffix on some): this image is tagged with the plain version
+(0.1.0), so the chart's appVersion is used instead.
+*/}}
+{{- define "nfs-server-provisioner.oldTag" -}}
+{{- if regexMatch "^v[1-4]\\.[0-9]+\\.[0-9]+(-k8s[0-9.]+)?$" (.Values.image.tag | default "" | toString) }}true{{ end }}
+{{- end }}
+
+{{/*
+The image. An old repository is replaced by this chart's default one, and an old tag by the
+appVersion: the old chart's tag is never combined with this image.
+*/}}
 {{- define "nfs-server-provisioner.image" -}}
 {{- if include "nfs-server-provisioner.oldImage" . }}
 {{- printf "nfs-server-provisioner:%s" .Chart.AppVersion }}
 {{- else if .Values.image.digest }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else if include "nfs-server-provisioner.oldTag" . }}
+{{- printf "%s:%s" .Values.image.repository .Chart.AppVersion }}
 {{- else }}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | toString) }}
 {{- end }}
