@@ -64,6 +64,25 @@ pub fn write_kubeconfig(path: &Path, api_port: u16, ca: &Path, user: &str, token
     fs::write(path, text).expect("write kubeconfig");
 }
 
+/// kube-controller-manager: beside the other assets, else `$KUBE_CONTROLLER_MANAGER`.
+/// (setup-envtest ships only etcd, kube-apiserver and kubectl; the controller-manager of the
+/// same version comes from the Kubernetes server release archive.)
+fn controller_manager(assets: &Path) -> PathBuf {
+    let beside = assets.join("kube-controller-manager");
+    if beside.exists() {
+        return beside;
+    }
+    match std::env::var_os("KUBE_CONTROLLER_MANAGER") {
+        Some(p) => p.into(),
+        None => panic!(
+            "no kube-controller-manager in {} and KUBE_CONTROLLER_MANAGER is not set: the suite \
+             needs the real PV binder. Put the kube-controller-manager of the same Kubernetes \
+             version (kubernetes-server-linux-amd64.tar.gz) beside the other binaries",
+            assets.display()
+        ),
+    }
+}
+
 impl ControlPlane {
     /// Starts etcd, kube-apiserver and kube-controller-manager from `assets` and waits until
     /// the API answers and the controller-manager's controllers run.
@@ -217,7 +236,7 @@ impl ControlPlane {
         .await;
         cp.launch(
             "kube-controller-manager",
-            Command::new(assets.join("kube-controller-manager")).args([
+            Command::new(controller_manager(assets)).args([
                 format!("--kubeconfig={}", kcm_kubeconfig.display()),
                 "--bind-address=127.0.0.1".into(),
                 "--secure-port=0".into(),

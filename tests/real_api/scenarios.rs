@@ -114,7 +114,11 @@ fn assert_no_refusals(server: &Server) {
     );
     for bad in ["code: 422", "code: 409", "code: 403", "cannot record event"] {
         let lines: Vec<&&str> = warnings.iter().filter(|l| l.contains(bad)).collect();
-        assert!(lines.is_empty(), "{} logged {bad:?}: {lines:?}", server.name);
+        assert!(
+            lines.is_empty(),
+            "{} logged {bad:?}: {lines:?}",
+            server.name
+        );
     }
 }
 
@@ -617,9 +621,15 @@ async fn leader_election(ctx: &Ctx<'_>, spec: &PodSpec, a: &mut Server, roots: &
     );
     // A second replica with its own (empty) export root is a new server, not A with its
     // identity lost: it must neither adopt A's identity nor report A's volumes missing.
-    assert_ne!(id_a.trim(), id_b.trim(), "replica b adopted replica a's identity");
+    assert_ne!(
+        id_a.trim(),
+        id_b.trim(),
+        "replica b adopted replica a's identity"
+    );
     assert_eq!(
-        pv.annotations().get("nfs-server-provisioner/server-pod").map(String::as_str),
+        pv.annotations()
+            .get("nfs-server-provisioner/server-pod")
+            .map(String::as_str),
         Some("nfs-server-provisioner-1")
     );
     assert!(
