@@ -142,6 +142,7 @@ async fn every_api_call_is_allowed_by_the_charts_rules_and_every_rule_is_used() 
         namespace: Some(PLAIN_NAMESPACE.into()),
         service_name: service["metadata"]["name"].as_str().map(str::to_owned),
         retry_base: Duration::from_millis(200),
+        address_check: Duration::from_millis(300),
         ..provisioner::controller::Config::new(&class.provisioner)
     };
     let election = provisioner::Election {
@@ -242,6 +243,19 @@ async fn every_api_call_is_allowed_by_the_charts_rules_and_every_rule_is_used() 
         })
         .await;
     assert!(repeated.is_some(), "no repeated Event: {:?}", api.events());
+    // The Service gets a new ClusterIP: our PVs are re-pointed (delete, wait, create).
+    let svc_name = service["metadata"]["name"].as_str().unwrap();
+    api.modify("services", Some(PLAIN_NAMESPACE), svc_name, |s| {
+        s["spec"]["clusterIP"] = json!("10.96.0.21");
+    })
+    .unwrap();
+    let repointed = api
+        .wait_for(WAIT, |a| {
+            let pv = a.get("persistentvolumes", None, "pvc-gone")?;
+            (pv["spec"]["nfs"]["server"] == "10.96.0.21").then_some(())
+        })
+        .await;
+    assert!(repointed.is_some(), "not re-pointed: {:?}", api.event_reasons());
     // The lease renewed at least once (an update).
     let renewed = api
         .wait_for(WAIT, |a| {

@@ -89,7 +89,7 @@ impl ControlPlane {
     pub async fn start(assets: &Path) -> Self {
         let tmp = tempfile::Builder::new()
             .prefix("control-plane-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .tempdir_in(option_env!("CARGO_TARGET_TMPDIR").unwrap_or("target/tmp"))
             .expect("tempdir");
         let dir = tmp.path().to_path_buf();
         let pki = dir.join("pki");

@@ -14,7 +14,11 @@ use kube::{Api, Client};
 
 use crate::cluster::{ControlPlane, free_port, write_kubeconfig};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_nfs-server-provisioner");
+/// The binary under test (integration tests know it; the benchmark passes its own).
+pub const BIN: &str = match option_env!("CARGO_BIN_EXE_nfs-server-provisioner") {
+    Some(b) => b,
+    None => "target/release/nfs-server-provisioner",
+};
 
 /// How to start one replica of the chart's pod.
 #[derive(Clone)]
@@ -89,6 +93,7 @@ pub struct Server {
     pub mount_port: u16,
     pub http_port: u16,
     pub log: PathBuf,
+    bin: PathBuf,
     spec: PodSpec,
     extra: Vec<String>,
     child: Option<Child>,
@@ -97,6 +102,17 @@ pub struct Server {
 impl Server {
     /// Starts pod `name` (`POD_NAME`) of `spec` serving `export_root`, with `extra` flags.
     pub fn start(spec: &PodSpec, name: &str, export_root: &Path, extra: &[&str]) -> Self {
+        Self::start_with(Path::new(BIN), spec, name, export_root, extra)
+    }
+
+    /// [`Self::start`] with binary `bin`.
+    pub fn start_with(
+        bin: &Path,
+        spec: &PodSpec,
+        name: &str,
+        export_root: &Path,
+        extra: &[&str],
+    ) -> Self {
         fs::create_dir_all(export_root).unwrap();
         let mut s = Server {
             name: name.into(),
@@ -105,6 +121,7 @@ impl Server {
             mount_port: free_port(),
             http_port: free_port(),
             log: export_root.with_extension("log"),
+            bin: bin.to_owned(),
             spec: spec.clone(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
@@ -142,7 +159,7 @@ impl Server {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(&self.bin);
         cmd.args(&args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -200,7 +217,7 @@ impl Server {
 
     /// Runs a subcommand of the binary (`status`, `recover`, `volume`) on this export root.
     pub fn cli(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new(BIN)
+        let out = Command::new(&self.bin)
             .args(args)
             .env("EXPORT_ROOT", &self.export_root)
             .envs(self.spec.env.iter().map(|(k, v)| (k, v)))

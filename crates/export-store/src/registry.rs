@@ -5,12 +5,19 @@
 //! `volume add` commands and a running server never see a half-written file. Volume ids are
 //! never reused; each volume also gets a random generation so that even a registry recreated
 //! from scratch cannot make an old handle alias a new volume.
+//!
+//! Changes made at the same moment share one write (group commit): the first caller to find
+//! no write in progress applies every change queued so far, in order, writes the file once
+//! and hands each caller its own result. Each change still returns only once it is on disk.
 
+use std::any::Any;
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -142,9 +149,30 @@ pub fn validate_name(name: &str) -> Result<(), RegistryError> {
 }
 
 /// Access to the registry of one export root.
-#[derive(Debug, Clone)]
 pub struct Registry {
     state_dir: PathBuf,
+    commits: Mutex<Commits>,
+    committed: Condvar,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("state_dir", &self.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+type Outcome = Result<Box<dyn Any + Send>, RegistryError>;
+type Change = Box<dyn FnOnce(&mut RegistryData) -> Outcome + Send>;
+
+/// Changes waiting for the next write, and the results of written ones.
+#[derive(Default)]
+struct Commits {
+    next: u64,
+    queued: Vec<(u64, Change)>,
+    done: HashMap<u64, Outcome>,
+    writing: bool,
 }
 
 impl Registry {
@@ -160,7 +188,11 @@ impl Registry {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io_err(&state_dir)(e)),
         }
-        Ok(Self { state_dir })
+        Ok(Self {
+            state_dir,
+            commits: Mutex::default(),
+            committed: Condvar::new(),
+        })
     }
 
     pub fn state_dir(&self) -> &Path {
@@ -185,42 +217,114 @@ impl Registry {
         }
     }
 
-    /// Applies `change` to the registry under an exclusive lock and writes it durably.
-    pub fn update<T>(
+    /// Applies `change` to the registry under an exclusive lock and writes it durably,
+    /// sharing the write with changes made at the same moment by other threads. A change that
+    /// fails leaves the registry as it was; the others are still written.
+    pub fn update<T: Send + 'static>(
         &self,
-        change: impl FnOnce(&mut RegistryData) -> Result<T, RegistryError>,
+        change: impl FnOnce(&mut RegistryData) -> Result<T, RegistryError> + Send + 'static,
     ) -> Result<T, RegistryError> {
+        let boxed: Change =
+            Box::new(move |data| change(data).map(|t| Box::new(t) as Box<dyn Any + Send>));
+        let mut c = self.commits.lock().unwrap_or_else(|e| e.into_inner());
+        let ticket = c.next;
+        c.next += 1;
+        c.queued.push((ticket, boxed));
+        loop {
+            if let Some(outcome) = c.done.remove(&ticket) {
+                return outcome.map(|any| {
+                    *any.downcast::<T>()
+                        .expect("a change's result has the type its caller gave")
+                });
+            }
+            if c.writing {
+                c = self.committed.wait(c).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            // Nobody is writing: write everything queued, ours included.
+            c.writing = true;
+            let batch = std::mem::take(&mut c.queued);
+            drop(c);
+            let outcomes = self.write_batch(batch);
+            c = self.commits.lock().unwrap_or_else(|e| e.into_inner());
+            c.done.extend(outcomes);
+            c.writing = false;
+            self.committed.notify_all();
+        }
+    }
+
+    /// Applies `batch` in order under the file lock and writes the result once.
+    fn write_batch(&self, batch: Vec<(u64, Change)>) -> Vec<(u64, Outcome)> {
+        let tickets: Vec<u64> = batch.iter().map(|(t, _)| *t).collect();
+        let fail_all = |e: RegistryError| {
+            let why = e.to_string();
+            tickets
+                .iter()
+                .map(|t| {
+                    let err = RegistryError::Io {
+                        path: self.path(),
+                        source: io::Error::other(why.clone()),
+                    };
+                    (*t, Err(err))
+                })
+                .collect::<Vec<_>>()
+        };
         let lock_path = self.state_dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
+        let lock = match OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(0o600)
             .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
+        {
+            Ok(l) => l,
+            Err(e) => return fail_all(io_err(&lock_path)(e)),
+        };
         // SAFETY: plain syscall on an open descriptor; released when `lock` is closed.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io_err(&lock_path)(io::Error::last_os_error()));
+            return fail_all(io_err(&lock_path)(io::Error::last_os_error()));
         }
-        let mut data = self.load()?;
-        let out = change(&mut data)?;
-        let bytes = serde_json::to_vec_pretty(&data).map_err(|source| RegistryError::Corrupt {
-            path: self.path(),
-            source,
-        })?;
-        write_atomically(&self.path(), &bytes, 0o600).map_err(io_err(&self.path()))?;
-        Ok(out)
+        let mut data = match self.load() {
+            Ok(d) => d,
+            Err(e) => return fail_all(e),
+        };
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut changed = false;
+        for (ticket, change) in batch {
+            let before = data.clone();
+            let outcome = change(&mut data);
+            match &outcome {
+                Ok(_) => changed = true,
+                Err(_) => data = before,
+            }
+            outcomes.push((ticket, outcome));
+        }
+        if changed {
+            let written = serde_json::to_vec_pretty(&data)
+                .map_err(|source| RegistryError::Corrupt {
+                    path: self.path(),
+                    source,
+                })
+                .and_then(|bytes| {
+                    write_atomically(&self.path(), &bytes, 0o600).map_err(io_err(&self.path()))
+                });
+            if let Err(e) = written {
+                return fail_all(e);
+            }
+        }
+        outcomes
     }
 
     /// Registers a new volume with a fresh id and random generation.
     pub fn add(&self, name: &str, options: VolumeOptions) -> Result<VolumeRecord, RegistryError> {
         validate_name(name)?;
-        self.update(|data| {
+        let name = name.to_owned();
+        self.update(move |data| {
             if data.volumes.iter().any(|v| v.name == name) {
-                return Err(RegistryError::Exists(name.to_owned()));
+                return Err(RegistryError::Exists(name.clone()));
             }
             let record = VolumeRecord {
-                name: name.to_owned(),
+                name: name.clone(),
                 id: data.next_id.max(1),
                 generation: random_u32(),
                 options,
@@ -233,14 +337,15 @@ impl Registry {
 
     /// Sets a volume's size (its hard limit); a volume never shrinks.
     pub fn resize(&self, name: &str, size: u64) -> Result<VolumeRecord, RegistryError> {
-        self.update(|data| {
-            let pos = position(data, name)?;
+        let name = name.to_owned();
+        self.update(move |data| {
+            let pos = position(data, &name)?;
             let v = &mut data.volumes[pos];
             if let Some(from) = v.options.size
                 && size < from
             {
                 return Err(RegistryError::Shrink {
-                    name: name.to_owned(),
+                    name: name.clone(),
                     from,
                     to: size,
                 });
@@ -252,8 +357,9 @@ impl Registry {
 
     /// Unregisters a volume (its directory is left alone).
     pub fn remove(&self, name: &str) -> Result<VolumeRecord, RegistryError> {
-        self.update(|data| {
-            let pos = position(data, name)?;
+        let name = name.to_owned();
+        self.update(move |data| {
+            let pos = position(data, &name)?;
             Ok(data.volumes.remove(pos))
         })
     }
@@ -305,6 +411,53 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_changes_share_writes_and_keep_their_own_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = std::sync::Arc::new(Registry::open(dir.path()).unwrap());
+        reg.add("taken", VolumeOptions::default()).unwrap();
+        let threads: Vec<_> = (0..32)
+            .map(|i| {
+                let reg = std::sync::Arc::clone(&reg);
+                std::thread::spawn(move || {
+                    // Every fourth asks for a name that exists: it alone fails.
+                    let name = if i % 4 == 0 {
+                        "taken".to_owned()
+                    } else {
+                        format!("v{i}")
+                    };
+                    reg.add(&name, VolumeOptions::default())
+                })
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let mut ids = Vec::new();
+        for (i, r) in results.iter().enumerate() {
+            match r {
+                Ok(rec) => {
+                    assert_ne!(i % 4, 0);
+                    assert_eq!(rec.name, format!("v{i}"));
+                    ids.push(rec.id);
+                }
+                Err(RegistryError::Exists(n)) => {
+                    assert_eq!((i % 4, n.as_str()), (0, "taken"));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 24, "distinct ids");
+        // What the callers were told is what is on disk.
+        let on_disk = Registry::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(on_disk.volumes.len(), 25);
+        for (i, r) in results.iter().enumerate() {
+            if let Ok(rec) = r {
+                assert!(on_disk.volumes.contains(rec), "v{i} not written");
+            }
+        }
+    }
 
     #[test]
     fn ids_are_never_reused_after_remove() {

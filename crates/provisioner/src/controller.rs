@@ -11,15 +11,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use export_store::ExportStore;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Service};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use thiserror::Error;
 use tokio::sync::watch;
@@ -114,6 +115,43 @@ pub struct Context {
     /// Volumes created for a claim whose PV does not exist yet: if the claim disappears
     /// before the PV is created, the janitor removes them (they were never handed out).
     provisional: Mutex<HashMap<String, (String, String)>>,
+    /// The watched claims, PVs and StorageClasses while this process leads (see [`run`]).
+    caches: Mutex<Option<Caches>>,
+    /// The server address and when it was read (the Service is read at most every
+    /// `address_check`, not once per claim).
+    address: Mutex<Option<(Instant, String, bool)>>,
+}
+
+/// Local copies of what the controllers watch, so a reconcile reads them without a request.
+/// A miss (not synced yet, or just created) falls back to the API where it matters.
+#[derive(Clone)]
+pub struct Caches {
+    pub claims: Store<PersistentVolumeClaim>,
+    pub volumes: Store<PersistentVolume>,
+    pub classes: Store<StorageClass>,
+}
+
+/// The cached object `name` (in `ns`), if the cache has synced and holds it.
+fn cached<K>(store: &Store<K>, ns: Option<&str>, name: &str) -> Option<Arc<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let key = match ns {
+        Some(ns) => ObjectRef::new(name).within(ns),
+        None => ObjectRef::new(name),
+    };
+    store.get(&key)
+}
+
+/// Whether a cache has seen its first complete list.
+fn synced<K>(store: &Store<K>) -> bool
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .wait_until_ready()
+        .now_or_never()
+        .is_some_and(|r| r.is_ok())
 }
 
 impl Context {
@@ -135,7 +173,40 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             warned_foreign: Mutex::new(HashSet::new()),
             provisional: Mutex::new(HashMap::new()),
+            caches: Mutex::new(None),
+            address: Mutex::new(None),
         }
+    }
+
+    /// The caches of the current leadership term.
+    pub fn caches(&self) -> Option<Caches> {
+        self.caches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// PV `name`: from the cache when it has synced, else from the API.
+    pub async fn volume(&self, name: &str) -> Result<Option<PersistentVolume>, kube::Error> {
+        if let Some(c) = self.caches()
+            && synced(&c.volumes)
+        {
+            return Ok(cached(&c.volumes, None, name).map(|v| (*v).clone()));
+        }
+        Api::<PersistentVolume>::all(self.client.clone())
+            .get_opt(name)
+            .await
+    }
+
+    async fn class(&self, name: &str) -> Result<Option<StorageClass>, kube::Error> {
+        if let Some(c) = self.caches()
+            && let Some(class) = cached(&c.classes, None, name)
+        {
+            return Ok(Some((*class).clone()));
+        }
+        Api::<StorageClass>::all(self.client.clone())
+            .get_opt(name)
+            .await
     }
 
     fn is_leader(&self) -> bool {
@@ -167,6 +238,30 @@ impl Context {
     /// The address and whether it is the one to keep PVs on: false when it is the pod IP
     /// standing in for a configured Service that is missing (being recreated, say).
     pub async fn address_and_source(&self) -> Result<(String, bool), Error> {
+        if let Some(a) = &self.config.server_address {
+            return Ok((a.clone(), true));
+        }
+        if let Some((at, addr, kept)) = self
+            .address
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            && at.elapsed() < self.config.address_check
+        {
+            return Ok((addr, kept));
+        }
+        self.fresh_address().await
+    }
+
+    /// [`Self::address_and_source`] read from the Service now (and cached).
+    pub async fn fresh_address(&self) -> Result<(String, bool), Error> {
+        let found = self.read_address().await?;
+        *self.address.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), found.0.clone(), found.1));
+        Ok(found)
+    }
+
+    async fn read_address(&self) -> Result<(String, bool), Error> {
         if let Some(a) = &self.config.server_address {
             return Ok((a.clone(), true));
         }
@@ -202,8 +297,10 @@ pub async fn reconcile_claim(
     pvc: Arc<PersistentVolumeClaim>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    // The controllers run only while leading; a reconcile already running when the Lease
+    // was lost ends here.
     if !ctx.is_leader() {
-        return Ok(Action::requeue(Duration::from_secs(5)));
+        return Ok(Action::await_change());
     }
     let spec = pvc.spec.clone().unwrap_or_default();
     let bound_to = spec.volume_name.as_deref().filter(|v| !v.is_empty());
@@ -229,17 +326,17 @@ pub async fn reconcile_claim(
     let Some(class_name) = spec.storage_class_name.clone() else {
         return Ok(Action::await_change());
     };
-    let classes: Api<StorageClass> = Api::all(ctx.client.clone());
-    let class = classes
-        .get_opt(&class_name)
+    let class = ctx
+        .class(&class_name)
         .await?
         .ok_or_else(|| Error::NoClass(class_name.clone()))?;
     if class.provisioner != ctx.config.name {
         return Ok(Action::await_change());
     }
     let name = pv::volume_name(&pvc)?;
-    let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
-    if pvs.get_opt(&name).await?.is_some() {
+    // A PV the cache does not show yet is harmless: provisioning is idempotent and its
+    // create then answers AlreadyExists.
+    if ctx.volume(&name).await?.is_some() {
         ctx.succeeded(&name);
         return Ok(Action::await_change());
     }
@@ -270,14 +367,13 @@ pub async fn reconcile_claim(
         }
     };
     let claim = format!("{}/{}", pvc.namespace().unwrap_or_default(), pvc.name_any());
-    ctx.recorder
-        .record(
-            pvc.as_ref(),
-            Kind::Normal,
-            "Provisioning",
-            &format!("External provisioner is provisioning volume for claim \"{claim}\""),
-        )
-        .await;
+    // Normal Events are published beside the work, not before it.
+    ctx.recorder.record_detached(
+        pvc.as_ref(),
+        Kind::Normal,
+        "Provisioning",
+        &format!("External provisioner is provisioning volume for claim \"{claim}\""),
+    );
     let started = std::time::Instant::now();
     let result = provision(&pvc, &class, &params, &name, &ctx).await;
     match &result {
@@ -288,14 +384,12 @@ pub async fn reconcile_claim(
                 .observe(started.elapsed().as_secs_f64());
             ctx.succeeded(&name);
             info!(%claim, volume = %name, "provisioned");
-            ctx.recorder
-                .record(
-                    pvc.as_ref(),
-                    Kind::Normal,
-                    "ProvisioningSucceeded",
-                    &format!("Successfully provisioned volume {name}"),
-                )
-                .await;
+            ctx.recorder.record_detached(
+                pvc.as_ref(),
+                Kind::Normal,
+                "ProvisioningSucceeded",
+                &format!("Successfully provisioned volume {name}"),
+            );
         }
         Ok(false) => info!(%claim, "claim went away while provisioning; cleaned up"),
         Err(e) => {
@@ -338,11 +432,19 @@ async fn provision(
     tokio::task::spawn_blocking(move || volumes::provision(&store, &vol, &p, ro, Some(size)))
         .await??;
     let server = ctx.server_address().await?;
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
-    let still_there = claims
-        .get_opt(&pvc.name_any())
-        .await?
-        .is_some_and(|c| c.uid() == pvc.uid() && c.metadata.deletion_timestamp.is_none());
+    // The claim may have been deleted while its directory was made: the watched copy says
+    // so without a request (a deletion the watch has not delivered yet leaves a PV that
+    // the binder releases and we then delete).
+    let current = match ctx.caches().filter(|c| synced(&c.claims)) {
+        Some(c) => cached(&c.claims, Some(&ns), &pvc.name_any()).map(|c| (*c).clone()),
+        None => {
+            Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns)
+                .get_opt(&pvc.name_any())
+                .await?
+        }
+    };
+    let still_there =
+        current.is_some_and(|c| c.uid() == pvc.uid() && c.metadata.deletion_timestamp.is_none());
     if !still_there {
         let store = Arc::clone(&ctx.store);
         let vol = name.to_owned();
@@ -421,7 +523,7 @@ pub async fn reconcile_volume(
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     if !ctx.is_leader() {
-        return Ok(Action::requeue(Duration::from_secs(5)));
+        return Ok(Action::await_change());
     }
     if !ours(&pv, &ctx.config.name) {
         return Ok(Action::await_change());
@@ -625,24 +727,31 @@ async fn counted(
     result
 }
 
-/// Runs both controllers until they stop (they run as long as the API can be watched).
+/// Runs the controllers whenever this process leads: each leadership term starts them with
+/// fresh watches and caches, and losing the Lease stops them (a follower sends no requests
+/// but the Lease's). The janitor runs beside them.
 pub async fn run(ctx: Arc<Context>) {
-    let claims: Api<PersistentVolumeClaim> = Api::all(ctx.client.clone());
-    let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
-    let claim_loop = Controller::new(claims, watcher::Config::default())
-        .run(
-            |pvc, ctx| counted("claim", reconcile_claim(pvc, Arc::clone(&ctx)), ctx),
-            error_policy,
-            Arc::clone(&ctx),
-        )
-        .for_each(|_| async {});
-    let volume_loop = Controller::new(pvs, watcher::Config::default())
-        .run(
-            |pv, ctx| counted("volume", reconcile_volume(pv, Arc::clone(&ctx)), ctx),
-            error_policy,
-            Arc::clone(&ctx),
-        )
-        .for_each(|_| async {});
+    let terms = async {
+        let mut leader = ctx.leader.clone();
+        loop {
+            loop {
+                if *leader.borrow_and_update() {
+                    break;
+                }
+                if leader.changed().await.is_err() {
+                    return;
+                }
+            }
+            info!("leading: controllers started");
+            term(&ctx).await;
+            if ctx.is_leader() {
+                // The watches ended on their own (they retry forever, so this is rare).
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            } else {
+                info!("no longer leading: controllers stopped");
+            }
+        }
+    };
     let janitor = async {
         loop {
             tokio::time::sleep(ctx.config.retry_base).await;
@@ -653,5 +762,56 @@ pub async fn run(ctx: Arc<Context>) {
             }
         }
     };
-    tokio::join!(claim_loop, volume_loop, janitor);
+    tokio::join!(terms, janitor);
+}
+
+/// Resolves when this process stops leading.
+async fn lease_lost(mut leader: watch::Receiver<bool>) {
+    loop {
+        if !*leader.borrow_and_update() {
+            return;
+        }
+        if leader.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One leadership term: both controllers and the StorageClass cache, until the Lease is lost.
+async fn term(ctx: &Arc<Context>) {
+    let claims: Api<PersistentVolumeClaim> = Api::all(ctx.client.clone());
+    let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    let classes: Api<StorageClass> = Api::all(ctx.client.clone());
+    let claim_controller = Controller::new(claims, watcher::Config::default())
+        .graceful_shutdown_on(lease_lost(ctx.leader.clone()));
+    let volume_controller = Controller::new(pvs, watcher::Config::default())
+        .graceful_shutdown_on(lease_lost(ctx.leader.clone()));
+    let (class_store, class_writer) = reflector::store();
+    *ctx.caches.lock().unwrap_or_else(|e| e.into_inner()) = Some(Caches {
+        claims: claim_controller.store(),
+        volumes: volume_controller.store(),
+        classes: class_store,
+    });
+    let class_cache = reflector::reflector(
+        class_writer,
+        watcher(classes, watcher::Config::default()).default_backoff(),
+    )
+    .take_until(lease_lost(ctx.leader.clone()))
+    .for_each(|_| async {});
+    let claim_loop = claim_controller
+        .run(
+            |pvc, ctx| counted("claim", reconcile_claim(pvc, Arc::clone(&ctx)), ctx),
+            error_policy,
+            Arc::clone(ctx),
+        )
+        .for_each(|_| async {});
+    let volume_loop = volume_controller
+        .run(
+            |pv, ctx| counted("volume", reconcile_volume(pv, Arc::clone(&ctx)), ctx),
+            error_policy,
+            Arc::clone(ctx),
+        )
+        .for_each(|_| async {});
+    tokio::join!(claim_loop, volume_loop, class_cache);
+    *ctx.caches.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }

@@ -44,6 +44,17 @@ impl Recorder {
         }
     }
 
+    /// [`Self::record`] in the background: for Events on the hot path, which need not delay
+    /// the work they describe.
+    pub fn record_detached<K>(&self, obj: &K, kind: Kind, reason: &str, message: &str)
+    where
+        K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    {
+        let (this, obj) = (self.clone(), obj.clone());
+        let (reason, message) = (reason.to_owned(), message.to_owned());
+        tokio::spawn(async move { this.record(&obj, kind, &reason, &message).await });
+    }
+
     /// Records an Event about `obj`; failures are logged, never fatal.
     pub async fn record<K>(&self, obj: &K, kind: Kind, reason: &str, message: &str)
     where

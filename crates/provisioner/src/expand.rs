@@ -38,8 +38,8 @@ pub async fn reconcile(
     volume: &str,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
-    let Some(pv) = pvs.get_opt(volume).await? else {
+    // From the watched PVs: a claim bound to someone else's PV costs no request.
+    let Some(pv) = ctx.volume(volume).await? else {
         return Ok(Action::await_change());
     };
     if pv.annotations().get(ANN_PROVISIONED_BY) != Some(&ctx.config.name)
@@ -130,7 +130,8 @@ pub async fn reconcile(
     }
     if grown {
         let patch = json!({"spec": {"capacity": {"storage": request.0}}});
-        pvs.patch(volume, &PatchParams::default(), &Patch::Merge(&patch))
+        Api::<PersistentVolume>::all(ctx.client.clone())
+            .patch(volume, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
     }
     let pv_size = if grown {

@@ -144,7 +144,7 @@ pub async fn run_then(
 async fn watch_address(ctx: Arc<controller::Context>) {
     loop {
         if *ctx.leader.borrow() {
-            let repaired = match ctx.address_and_source().await {
+            let repaired = match ctx.fresh_address().await {
                 Ok((addr, true)) => recovery::repoint(&ctx, &addr).await,
                 // Our Service is missing right now: wait for it rather than re-point every
                 // PV at the pod's own address.
