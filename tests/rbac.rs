@@ -255,7 +255,11 @@ async fn every_api_call_is_allowed_by_the_charts_rules_and_every_rule_is_used() 
             (pv["spec"]["nfs"]["server"] == "10.96.0.21").then_some(())
         })
         .await;
-    assert!(repointed.is_some(), "not re-pointed: {:?}", api.event_reasons());
+    assert!(
+        repointed.is_some(),
+        "not re-pointed: {:?}",
+        api.event_reasons()
+    );
     // The lease renewed at least once (an update).
     let renewed = api
         .wait_for(WAIT, |a| {

@@ -80,6 +80,14 @@ pub async fn run_all(assets: &Path) {
     addresses.push(new_ip);
     leader_election(&ctx, &spec, &mut a, &roots).await;
 
+    step("kubectl describe shows the Events");
+    if let Some(out) = describe(&cp.admin_kubeconfig, APPS, "pvc", "bogus") {
+        assert!(
+            out.contains("ProvisioningFailed") && out.contains("onDelete"),
+            "kubectl describe pvc bogus:\n{out}"
+        );
+    }
+
     step("repeats are one Event with a count");
     let e = wait_for(
         "ProvisioningFailed repeated as a series",
@@ -410,6 +418,22 @@ async fn recovery(ctx: &Ctx<'_>, a: &mut Server, _cluster_ip: &str) -> Recovered
     ]);
     assert!(ok, "recover --recreate-missing:\n{out}");
     assert!(a.export_root.join(&volume).is_dir());
+    event(
+        &ctx.admin,
+        Some(APPS),
+        "PersistentVolumeClaim",
+        "nfs-claim",
+        "VolumeRecreated",
+    )
+    .await;
+    event(
+        &ctx.admin,
+        None,
+        "PersistentVolume",
+        &volume,
+        "VolumeRecreated",
+    )
+    .await;
     // Served again without a restart, empty.
     nfs_write_read_soon(
         &server,
@@ -435,6 +459,12 @@ async fn recovery(ctx: &Ctx<'_>, a: &mut Server, _cluster_ip: &str) -> Recovered
     // One Event per start of the server (the first from the lost directory above).
     wait_for("a second VolumeDataMissing on the claim", WAIT, || async {
         let seen = events(&ctx.admin, Some(APPS), "PersistentVolumeClaim", "nfs-claim").await;
+        if let Some(out) = describe(&ctx.cp.admin_kubeconfig, APPS, "pvc", "nfs-claim") {
+            assert!(
+                out.contains("VolumeDataMissing"),
+                "kubectl describe pvc nfs-claim:\n{out}"
+            );
+        }
         (seen
             .iter()
             .filter(|e| e.reason == "VolumeDataMissing")
@@ -502,6 +532,14 @@ async fn recovery(ctx: &Ctx<'_>, a: &mut Server, _cluster_ip: &str) -> Recovered
         kept.name_any(),
         "bound to the orphan's PV"
     );
+    event(
+        &ctx.admin,
+        None,
+        "PersistentVolume",
+        &restored.name_any(),
+        "OrphanBound",
+    )
+    .await;
     let (rs, rp) = nfs_of(&restored);
     nfs_write_read_soon(&rs, &rp, (a.nfs_port, a.mount_port), "new", "new\n").await;
     assert_eq!(
@@ -516,6 +554,29 @@ async fn recovery(ctx: &Ctx<'_>, a: &mut Server, _cluster_ip: &str) -> Recovered
 /// The Service is recreated with a new ClusterIP: PVs follow, claims end Bound to them.
 async fn new_server_address(ctx: &Ctx<'_>, a: &Server, data: &Recovered) -> LoopbackAddress {
     step("troubleshooting: the Service was recreated (new ClusterIP)");
+    // How long each claim is seen `Lost` (polled every 20 ms) while its PV is replaced.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lost_watch = {
+        let (client, stop) = (ctx.admin.clone(), std::sync::Arc::clone(&stop));
+        tokio::spawn(async move {
+            let claims: Api<PersistentVolumeClaim> = Api::namespaced(client, APPS);
+            let mut lost = std::collections::BTreeMap::<String, Duration>::new();
+            let mut last = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = Instant::now();
+                if let Ok(list) = claims.list(&Default::default()).await {
+                    for c in list {
+                        if c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Lost") {
+                            *lost.entry(c.name_any()).or_default() += now - last;
+                        }
+                    }
+                }
+                last = now;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            lost
+        })
+    };
     let services: Api<Service> = Api::namespaced(ctx.admin.clone(), NS);
     let mut svc = services.get(RELEASE).await.unwrap();
     let old_ip = svc
@@ -590,6 +651,16 @@ async fn new_server_address(ctx: &Ctx<'_>, a: &Server, data: &Recovered) -> Loop
         "[real-api] PVs re-pointed and claims Bound {:?} after the new Service",
         start.elapsed()
     );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let lost = lost_watch.await.unwrap();
+    eprintln!("[real-api] time each claim was seen Lost: {lost:?}");
+    // Without the server's nudge a Lost claim waits for the controller-manager's 15 s resync.
+    for (claim, d) in &lost {
+        assert!(
+            *d < Duration::from_secs(10),
+            "claim {claim} stayed Lost {d:?}"
+        );
+    }
     lo
 }
 
@@ -654,5 +725,28 @@ async fn leader_election(ctx: &Ctx<'_>, spec: &PodSpec, a: &mut Server, roots: &
     pv_gone(&ctx.admin, &name).await;
     assert!(!a.export_root.join(&name).exists(), "directory gone");
     assert_no_refusals(&b);
+
+    step("a volume of another identity is never deleted: VolumeFailedDelete");
+    // B's volume, released while A leads: A leaves it alone and says why.
+    let (_, theirs) = bound(&ctx.admin, APPS, "after-failover").await;
+    delete_claim(ctx, "after-failover").await;
+    let e = event(
+        &ctx.admin,
+        None,
+        "PersistentVolume",
+        &theirs.name_any(),
+        "VolumeFailedDelete",
+    )
+    .await;
+    assert!(e.message.contains("identity"), "{e:?}");
+    assert!(
+        Api::<PersistentVolume>::all(ctx.admin.clone())
+            .get_opt(&theirs.name_any())
+            .await
+            .unwrap()
+            .is_some(),
+        "another identity's PV was deleted"
+    );
+    assert!(b.export_root.join(theirs.name_any()).join("f").exists());
     let _ = ctx.cp;
 }

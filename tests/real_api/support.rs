@@ -279,3 +279,19 @@ pub fn chart() -> &'static Path {
         "/deploy/helm/nfs-server-provisioner"
     ))
 }
+
+/// `kubectl describe KIND NAME` in `ns` as `admin`, when `$KUBEBUILDER_ASSETS` has kubectl
+/// (setup-envtest's does); None otherwise.
+pub fn describe(kubeconfig: &Path, ns: &str, kind: &str, name: &str) -> Option<String> {
+    let kubectl = Path::new(&std::env::var_os("KUBEBUILDER_ASSETS")?).join("kubectl");
+    if !kubectl.exists() {
+        eprintln!(
+            "[real-api] no kubectl in KUBEBUILDER_ASSETS: Events checked through the API only"
+        );
+        return None;
+    }
+    Some(run(Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["-n", ns, "describe", kind, name])))
+}

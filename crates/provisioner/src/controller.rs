@@ -292,6 +292,36 @@ fn claim_names_us(pvc: &PersistentVolumeClaim, name: &str) -> bool {
     .any(|k| ann.get(*k).map(String::as_str) == Some(name))
 }
 
+/// What a claim needs, decided from the claim alone (no API, no disk).
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClaimPlan<'a> {
+    /// Bound to `volume`: bring that volume to the claim's request if it is ours.
+    Expand(&'a str),
+    /// Pending and naming us: provision it with its StorageClass.
+    Provision { class: &'a str },
+    /// Not ours, being deleted, or already handled.
+    Ignore,
+}
+
+pub fn plan_claim<'a>(pvc: &'a PersistentVolumeClaim, provisioner: &str) -> ClaimPlan<'a> {
+    let Some(spec) = pvc.spec.as_ref() else {
+        return ClaimPlan::Ignore;
+    };
+    let bound_to = spec.volume_name.as_deref().filter(|v| !v.is_empty());
+    let phase = pvc.status.as_ref().and_then(|s| s.phase.as_deref());
+    let deleting = pvc.metadata.deletion_timestamp.is_some();
+    match (bound_to, phase) {
+        (Some(volume), Some("Bound")) if !deleting => ClaimPlan::Expand(volume),
+        (None, None | Some("Pending")) if !deleting && claim_names_us(pvc, provisioner) => {
+            match spec.storage_class_name.as_deref() {
+                Some(class) if !class.is_empty() => ClaimPlan::Provision { class },
+                _ => ClaimPlan::Ignore,
+            }
+        }
+        _ => ClaimPlan::Ignore,
+    }
+}
+
 /// Reconciles one claim: provisions it if it is ours and unbound.
 pub async fn reconcile_claim(
     pvc: Arc<PersistentVolumeClaim>,
@@ -302,29 +332,10 @@ pub async fn reconcile_claim(
     if !ctx.is_leader() {
         return Ok(Action::await_change());
     }
-    let spec = pvc.spec.clone().unwrap_or_default();
-    let bound_to = spec.volume_name.as_deref().filter(|v| !v.is_empty());
-    let phase = pvc.status.as_ref().and_then(|s| s.phase.as_deref());
-    if let Some(volume) = bound_to
-        && phase == Some("Bound")
-        && pvc.metadata.deletion_timestamp.is_none()
-    {
-        return crate::expand::reconcile(&pvc, volume, &ctx).await;
-    }
-    let pending = pvc
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .is_none_or(|p| p == "Pending");
-    if pvc.metadata.deletion_timestamp.is_some()
-        || spec.volume_name.as_deref().is_some_and(|v| !v.is_empty())
-        || !pending
-        || !claim_names_us(&pvc, &ctx.config.name)
-    {
-        return Ok(Action::await_change());
-    }
-    let Some(class_name) = spec.storage_class_name.clone() else {
-        return Ok(Action::await_change());
+    let class_name = match plan_claim(&pvc, &ctx.config.name) {
+        ClaimPlan::Ignore => return Ok(Action::await_change()),
+        ClaimPlan::Expand(volume) => return crate::expand::reconcile(&pvc, volume, &ctx).await,
+        ClaimPlan::Provision { class } => class.to_owned(),
     };
     let class = ctx
         .class(&class_name)
@@ -814,4 +825,53 @@ async fn term(ctx: &Arc<Context>) {
         .for_each(|_| async {});
     tokio::join!(claim_loop, volume_loop, class_cache);
     *ctx.caches.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(v: serde_json::Value) -> PersistentVolumeClaim {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn claims_are_planned_from_their_own_fields() {
+        let ours = serde_json::json!({"volume.kubernetes.io/storage-provisioner": "p"});
+        let pending = claim(serde_json::json!({
+            "metadata": {"name": "c", "annotations": ours},
+            "spec": {"storageClassName": "nfs"}, "status": {"phase": "Pending"},
+        }));
+        assert_eq!(
+            plan_claim(&pending, "p"),
+            ClaimPlan::Provision { class: "nfs" }
+        );
+        // Another provisioner's, or no class: nothing to do.
+        assert_eq!(plan_claim(&pending, "q"), ClaimPlan::Ignore);
+        let no_class = claim(serde_json::json!({
+            "metadata": {"name": "c", "annotations": ours}, "spec": {},
+        }));
+        assert_eq!(plan_claim(&no_class, "p"), ClaimPlan::Ignore);
+        let bound = claim(serde_json::json!({
+            "metadata": {"name": "c"},
+            "spec": {"storageClassName": "nfs", "volumeName": "pvc-1"},
+            "status": {"phase": "Bound"},
+        }));
+        assert_eq!(plan_claim(&bound, "p"), ClaimPlan::Expand("pvc-1"));
+        // Bound ahead by the binder but not yet Bound, Lost, or being deleted: leave it.
+        for (phase, deleting) in [("Pending", false), ("Lost", false), ("Bound", true)] {
+            let mut c = claim(serde_json::json!({
+                "metadata": {"name": "c", "annotations": ours},
+                "spec": {"storageClassName": "nfs", "volumeName": "pvc-1"},
+                "status": {"phase": phase},
+            }));
+            if deleting {
+                c.metadata.deletion_timestamp =
+                    Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        k8s_openapi::jiff::Timestamp::now(),
+                    ));
+            }
+            assert_eq!(plan_claim(&c, "p"), ClaimPlan::Ignore, "{phase} {deleting}");
+        }
+    }
 }
