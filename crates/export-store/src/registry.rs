@@ -300,6 +300,12 @@ impl Registry {
             outcomes.push((ticket, outcome));
         }
         if changed {
+            // Volume directories created for these changes are made durable first, with
+            // one fsync of the export root for the whole batch.
+            let root = self.state_dir.parent().unwrap_or(Path::new("."));
+            if let Err(e) = sync_dir(root) {
+                return fail_all(io_err(root)(e));
+            }
             let written = serde_json::to_vec_pretty(&data)
                 .map_err(|source| RegistryError::Corrupt {
                     path: self.path(),

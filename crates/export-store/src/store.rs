@@ -464,9 +464,9 @@ impl ExportStore {
         // Blocking-pool threads may still carry the last NFS client's credentials.
         cred::become_root().map_err(io_err)?;
         match fs::create_dir(&path) {
+            // Made durable by the registry write below, which fsyncs the export root.
             Ok(()) => {
                 fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).map_err(io_err)?;
-                registry::sync_dir(&self.root).map_err(io_err)?;
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
             Err(e) => return Err(io_err(e)),

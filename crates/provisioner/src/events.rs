@@ -7,9 +7,12 @@
 //! whose count grows) instead of a new object. Cluster-scoped objects (PVs) get their Events
 //! in namespace `default`, as the API server requires.
 
+use std::sync::{Arc, OnceLock};
+
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder as KubeRecorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
+use tokio::sync::mpsc;
 use tracing::warn;
 
 /// The longest `note` the API server accepts (bytes).
@@ -22,10 +25,17 @@ pub enum Kind {
     Warning,
 }
 
+/// Events waiting to be published in the background, at most this many.
+const QUEUE: usize = 1024;
+
+type Queued = (Event, ObjectReference);
+
 /// Records Events as controller `component`.
 #[derive(Clone)]
 pub struct Recorder {
     inner: KubeRecorder,
+    /// One background publisher, started by the first detached Event.
+    queue: Arc<OnceLock<mpsc::Sender<Queued>>>,
 }
 
 impl Recorder {
@@ -41,18 +51,36 @@ impl Recorder {
         };
         Self {
             inner: KubeRecorder::new(client, reporter),
+            queue: Arc::default(),
         }
     }
 
     /// [`Self::record`] in the background: for Events on the hot path, which need not delay
-    /// the work they describe.
+    /// the work they describe. They are published one at a time, in order, by one task, so a
+    /// burst of claims does not add a burst of Event requests to the API server's load while
+    /// their PVs are being created. If the queue is full the Event is dropped (and logged).
     pub fn record_detached<K>(&self, obj: &K, kind: Kind, reason: &str, message: &str)
     where
-        K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+        K: Resource<DynamicType = ()>,
     {
-        let (this, obj) = (self.clone(), obj.clone());
-        let (reason, message) = (reason.to_owned(), message.to_owned());
-        tokio::spawn(async move { this.record(&obj, kind, &reason, &message).await });
+        let queue = self.queue.get_or_init(|| {
+            let (tx, mut rx) = mpsc::channel::<Queued>(QUEUE);
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                while let Some((event, reference)) = rx.recv().await {
+                    if let Err(e) = inner.publish(&event, &reference).await {
+                        warn!(reason = %event.reason, object = ?reference.name, error = %e, "cannot record event");
+                    }
+                }
+            });
+            tx
+        });
+        if queue
+            .try_send((event(kind, reason, message), reference(obj)))
+            .is_err()
+        {
+            warn!(reason, object = %obj.name_any(), "event queue full: event dropped");
+        }
     }
 
     /// Records an Event about `obj`; failures are logged, never fatal.
@@ -60,19 +88,23 @@ impl Recorder {
     where
         K: Resource<DynamicType = ()>,
     {
-        let event = Event {
-            type_: match kind {
-                Kind::Normal => EventType::Normal,
-                Kind::Warning => EventType::Warning,
-            },
-            reason: reason.to_owned(),
-            note: Some(truncate(message, NOTE_LIMIT)),
-            action: action_of(reason).to_owned(),
-            secondary: None,
-        };
+        let event = event(kind, reason, message);
         if let Err(e) = self.inner.publish(&event, &reference(obj)).await {
             warn!(reason, object = %obj.name_any(), error = %e, "cannot record event");
         }
+    }
+}
+
+fn event(kind: Kind, reason: &str, message: &str) -> Event {
+    Event {
+        type_: match kind {
+            Kind::Normal => EventType::Normal,
+            Kind::Warning => EventType::Warning,
+        },
+        reason: reason.to_owned(),
+        note: Some(truncate(message, NOTE_LIMIT)),
+        action: action_of(reason).to_owned(),
+        secondary: None,
     }
 }
 

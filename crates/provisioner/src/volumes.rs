@@ -47,7 +47,8 @@ pub fn provision(
     }
     fs::set_permissions(&dir, fs::Permissions::from_mode(params.dir_mode()))
         .map_err(io_err(&dir))?;
-    sync_dir(store.root()).map_err(io_err(store.root()))?;
+    // The new directory entry is made durable by the registry write below (one fsync of the
+    // export root shared by every volume added at the same moment).
     let options = VolumeOptions {
         read_only,
         squash: params.squash,
