@@ -4,7 +4,6 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Service};
@@ -14,7 +13,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::cluster::ControlPlane;
-use crate::server::{PodSpec, Server};
+use crate::server::{PodSpec, Server, install_chart};
 use crate::support::*;
 
 const NS: &str = "nfs";
@@ -43,16 +42,7 @@ pub async fn run_all(assets: &Path) {
     let admin = cp.admin().await;
 
     step("helm install with the old chart's values");
-    let values = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/chart/old-chart-defaults.yaml"
-    );
-    run(Command::new(helm())
-        .args(["install", RELEASE])
-        .arg(chart())
-        .args(["--namespace", NS, "--create-namespace", "--values", values])
-        .arg("--kubeconfig")
-        .arg(&cp.admin_kubeconfig));
+    install_chart(&helm(), &cp, NS, RELEASE);
     let spec = PodSpec::from_chart(&cp, &admin, NS, RELEASE).await;
     let service = Api::<Service>::namespaced(admin.clone(), NS)
         .get(RELEASE)
@@ -109,11 +99,7 @@ pub async fn run_all(assets: &Path) {
 /// The API server refused nothing the server sent (422 invalid, 409 conflict, 403 forbidden),
 /// and every Event was recorded. Its warnings are shown for the record.
 fn assert_no_refusals(server: &Server) {
-    let log = server.log_text();
-    let warnings: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
-        .collect();
+    let warnings = server.warnings();
     eprintln!(
         "[real-api] {}: {} warning(s)\n{}",
         server.name,
@@ -121,7 +107,7 @@ fn assert_no_refusals(server: &Server) {
         warnings.join("\n")
     );
     for bad in ["code: 422", "code: 409", "code: 403", "cannot record event"] {
-        let lines: Vec<&&str> = warnings.iter().filter(|l| l.contains(bad)).collect();
+        let lines: Vec<&String> = warnings.iter().filter(|l| l.contains(bad)).collect();
         assert!(
             lines.is_empty(),
             "{} logged {bad:?}: {lines:?}",
@@ -158,13 +144,7 @@ async fn walk_through(ctx: &Ctx<'_>, a: &Server, cluster_ip: &str) {
         vec!["vers=3", "retrans=2", "timeo=30"],
         "the class's mountOptions"
     );
-    let text = nfs_write_read(
-        &server,
-        &path,
-        (a.nfs_port, a.mount_port),
-        "hello.txt",
-        "written over NFS\n",
-    );
+    let text = nfs_write_read(&server, &path, a.ports(), "hello.txt", "written over NFS\n");
     assert_eq!(text, "written over NFS\n");
     assert_eq!(
         std::fs::read_to_string(a.export_root.join(pv.name_any()).join("hello.txt")).unwrap(),
@@ -326,7 +306,7 @@ async fn parameters(ctx: &Ctx<'_>, a: &Server) {
         claim(&ctx.admin, APPS, &claim_name, &cname, "10Mi").await;
         let (_, pv) = bound(&ctx.admin, APPS, &claim_name).await;
         let (server, path) = nfs_of(&pv);
-        nfs_write_read(&server, &path, (a.nfs_port, a.mount_port), "f", "x");
+        nfs_write_read(&server, &path, a.ports(), "f", "x");
         delete_claim(ctx, &claim_name).await;
         pv_gone(&ctx.admin, &pv.name_any()).await;
         let dir = a.export_root.join(pv.name_any());
@@ -359,7 +339,7 @@ struct Recovered {
 async fn recovery(ctx: &Ctx<'_>, a: &mut Server, _cluster_ip: &str) -> Recovered {
     let (_, pv) = bound(&ctx.admin, APPS, "nfs-claim").await;
     let volume = pv.name_any();
-    let identity = std::fs::read_to_string(a.export_root.join("nfs-provisioner.identity")).unwrap();
+    let identity = a.identity();
 
     step("troubleshooting: only the identity file was lost");
     a.kill();
@@ -375,15 +355,13 @@ async fn recovery(ctx: &Ctx<'_>, a: &mut Server, _cluster_ip: &str) -> Recovered
     )
     .await;
     assert_eq!(
-        std::fs::read_to_string(a.export_root.join("nfs-provisioner.identity"))
-            .unwrap()
-            .trim(),
-        identity.trim(),
+        a.identity(),
+        identity,
         "the identity is adopted from the PVs"
     );
     let (server, path) = nfs_of(&pv);
     assert_eq!(
-        nfs_read(&server, &path, (a.nfs_port, a.mount_port), "hello.txt"),
+        nfs_read(&server, &path, a.ports(), "hello.txt"),
         "written over NFS\n"
     );
 
@@ -435,14 +413,7 @@ async fn recovery(ctx: &Ctx<'_>, a: &mut Server, _cluster_ip: &str) -> Recovered
     )
     .await;
     // Served again without a restart, empty.
-    nfs_write_read_soon(
-        &server,
-        &path,
-        (a.nfs_port, a.mount_port),
-        "hello.txt",
-        "written over NFS\n",
-    )
-    .await;
+    nfs_write_read_soon(&server, &path, a.ports(), "hello.txt", "written over NFS\n").await;
 
     step("troubleshooting: the export root was wiped");
     a.kill();
@@ -459,12 +430,6 @@ async fn recovery(ctx: &Ctx<'_>, a: &mut Server, _cluster_ip: &str) -> Recovered
     // One Event per start of the server (the first from the lost directory above).
     wait_for("a second VolumeDataMissing on the claim", WAIT, || async {
         let seen = events(&ctx.admin, Some(APPS), "PersistentVolumeClaim", "nfs-claim").await;
-        if let Some(out) = describe(&ctx.cp.admin_kubeconfig, APPS, "pvc", "nfs-claim") {
-            assert!(
-                out.contains("VolumeDataMissing"),
-                "kubectl describe pvc nfs-claim:\n{out}"
-            );
-        }
         (seen
             .iter()
             .filter(|e| e.reason == "VolumeDataMissing")
@@ -473,12 +438,13 @@ async fn recovery(ctx: &Ctx<'_>, a: &mut Server, _cluster_ip: &str) -> Recovered
             .then_some(())
     })
     .await;
-    assert_eq!(
-        std::fs::read_to_string(a.export_root.join("nfs-provisioner.identity"))
-            .unwrap()
-            .trim(),
-        identity.trim()
-    );
+    if let Some(out) = describe(&ctx.cp.admin_kubeconfig, APPS, "pvc", "nfs-claim") {
+        assert!(
+            out.contains("VolumeDataMissing"),
+            "kubectl describe pvc nfs-claim:\n{out}"
+        );
+    }
+    assert_eq!(a.identity(), identity);
     let (ok, out) = a.cli(&[
         "recover",
         "--recreate-missing",
@@ -486,27 +452,14 @@ async fn recovery(ctx: &Ctx<'_>, a: &mut Server, _cluster_ip: &str) -> Recovered
         &a.kubeconfig(),
     ]);
     assert!(ok, "recover --recreate-missing:\n{out}");
-    nfs_write_read_soon(
-        &server,
-        &path,
-        (a.nfs_port, a.mount_port),
-        "hello.txt",
-        "written over NFS\n",
-    )
-    .await;
+    nfs_write_read_soon(&server, &path, a.ports(), "hello.txt", "written over NFS\n").await;
 
     step("troubleshooting: orphaned data bound to a new claim");
     class(ctx, "nfs-retain", json!({"onDelete": "retain"})).await;
     claim(&ctx.admin, APPS, "keep", "nfs-retain", "10Mi").await;
     let (_, kept) = bound(&ctx.admin, APPS, "keep").await;
     let (ks, kp) = nfs_of(&kept);
-    nfs_write_read(
-        &ks,
-        &kp,
-        (a.nfs_port, a.mount_port),
-        "precious",
-        "old data\n",
-    );
+    nfs_write_read(&ks, &kp, a.ports(), "precious", "old data\n");
     delete_claim(ctx, "keep").await;
     pv_gone(&ctx.admin, &kept.name_any()).await;
     let (_, out) = a.cli(&["status", "--kubeconfig", &a.kubeconfig()]);
@@ -541,11 +494,8 @@ async fn recovery(ctx: &Ctx<'_>, a: &mut Server, _cluster_ip: &str) -> Recovered
     )
     .await;
     let (rs, rp) = nfs_of(&restored);
-    nfs_write_read_soon(&rs, &rp, (a.nfs_port, a.mount_port), "new", "new\n").await;
-    assert_eq!(
-        nfs_read(&rs, &rp, (a.nfs_port, a.mount_port), "precious"),
-        "old data\n"
-    );
+    nfs_write_read_soon(&rs, &rp, a.ports(), "new", "new\n").await;
+    assert_eq!(nfs_read(&rs, &rp, a.ports(), "precious"), "old data\n");
     Recovered {
         claims: vec!["nfs-claim".into(), "restored".into()],
     }
@@ -639,7 +589,7 @@ async fn new_server_address(ctx: &Ctx<'_>, a: &Server, data: &Recovered) -> Loop
         nfs_read(
             &s,
             &p,
-            (a.nfs_port, a.mount_port),
+            a.ports(),
             if name == "restored" {
                 "precious"
             } else {
@@ -671,10 +621,10 @@ async fn leader_election(ctx: &Ctx<'_>, spec: &PodSpec, a: &mut Server, roots: &
     // A is the leader (it held the Lease first): B provisions nothing while A lives.
     claim(&ctx.admin, APPS, "by-leader", "nfs", "10Mi").await;
     let (_, pv) = bound(&ctx.admin, APPS, "by-leader").await;
-    let id_a = std::fs::read_to_string(a.export_root.join("nfs-provisioner.identity")).unwrap();
+    let id_a = a.identity();
     assert_eq!(
         pv.annotations().get("Provisioner_Id").map(|s| s.trim()),
-        Some(id_a.trim()),
+        Some(id_a.as_str()),
         "provisioned by the leader"
     );
     a.kill();
@@ -685,18 +635,14 @@ async fn leader_election(ctx: &Ctx<'_>, spec: &PodSpec, a: &mut Server, roots: &
         "[real-api] the other replica provisioned {:?} after the leader died",
         killed.elapsed()
     );
-    let id_b = std::fs::read_to_string(b.export_root.join("nfs-provisioner.identity")).unwrap();
+    let id_b = b.identity();
     assert_eq!(
         pv.annotations().get("Provisioner_Id").map(|s| s.trim()),
-        Some(id_b.trim())
+        Some(id_b.as_str())
     );
     // A second replica with its own (empty) export root is a new server, not A with its
     // identity lost: it must neither adopt A's identity nor report A's volumes missing.
-    assert_ne!(
-        id_a.trim(),
-        id_b.trim(),
-        "replica b adopted replica a's identity"
-    );
+    assert_ne!(id_a, id_b, "replica b adopted replica a's identity");
     assert_eq!(
         pv.annotations()
             .get("nfs-server-provisioner/server-pod")
@@ -709,13 +655,13 @@ async fn leader_election(ctx: &Ctx<'_>, spec: &PodSpec, a: &mut Server, roots: &
         b.log_tail(20)
     );
     let (s, p) = nfs_of(&pv);
-    nfs_write_read(&s, &p, (b.nfs_port, b.mount_port), "f", "served by b\n");
+    nfs_write_read(&s, &p, b.ports(), "f", "served by b\n");
     a.restart();
     a.ready().await;
     // A serves its volumes again at once, though B leads now.
     let (_, pv) = bound(&ctx.admin, APPS, "nfs-claim").await;
     let (s, p) = nfs_of(&pv);
-    nfs_read(&s, &p, (a.nfs_port, a.mount_port), "hello.txt");
+    nfs_read(&s, &p, a.ports(), "hello.txt");
 
     step("delete: PV and directory gone");
     let name = pv.name_any();

@@ -209,6 +209,28 @@ impl Server {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The WARN and ERROR lines of its log.
+    pub fn warnings(&self) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Its NFS and MOUNT ports, as libnfs URLs need them.
+    pub fn ports(&self) -> (u16, u16) {
+        (self.nfs_port, self.mount_port)
+    }
+
+    /// The identity in its export root.
+    pub fn identity(&self) -> String {
+        fs::read_to_string(self.export_root.join("nfs-provisioner.identity"))
+            .expect("the identity file")
+            .trim()
+            .to_owned()
+    }
+
     pub fn log_tail(&self, n: usize) -> String {
         let text = self.log_text();
         let lines: Vec<&str> = text.lines().collect();
@@ -235,6 +257,29 @@ impl Server {
     pub fn kubeconfig(&self) -> String {
         self.spec.kubeconfig.display().to_string()
     }
+}
+
+/// `helm install`s the chart as `release` in `ns` with the old (1.x) chart's values.
+pub fn install_chart(helm: &Path, cp: &ControlPlane, ns: &str, release: &str) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|d| d.join("deploy/helm/nfs-server-provisioner").is_dir())
+        .expect("the repository");
+    let out = Command::new(helm)
+        .args(["install", release])
+        .arg(repo.join("deploy/helm/nfs-server-provisioner"))
+        .args(["--namespace", ns, "--create-namespace", "--values"])
+        .arg(repo.join("tests/chart/old-chart-defaults.yaml"))
+        .arg("--kubeconfig")
+        .arg(&cp.admin_kubeconfig)
+        .output()
+        .expect("run helm");
+    assert!(
+        out.status.success(),
+        "helm install failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Drop for Server {

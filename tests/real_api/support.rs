@@ -272,14 +272,6 @@ impl Drop for LoopbackAddress {
     }
 }
 
-/// The chart directory.
-pub fn chart() -> &'static Path {
-    Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/helm/nfs-server-provisioner"
-    ))
-}
-
 /// `kubectl describe KIND NAME` in `ns` as `admin`, when `$KUBEBUILDER_ASSETS` has kubectl
 /// (setup-envtest's does); None otherwise.
 pub fn describe(kubeconfig: &Path, ns: &str, kind: &str, name: &str) -> Option<String> {

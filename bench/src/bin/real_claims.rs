@@ -571,15 +571,7 @@ async fn run_once(args: &Args, helm: &Path, run: usize) -> anyhow::Result<(Phase
     } else {
         "kubectl".into()
     };
-    run_cmd(
-        Command::new(helm)
-            .args(["install", RELEASE])
-            .arg(repo().join("deploy/helm/nfs-server-provisioner"))
-            .args(["--namespace", NS, "--create-namespace", "--values"])
-            .arg(repo().join("tests/chart/old-chart-defaults.yaml"))
-            .arg("--kubeconfig")
-            .arg(&cp.admin_kubeconfig),
-    )?;
+    server::install_chart(helm, &cp, NS, RELEASE);
     let spec = PodSpec::from_chart(&cp, &admin, NS, RELEASE).await;
     let export_tmp = match &args.export_dir {
         Some(d) => Some(tempfile::tempdir_in(d)?),
@@ -625,12 +617,12 @@ async fn run_once(args: &Args, helm: &Path, run: usize) -> anyhow::Result<(Phase
         pause().await;
         (dynamic(&cp, &admin, &kubectl, n, "nfs").await?, b, c)
     };
-    let log = pod.log_text();
-    let provisioned = log.lines().filter(|l| l.contains("provisioned")).count();
-    let bad: Vec<&str> = log
+    let provisioned = pod
+        .log_text()
         .lines()
-        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-        .collect();
+        .filter(|l| l.contains("provisioned"))
+        .count();
+    let bad = pod.warnings();
     eprintln!(
         "[bench] run {run} ({}): server log: {provisioned} \"provisioned\", {} warnings/errors{}",
         if dynamic_first {
