@@ -53,6 +53,9 @@ pub struct ServeConfig {
     pub v4: nfs_server::V4Config,
     /// NFSv3 locking (NLM and NSM).
     pub locking: LockingConfig,
+    /// What one client may hold: connections, time, bytes in flight (`max_record` and
+    /// `max_in_flight` are set by the server).
+    pub limits: oncrpc::Limits,
 }
 
 /// Where NLM and NSM listen and how they reach clients. The default suits tests: free ports.
@@ -218,30 +221,27 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             udp(NSM_PROGRAM, NSM_VERSION, statd_addr.port()),
         ])));
     }
-    let mut server = Server::new(services, MAX_RECORD, MAX_IN_FLIGHT);
+    let mut server = Server::new(services, MAX_RECORD, MAX_IN_FLIGHT).with_limits(oncrpc::Limits {
+        max_record: MAX_RECORD,
+        max_in_flight: MAX_IN_FLIGHT,
+        ..config.limits.clone()
+    });
     if let Some(m) = rpc_metrics {
         server = server.with_metrics(m);
     }
     let server = Arc::new(server);
-    for socket in [nlm_udp, statd_udp] {
-        let server = Arc::clone(&server);
-        tokio::spawn(async move {
-            if let Err(e) = server.serve_udp(socket).await {
-                warn!(error = %e, "UDP listener stopped");
-            }
-        });
+    server.spawn_udp("nlm-udp", nlm_udp)?;
+    server.spawn_udp("statd-udp", statd_udp)?;
+    server.spawn_tcp("nfs", nfs)?;
+    if let Some(l) = mount {
+        server.spawn_tcp("mount", l)?;
     }
-    for listener in [Some(nfs), mount, portmap, Some(nlm_tcp), Some(statd_tcp)]
-        .into_iter()
-        .flatten()
-    {
-        let server = Arc::clone(&server);
-        tokio::spawn(async move {
-            if let Err(e) = server.serve(listener).await {
-                warn!(error = %e, "listener stopped");
-            }
-        });
+    if let Some(l) = portmap {
+        server.spawn_tcp("portmap", l)?;
     }
+    server.spawn_tcp("nlm", nlm_tcp)?;
+    server.spawn_tcp("statd", statd_tcp)?;
+    health.watch(Arc::clone(&server));
     if let Some(every) = config.recount_interval {
         let store = Arc::clone(&store);
         tokio::spawn(async move {

@@ -34,6 +34,57 @@ struct Cli {
     log_format: String,
 }
 
+/// What one client may hold (docs/configuration.md, "Limits"): beyond these, new
+/// connections are closed at once, slow or silent ones are closed, and reading waits.
+#[derive(clap::Args, Clone, Debug)]
+struct LimitArgs {
+    /// Open client connections in total (NFS, MOUNT, portmapper, NLM and NSM together);
+    /// connections beyond it are closed at once, existing ones keep working.
+    #[arg(long, value_name = "N", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// Open connections from one client address.
+    #[arg(long, value_name = "N", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections_per_address: u64,
+    /// Seconds after which a connection with nothing in flight and nothing received is
+    /// closed (clients reconnect when they next need to).
+    #[arg(long, value_name = "SECONDS", default_value_t = 360,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
+    /// Seconds within which a request must arrive in full once its first byte came.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    record_timeout: u64,
+    /// Seconds a reply may wait for the client to read it before the connection is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    send_timeout: u64,
+    /// Memory for requests and replies in flight, all clients together (e.g. 256Mi); when
+    /// it is spent, connections are not read until replies drain.
+    #[arg(long, value_name = "SIZE", default_value = "256Mi", value_parser = parse_size)]
+    max_bytes_in_flight: u64,
+    /// Memory for requests and replies in flight for one client address (e.g. 64Mi).
+    #[arg(long, value_name = "SIZE", default_value = "64Mi", value_parser = parse_size)]
+    max_bytes_per_address: u64,
+}
+
+impl From<LimitArgs> for oncrpc::Limits {
+    fn from(a: LimitArgs) -> Self {
+        let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        Self {
+            max_connections: n(a.max_connections),
+            max_connections_per_address: n(a.max_connections_per_address),
+            idle_timeout: Duration::from_secs(a.idle_timeout),
+            record_timeout: Duration::from_secs(a.record_timeout),
+            send_timeout: Duration::from_secs(a.send_timeout),
+            max_bytes_in_flight: n(a.max_bytes_in_flight),
+            max_bytes_per_address: n(a.max_bytes_per_address),
+            ..Self::default()
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve every volume registered under the export root over NFSv3, NFSv4.1 and NFSv4.2,
@@ -86,6 +137,8 @@ enum Command {
         /// root) count; corrected only where no operation ran meanwhile. 0: only at start.
         #[arg(long, value_name = "SECONDS", default_value_t = 600)]
         recount_interval: u64,
+        #[command(flatten)]
+        limits: LimitArgs,
         #[command(flatten)]
         kube: KubeArgs,
         #[command(flatten)]
@@ -326,6 +379,7 @@ fn main() -> anyhow::Result<()> {
             grace_period,
             lease_time,
             recount_interval,
+            limits,
             mut kube,
             legacy,
         } => {
@@ -356,6 +410,7 @@ fn main() -> anyhow::Result<()> {
                         statd_port,
                         callback_portmap_port: 111,
                     },
+                    limits: limits.into(),
                 },
                 kube,
             )

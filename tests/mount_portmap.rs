@@ -327,6 +327,7 @@ async fn server_without_portmapper_has_no_portmap_listener() {
         metrics: true,
         v4: nfs_server::V4Config::default(),
         locking: Default::default(),
+        limits: Default::default(),
     })
     .await
     .unwrap();

@@ -568,6 +568,7 @@ async fn readyz_turns_true_only_once_existing_volumes_are_exported_again() {
         metrics: true,
         v4: nfs_server::V4Config::default(),
         locking: Default::default(),
+        limits: Default::default(),
     })
     .await
     .unwrap();

@@ -69,6 +69,7 @@ fn config(root: &Path) -> ServeConfig {
         metrics: true,
         v4: nfs_server::V4Config::default(),
         locking: Default::default(),
+        limits: Default::default(),
     }
 }
 

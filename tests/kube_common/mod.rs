@@ -156,6 +156,7 @@ pub async fn serve_nfs(s: &Setup) -> nfs_server_provisioner::Running {
         metrics: true,
         v4: nfs_server::V4Config::default(),
         locking: Default::default(),
+        limits: Default::default(),
     })
     .await
     .unwrap()

@@ -121,7 +121,7 @@ pub fn services_with_metrics(
 
 /// READ replies at least this large send their data with `sendfile` (no copy through our
 /// memory); smaller ones are cheaper to copy into the reply.
-const SENDFILE_MIN: usize = 64 * 1024;
+pub(crate) const SENDFILE_MIN: usize = 64 * 1024;
 
 /// A READ reply (v3 or v4): `results` end with the data's length; then `n` bytes of the file
 /// at `offset` and their padding follow, from the page cache when the reply is large.

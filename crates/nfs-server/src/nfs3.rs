@@ -99,6 +99,10 @@ impl RpcService for Nfs3Service {
         crate::metrics::nfs3_status
     }
 
+    fn reply_reservation(&self, _vers: u32, proc_: u32, args: &[u8]) -> usize {
+        reply_reservation(proc_, args)
+    }
+
     fn call(&self, ctx: CallContext, args: CallArgs, reply: ReplySender) {
         if ctx.proc_ == 0 || ctx.proc_ > 21 {
             return reply.send(self.call_blocking(&ctx, &[]));
@@ -107,6 +111,31 @@ impl RpcService for Nfs3Service {
         // File-system work runs on a blocking worker, which sends the reply itself.
         tokio::task::spawn_blocking(move || reply.send(inner.dispatch(&ctx, args.bytes())));
     }
+}
+
+/// What a reply may take in memory, from the counts the client asked for: READ data below
+/// the sendfile threshold is copied into the reply, READDIR(PLUS) replies are as large as
+/// their count. Everything else is small.
+fn reply_reservation(proc_: u32, args: &[u8]) -> usize {
+    const SMALL: usize = oncrpc::server::DEFAULT_REPLY_RESERVATION;
+    let word = |at: usize| {
+        args.get(at..at + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    // Every one of these starts with the file handle: length, bytes, padding.
+    let Some(after_fh) = word(0).map(|n| 4 + n.min(64) + (4 - n % 4) % 4) else {
+        return SMALL;
+    };
+    let count = match proc_ {
+        // offset (8), count
+        6 => word(after_fh + 8).map(|n| n.min(crate::SENDFILE_MIN)),
+        // cookie (8), verifier (8), count
+        16 => word(after_fh + 16),
+        // cookie (8), verifier (8), dircount, maxcount
+        17 => word(after_fh + 20),
+        _ => None,
+    };
+    count.map_or(SMALL, |n| n.min(crate::MAX_IO as usize) + SMALL)
 }
 
 fn ok<T: Pack>(value: T) -> Reply {

@@ -46,6 +46,12 @@ pub struct RpcMetrics {
     connections: Gauge,
     accepted: Counter,
     rejected: Family<ReasonLabels, Counter>,
+    refused: Family<ReasonLabels, Counter>,
+    closed: Family<ReasonLabels, Counter>,
+    accept_failures: Counter,
+    backpressure: Counter,
+    /// Bytes of requests and replies held for all clients now.
+    pub(crate) bytes_in_flight: Gauge,
 }
 
 impl Default for RpcMetrics {
@@ -56,6 +62,11 @@ impl Default for RpcMetrics {
             connections: Gauge::default(),
             accepted: Counter::default(),
             rejected: Family::default(),
+            refused: Family::default(),
+            closed: Family::default(),
+            accept_failures: Counter::default(),
+            backpressure: Counter::default(),
+            bytes_in_flight: Gauge::default(),
         }
     }
 }
@@ -90,7 +101,58 @@ impl RpcMetrics {
              unknown programs or versions, refused credentials), by reason",
             m.rejected.clone(),
         );
+        registry.register(
+            "rpc_connections_refused",
+            "New connections closed at once because a connection limit was reached, by limit",
+            m.refused.clone(),
+        );
+        registry.register(
+            "rpc_connections_closed",
+            "Connections the server closed because the client was idle, sent a record too \
+             slowly, or did not read its replies, by reason",
+            m.closed.clone(),
+        );
+        registry.register(
+            "rpc_accept_failures",
+            "Failed accepts (out of file descriptors or memory), each retried after a pause",
+            m.accept_failures.clone(),
+        );
+        registry.register(
+            "rpc_backpressure_waits",
+            "Times a connection was not read because its client's (or all clients') bytes in \
+             flight had reached the limit",
+            m.backpressure.clone(),
+        );
+        registry.register(
+            "rpc_bytes_in_flight",
+            "Bytes of requests and replies held in memory for all clients now",
+            m.bytes_in_flight.clone(),
+        );
+        // Zero series from the start, so dashboards and alerts see the reasons before the
+        // first event.
+        for reason in ["max_connections", "max_connections_per_address"] {
+            m.refused.get_or_create(&ReasonLabels { reason });
+        }
+        for reason in ["idle", "record_timeout", "send_timeout"] {
+            m.closed.get_or_create(&ReasonLabels { reason });
+        }
         m
+    }
+
+    pub(crate) fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub(crate) fn closed(&self, reason: &'static str) {
+        self.closed.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub(crate) fn accept_failed(&self) {
+        self.accept_failures.inc();
+    }
+
+    pub(crate) fn backpressure(&self) {
+        self.backpressure.inc();
     }
 
     pub(crate) fn connection_opened(&self) {

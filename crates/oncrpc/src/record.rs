@@ -16,6 +16,8 @@ pub enum RecordError {
     TooLarge(usize, usize),
     #[error("connection closed in the middle of a record")]
     Truncated,
+    #[error("record not complete within {0:?} of its first byte")]
+    TimedOut(std::time::Duration),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -49,20 +51,37 @@ pub async fn read_record<R: AsyncRead + Unpin>(
         if total > max_record {
             return Err(RecordError::TooLarge(total, max_record));
         }
-        // Read into spare capacity: a 1 MiB WRITE is not zero-filled before being overwritten.
-        if buf.capacity() < total {
-            let mut bigger = crate::buffers::take(total);
-            bigger.extend_from_slice(buf);
-            *buf = bigger;
-        }
-        let got = (&mut *reader).take(len as u64).read_to_end(buf).await?;
-        if got < len {
-            return Err(RecordError::Truncated);
-        }
+        read_fragment(reader, buf, len).await?;
         if header & LAST_FRAGMENT != 0 {
             return Ok(true);
         }
     }
+}
+
+/// Appends a fragment body of `len` bytes to `buf`.
+pub(crate) async fn read_fragment<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    len: usize,
+) -> Result<(), RecordError> {
+    let total = buf.len() + len;
+    // Read into spare capacity: a 1 MiB WRITE is not zero-filled before being overwritten.
+    if buf.capacity() < total {
+        let mut bigger = crate::buffers::take(total);
+        bigger.extend_from_slice(buf);
+        crate::buffers::give(std::mem::replace(buf, bigger));
+    }
+    let got = (&mut *reader).take(len as u64).read_to_end(buf).await?;
+    if got < len {
+        return Err(RecordError::Truncated);
+    }
+    Ok(())
+}
+
+/// The length and last-fragment bit of a fragment header.
+pub(crate) fn fragment_header(header: [u8; 4]) -> (usize, bool) {
+    let h = u32::from_be_bytes(header);
+    ((h & !LAST_FRAGMENT) as usize, h & LAST_FRAGMENT != 0)
 }
 
 /// Prefixes `body` (which must start with 4 reserved bytes) with a single last-fragment header.

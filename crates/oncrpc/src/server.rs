@@ -9,13 +9,24 @@
 //! connection and nothing else.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
 use tracing::{debug, warn};
+
+use crate::limits::{Admission, Charge, Limits, Slot, wait_for_room};
+use crate::listeners::{EndGuard, ListenerHealth, ListenerReport};
+use crate::record::RecordError;
+use crate::throttle;
+
+/// The first pause after a failed accept; it doubles up to the second.
+const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
 
 use crate::message::{
     self, AUTH_BADCRED, AUTH_TOOWEAK, CallHeader, Credential, DecodeError, FileSlice, Reply,
@@ -23,15 +34,30 @@ use crate::message::{
 use crate::metrics::{CallNames, Observed, RpcMetrics};
 use crate::record;
 
+/// What a call holds until its reply is written: its place among the connection's calls in
+/// flight and its bytes against the memory budgets.
+#[derive(Debug)]
+pub struct Hold {
+    /// Held for its drop: the place among the calls in flight is freed with the reply.
+    _permit: Option<OwnedSemaphorePermit>,
+    charge: Charge,
+}
+
+impl Hold {
+    /// Holds nothing (tests, UDP).
+    pub fn none() -> Self {
+        Self {
+            _permit: None,
+            charge: Charge::none(),
+        }
+    }
+}
+
 /// Where a service sends the reply to one call. It may be moved to any thread; if it is
 /// dropped unanswered (a bug, or a panic in the handler), the caller gets SYSTEM_ERR rather
 /// than waiting forever.
 pub struct ReplySender {
-    inner: Option<(
-        mpsc::UnboundedSender<Outgoing>,
-        u32,
-        Option<OwnedSemaphorePermit>,
-    )>,
+    inner: Option<(mpsc::UnboundedSender<Outgoing>, u32, Hold)>,
     /// Set when the server keeps metrics: the call's names and start time.
     observed: Option<Box<Observed>>,
 }
@@ -42,8 +68,8 @@ impl ReplySender {
         if let Some(o) = self.observed.take() {
             o.finish(&reply);
         }
-        if let Some((tx, xid, permit)) = self.inner.take() {
-            send(&tx, xid, reply, permit);
+        if let Some((tx, xid, hold)) = self.inner.take() {
+            send(&tx, xid, reply, hold);
         }
     }
 
@@ -52,7 +78,7 @@ impl ReplySender {
         let (tx, rx) = mpsc::unbounded_channel();
         (
             Self {
-                inner: Some((tx, 0, None)),
+                inner: Some((tx, 0, Hold::none())),
                 observed: None,
             },
             rx,
@@ -62,12 +88,12 @@ impl ReplySender {
 
 impl Drop for ReplySender {
     fn drop(&mut self) {
-        if let Some((tx, xid, permit)) = self.inner.take() {
+        if let Some((tx, xid, hold)) = self.inner.take() {
             warn!(xid, "call dropped without a reply; answering SYSTEM_ERR");
             if let Some(o) = self.observed.take() {
                 o.finish(&Reply::SystemErr);
             }
-            send(&tx, xid, Reply::SystemErr, permit);
+            send(&tx, xid, Reply::SystemErr, hold);
         }
     }
 }
@@ -125,14 +151,26 @@ pub trait RpcService: Send + Sync + 'static {
     fn status_reader(&self) -> fn(u32, &[u8]) -> &'static str {
         |_, _| "OK"
     }
+    /// Bytes of memory the reply to this call may take (file data sent from the page cache
+    /// does not count), charged against the budgets before the call runs so that calls whose
+    /// replies are large wait rather than pile up. An underestimate is corrected when the
+    /// reply is made, an overestimate only lowers concurrency.
+    fn reply_reservation(&self, _vers: u32, _proc: u32, _args: &[u8]) -> usize {
+        DEFAULT_REPLY_RESERVATION
+    }
 }
+
+/// What a call's reply is expected to take unless its service says otherwise.
+pub const DEFAULT_REPLY_RESERVATION: usize = 8 * 1024;
 
 /// Dispatches calls to services; the same dispatcher serves every listening port.
 pub struct Server {
     services: Vec<Arc<dyn RpcService>>,
-    max_record: usize,
-    max_in_flight: usize,
+    limits: Limits,
     metrics: Option<Arc<RpcMetrics>>,
+    /// Made on first use, from the final limits and metrics.
+    admission: OnceLock<Arc<Admission>>,
+    listeners: Mutex<Vec<Arc<ListenerHealth>>>,
 }
 
 /// Counts a connection as open for as long as it lives.
@@ -146,8 +184,23 @@ impl Drop for OpenConnection {
     }
 }
 
+/// Why a connection's reading ended.
+#[derive(Debug)]
+enum Ended {
+    /// The client closed it.
+    Eof,
+    /// Nothing in flight and nothing received within the idle timeout.
+    Idle,
+    /// A record did not arrive in full within its deadline.
+    RecordTimeout,
+    /// A record too large, cut short, or without an RPC header.
+    Bad(String),
+    Io(std::io::Error),
+}
+
 impl Server {
     /// `max_record` bounds one request; `max_in_flight` bounds concurrent calls per connection.
+    /// Every other limit takes its default (see [`Limits`] and [`Server::with_limits`]).
     pub fn new(
         services: Vec<Arc<dyn RpcService>>,
         max_record: usize,
@@ -155,10 +208,21 @@ impl Server {
     ) -> Self {
         Self {
             services,
-            max_record,
-            max_in_flight,
+            limits: Limits {
+                max_record,
+                max_in_flight,
+                ..Limits::default()
+            },
             metrics: None,
+            admission: OnceLock::new(),
+            listeners: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Replaces every limit.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Records every call and connection in `metrics`.
@@ -167,8 +231,19 @@ impl Server {
         self
     }
 
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     pub(crate) fn max_in_flight(&self) -> usize {
-        self.max_in_flight
+        self.limits.max_in_flight
+    }
+
+    fn admission(&self) -> &Arc<Admission> {
+        self.admission.get_or_init(|| {
+            let gauge = self.metrics.as_ref().map(|m| m.bytes_in_flight.clone());
+            Arc::new(Admission::new(self.limits.clone(), gauge))
+        })
     }
 
     fn rejected(&self, reason: &'static str) {
@@ -177,20 +252,119 @@ impl Server {
         }
     }
 
-    /// Accepts connections until the listener fails.
+    fn closed(&self, reason: &'static str) {
+        if let Some(m) = &self.metrics {
+            m.closed(reason);
+        }
+    }
+
+    /// The health of every listener started with [`Server::spawn_tcp`] or
+    /// [`Server::spawn_udp`].
+    pub fn listeners(&self) -> Vec<ListenerReport> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|l| l.report())
+            .collect()
+    }
+
+    fn watch(&self, name: &'static str, addr: SocketAddr) -> Arc<ListenerHealth> {
+        let health = ListenerHealth::new(name, addr);
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::clone(&health));
+        health
+    }
+
+    /// Serves `listener` in a task whose health [`Server::listeners`] reports as `name`.
+    pub fn spawn_tcp(
+        self: &Arc<Self>,
+        name: &'static str,
+        listener: TcpListener,
+    ) -> std::io::Result<JoinHandle<()>> {
+        let health = self.watch(name, listener.local_addr()?);
+        let server = Arc::clone(self);
+        Ok(tokio::spawn(async move {
+            let guard = EndGuard(health);
+            server.accept_loop(listener, &guard.0).await;
+        }))
+    }
+
+    /// Serves `socket` in a task whose health [`Server::listeners`] reports as `name`.
+    pub fn spawn_udp(
+        self: &Arc<Self>,
+        name: &'static str,
+        socket: UdpSocket,
+    ) -> std::io::Result<JoinHandle<()>> {
+        let health = self.watch(name, socket.local_addr()?);
+        let server = Arc::clone(self);
+        Ok(tokio::spawn(async move {
+            let guard = EndGuard(health);
+            server.receive_loop(socket, &guard.0).await;
+        }))
+    }
+
+    /// Accepts connections for as long as the task runs (errors are retried with back-off).
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        let health = ListenerHealth::new("rpc", listener.local_addr()?);
+        self.accept_loop(listener, &health).await;
+        Ok(())
+    }
+
+    /// Accepts connections forever. A failed accept (out of file descriptors or memory, a
+    /// connection aborted before it was taken) is retried after a pause that doubles up to
+    /// a second, so the listener neither dies nor spins; its health says it is failing.
+    async fn accept_loop(self: Arc<Self>, listener: TcpListener, health: &ListenerHealth) {
+        let mut pause = ACCEPT_PAUSE_MIN;
         loop {
-            let (stream, peer) = listener.accept().await?;
+            let (stream, peer) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    health.failing(&e);
+                    if let Some(m) = &self.metrics {
+                        m.accept_failed();
+                    }
+                    if let Some(suppressed) = throttle::allow("accept_failed") {
+                        warn!(error = %e, suppressed, retry_in = ?pause, "cannot accept a connection");
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(ACCEPT_PAUSE_MAX);
+                    continue;
+                }
+            };
+            pause = ACCEPT_PAUSE_MIN;
+            health.serving();
+            let slot = match self.admission().admit(peer.ip()) {
+                Ok(slot) => slot,
+                Err(refusal) => {
+                    if let Some(m) = &self.metrics {
+                        m.refused(refusal.reason());
+                    }
+                    if let Some(suppressed) = throttle::allow(refusal.reason()) {
+                        warn!(%peer, reason = refusal.reason(), suppressed,
+                            "connection refused: too many connections");
+                    }
+                    drop(stream);
+                    continue;
+                }
+            };
             let server = Arc::clone(&self);
             tokio::spawn(async move {
-                if let Err(e) = server.connection(stream, peer).await {
+                if let Err(e) = server.connection(stream, peer, slot).await {
                     debug!(%peer, error = %e, "connection closed");
                 }
             });
         }
     }
 
-    async fn connection(&self, stream: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
+    async fn connection(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        slot: Slot,
+    ) -> std::io::Result<()> {
         stream.set_nodelay(true)?;
         if let Some(m) = &self.metrics {
             m.connection_opened();
@@ -198,41 +372,186 @@ impl Server {
         let _open = OpenConnection(self.metrics.clone());
         let (mut reader, writer) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
-        let writer_task = tokio::spawn(write_replies(writer, rx));
-        let permits = Arc::new(Semaphore::new(self.max_in_flight));
-        loop {
-            let mut buf = Vec::new();
-            match record::read_record(&mut reader, &mut buf, self.max_record).await {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(record::RecordError::Io(e)) => {
-                    debug!(%peer, error = %e, "connection read failed");
-                    break;
-                }
-                Err(e) => {
-                    warn!(%peer, error = %e, "closing connection after a bad record");
-                    self.rejected("bad_record");
-                    break;
+        let mut writer_task = tokio::spawn(write_replies(writer, rx, self.limits.send_timeout));
+        let ended = {
+            let reading = self.read_calls(&mut reader, peer, &slot, tx);
+            tokio::pin!(reading);
+            tokio::select! {
+                ended = &mut reading => Some(ended),
+                written = &mut writer_task => {
+                    // The writer gave up (the client stopped taking replies, or the socket
+                    // failed): the connection is closed, whatever is being read.
+                    return match written {
+                        Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                            self.closed("send_timeout");
+                            if let Some(suppressed) = throttle::allow("send_timeout") {
+                                warn!(%peer, suppressed, "closing a connection whose client does not read its replies");
+                            }
+                            Ok(())
+                        }
+                        Ok(r) => r,
+                        Err(_) => Ok(()),
+                    };
                 }
             }
-            let (header, service) = match self.route(&buf, peer) {
-                Routed::Call(header, service) => (header, service),
-                Routed::Answer(xid, reply) => {
-                    send(&tx, xid, reply, None);
-                    continue;
+        };
+        match ended {
+            Some(Ended::Eof) | None => {}
+            Some(Ended::Idle) => {
+                self.closed("idle");
+                debug!(%peer, "closing an idle connection");
+            }
+            Some(Ended::RecordTimeout) => {
+                self.closed("record_timeout");
+                if let Some(suppressed) = throttle::allow("record_timeout") {
+                    warn!(%peer, suppressed, timeout = ?self.limits.record_timeout,
+                        "closing a connection whose record did not arrive in time");
                 }
-                Routed::Ignore => continue,
-                Routed::Close => break,
-            };
-            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-                break;
-            };
-            // The permit travels with the reply and is released once it is written, so a
-            // client that stops reading cannot make replies pile up without bound.
-            self.start_call(&service, header, buf, peer, &tx, Some(permit));
+            }
+            Some(Ended::Bad(e)) => {
+                self.rejected("bad_record");
+                if let Some(suppressed) = throttle::allow("bad_record") {
+                    warn!(%peer, error = %e, suppressed, "closing connection after a bad record");
+                }
+            }
+            Some(Ended::Io(e)) => debug!(%peer, error = %e, "connection read failed"),
         }
-        drop(tx);
+        // Replies still being made go out before the connection closes.
         writer_task.await.unwrap_or(Ok(()))
+    }
+
+    /// Reads and dispatches calls until the connection ends; says why it ended.
+    async fn read_calls(
+        &self,
+        reader: &mut OwnedReadHalf,
+        peer: SocketAddr,
+        slot: &Slot,
+        tx: mpsc::UnboundedSender<Outgoing>,
+    ) -> Ended {
+        let limits = &self.limits;
+        let global = &self.admission().global;
+        let permits = Arc::new(Semaphore::new(limits.max_in_flight));
+        loop {
+            // Back-pressure: while this client's replies (or everyone's) hold the budget,
+            // its next call waits in the socket rather than in our memory.
+            if wait_for_room(&slot.budget, global).await
+                && let Some(m) = &self.metrics
+            {
+                m.backpressure();
+            }
+            let mut header = [0u8; 4];
+            let got = loop {
+                tokio::select! {
+                    got = reader.read(&mut header) => match got {
+                        Ok(0) => return Ended::Eof,
+                        Ok(n) => break n,
+                        Err(e) => return Ended::Io(e),
+                    },
+                    () = tokio::time::sleep(limits.idle_timeout) => {
+                        // Idle means nothing in flight either (a blocked lock is not idle).
+                        if permits.available_permits() == limits.max_in_flight {
+                            return Ended::Idle;
+                        }
+                    }
+                }
+            };
+            let mut charge = Charge::none();
+            let buf = match self
+                .read_record_rest(reader, header, got, slot, &mut charge)
+                .await
+            {
+                Ok(buf) => buf,
+                Err(RecordError::TimedOut(_)) => return Ended::RecordTimeout,
+                Err(RecordError::Io(e)) => return Ended::Io(e),
+                Err(e) => return Ended::Bad(e.to_string()),
+            };
+            // Every message, even one answered at once, holds a place among the calls in
+            // flight until its reply is written: a client that sends junk and never reads
+            // cannot queue answers without bound.
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                return Ended::Eof;
+            };
+            match self.route(&buf, peer) {
+                Routed::Call(header, service) => {
+                    let reserve = service.reply_reservation(
+                        header.vers,
+                        header.proc_,
+                        buf.get(header.args_offset..).unwrap_or(&[]),
+                    );
+                    if charge.grow(&slot.budget, global, reserve).await
+                        && let Some(m) = &self.metrics
+                    {
+                        m.backpressure();
+                    }
+                    let hold = Hold {
+                        _permit: Some(permit),
+                        charge,
+                    };
+                    self.start_call(&service, header, buf, peer, &tx, hold);
+                }
+                Routed::Answer(xid, reply) => {
+                    crate::buffers::give(buf);
+                    let hold = Hold {
+                        _permit: Some(permit),
+                        charge,
+                    };
+                    send(&tx, xid, reply, hold);
+                }
+                Routed::Ignore => crate::buffers::give(buf),
+                Routed::Close => return Ended::Bad("a message without an RPC header".into()),
+            }
+        }
+    }
+
+    /// Reads the rest of a record whose first `got` header bytes are in `header`, within
+    /// the record deadline (time spent waiting for the budget does not count against it).
+    /// Each fragment's bytes are charged before they are read.
+    async fn read_record_rest(
+        &self,
+        reader: &mut OwnedReadHalf,
+        mut header: [u8; 4],
+        got: usize,
+        slot: &Slot,
+        charge: &mut Charge,
+    ) -> Result<Vec<u8>, RecordError> {
+        let limits = &self.limits;
+        let global = &self.admission().global;
+        let mut deadline = tokio::time::Instant::now() + limits.record_timeout;
+        let truncated = |e: std::io::Error| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                RecordError::Truncated
+            } else {
+                RecordError::Io(e)
+            }
+        };
+        let mut buf = Vec::new();
+        let mut filled = got;
+        loop {
+            if filled < 4 {
+                tokio::time::timeout_at(deadline, reader.read_exact(&mut header[filled..]))
+                    .await
+                    .map_err(|_| RecordError::TimedOut(limits.record_timeout))?
+                    .map_err(truncated)?;
+            }
+            let (len, last) = record::fragment_header(header);
+            let total = buf.len() + len;
+            if total > limits.max_record {
+                return Err(RecordError::TooLarge(total, limits.max_record));
+            }
+            let waiting = tokio::time::Instant::now();
+            charge.grow(&slot.budget, global, len).await;
+            deadline += waiting.elapsed();
+            match tokio::time::timeout_at(deadline, record::read_fragment(reader, &mut buf, len))
+                .await
+            {
+                Ok(r) => r?,
+                Err(_) => return Err(RecordError::TimedOut(limits.record_timeout)),
+            }
+            if last {
+                return Ok(buf);
+            }
+            filled = 0;
+        }
     }
 
     /// Decodes a call's header and finds its service, or says what to do instead. Shared by
@@ -241,7 +560,9 @@ impl Server {
         let header = match message::decode_call(buf) {
             Ok(h) => h,
             Err(DecodeError::Unreplyable) => {
-                warn!(%peer, "a message without an RPC header: dropped (TCP: with its connection)");
+                if let Some(suppressed) = throttle::allow("no_rpc_header") {
+                    warn!(%peer, suppressed, "a message without an RPC header: dropped (TCP: with its connection)");
+                }
                 self.rejected("no_rpc_header");
                 return Routed::Close;
             }
@@ -294,7 +615,7 @@ impl Server {
         buf: Vec<u8>,
         peer: SocketAddr,
         tx: &mpsc::UnboundedSender<Outgoing>,
-        permit: Option<OwnedSemaphorePermit>,
+        hold: Hold,
     ) {
         let ctx = CallContext {
             xid: header.xid,
@@ -313,7 +634,7 @@ impl Server {
             })
         });
         let reply = ReplySender {
-            inner: Some((tx.clone(), header.xid, permit)),
+            inner: Some((tx.clone(), header.xid, hold)),
             observed,
         };
         service.call(ctx, CallArgs::new(buf, header.args_offset), reply);
@@ -331,21 +652,17 @@ pub(crate) enum Routed {
     Close,
 }
 
-/// A reply on its way out: header, results, file data that ends the results, and the
-/// in-flight permit it holds.
-pub type Outgoing = (
-    Vec<u8>,
-    Option<Vec<u8>>,
-    Option<FileSlice>,
-    Option<OwnedSemaphorePermit>,
-);
+/// A reply on its way out: header (4 bytes reserved for the record mark first), results,
+/// file data that ends the results, and what the call holds until the reply is written.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub head: Vec<u8>,
+    pub body: Option<Vec<u8>>,
+    pub file: Option<FileSlice>,
+    pub hold: Hold,
+}
 
-pub(crate) fn send(
-    tx: &mpsc::UnboundedSender<Outgoing>,
-    xid: u32,
-    reply: Reply,
-    permit: Option<OwnedSemaphorePermit>,
-) {
+pub(crate) fn send(tx: &mpsc::UnboundedSender<Outgoing>, xid: u32, reply: Reply, mut hold: Hold) {
     let mut head = vec![0u8; 4];
     message::encode_reply_header(xid, &reply, &mut head);
     let (body, file) = match reply {
@@ -353,42 +670,76 @@ pub(crate) fn send(
         Reply::SuccessFile(body, file) => (Some(body), Some(file)),
         _ => (None, None),
     };
+    // From now on the call holds what its reply takes in memory (file data is sent from the
+    // page cache), not its request or its estimate.
+    hold.charge
+        .resize(head.len() + body.as_ref().map_or(0, Vec::capacity));
     // The receiver is gone only when the connection is already closing.
-    let _ = tx.send((head, body, file, permit));
+    let _ = tx.send(Outgoing {
+        head,
+        body,
+        file,
+        hold,
+    });
 }
 
+/// Writes replies in the order they were made. A reply the client does not take within
+/// `send_timeout` ends the writer with `TimedOut` (and so the connection).
 async fn write_replies(
     writer: tokio::net::tcp::OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    send_timeout: Duration,
 ) -> std::io::Result<()> {
     let mut out = BufWriter::with_capacity(64 * 1024, writer);
-    while let Some((mut head, body, file, permit)) = rx.recv().await {
-        let body_len = body.as_ref().map_or(0, Vec::len)
-            + file.as_ref().map_or(0, |f| f.len as usize + f.pad());
-        let len = u32::try_from(head.len() - 4 + body_len).unwrap_or(0x7fff_ffff) | 0x8000_0000;
-        head[..4].copy_from_slice(&len.to_be_bytes());
-        match body {
-            Some(body) if file.is_some() || body.len() > 64 * 1024 => {
-                // A large reply goes out in one writev, after whatever is buffered.
-                out.flush().await?;
-                write_all_vectored(out.get_mut(), &head, &body).await?;
-                crate::buffers::give(body);
-                if let Some(file) = &file {
-                    send_file(out.get_mut(), file).await?;
-                }
-            }
-            Some(body) => {
-                out.write_all(&head).await?;
-                out.write_all(&body).await?;
-            }
-            None => out.write_all(&head).await?,
+    while let Some(reply) = rx.recv().await {
+        let more = !rx.is_empty();
+        match tokio::time::timeout(send_timeout, write_reply(&mut out, reply, more)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
         }
-        if rx.is_empty() {
-            out.flush().await?;
-        }
-        drop(permit);
     }
-    out.flush().await
+    tokio::time::timeout(send_timeout, out.flush())
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+}
+
+/// Writes one reply; flushes unless `more` replies are waiting to share the write.
+async fn write_reply(
+    out: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    reply: Outgoing,
+    more: bool,
+) -> std::io::Result<()> {
+    let Outgoing {
+        mut head,
+        body,
+        file,
+        hold,
+    } = reply;
+    let body_len =
+        body.as_ref().map_or(0, Vec::len) + file.as_ref().map_or(0, |f| f.len as usize + f.pad());
+    let len = u32::try_from(head.len() - 4 + body_len).unwrap_or(0x7fff_ffff) | 0x8000_0000;
+    head[..4].copy_from_slice(&len.to_be_bytes());
+    match body {
+        Some(body) if file.is_some() || body.len() > 64 * 1024 => {
+            // A large reply goes out in one writev, after whatever is buffered.
+            out.flush().await?;
+            write_all_vectored(out.get_mut(), &head, &body).await?;
+            crate::buffers::give(body);
+            if let Some(file) = &file {
+                send_file(out.get_mut(), file).await?;
+            }
+        }
+        Some(body) => {
+            out.write_all(&head).await?;
+            out.write_all(&body).await?;
+        }
+        None => out.write_all(&head).await?,
+    }
+    if !more {
+        out.flush().await?;
+    }
+    drop(hold);
+    Ok(())
 }
 
 /// Sends a file slice and its padding with `sendfile`: the kernel moves the page-cache pages
@@ -484,14 +835,19 @@ mod tests {
         let (data, fd, server, mut client) = setup(300_001).await;
         let (_, w) = server.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(write_replies(w, rx));
+        let writer = tokio::spawn(write_replies(w, rx, Duration::from_secs(10)));
         let file = FileSlice {
             fd,
             offset: 3,
             len: 200_001,
         };
-        send(&tx, 7, Reply::SuccessFile(b"RES!".to_vec(), file), None);
-        send(&tx, 8, Reply::Success(b"NEXT".to_vec()), None);
+        send(
+            &tx,
+            7,
+            Reply::SuccessFile(b"RES!".to_vec(), file),
+            Hold::none(),
+        );
+        send(&tx, 8, Reply::Success(b"NEXT".to_vec()), Hold::none());
         drop(tx);
         writer.await.unwrap().unwrap();
 

@@ -10,33 +10,59 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use tokio::net::UdpSocket;
 use tokio::sync::{Semaphore, mpsc};
-use tracing::debug;
+use tracing::{debug, warn};
 
-use crate::server::{Outgoing, Routed, Server, send};
+use crate::listeners::ListenerHealth;
+use crate::server::{Hold, Outgoing, Routed, Server, send};
+use crate::throttle;
+
+/// Pause after a failed receive before the next.
+const RECEIVE_PAUSE: Duration = Duration::from_millis(100);
 
 /// Largest datagram read or written.
 pub const MAX_DATAGRAM: usize = 64 * 1024;
 
 impl Server {
-    /// Answers calls arriving on `socket` until it fails.
+    /// Answers calls arriving on `socket` for as long as the task runs.
     pub async fn serve_udp(self: Arc<Self>, socket: UdpSocket) -> std::io::Result<()> {
+        let health = ListenerHealth::new("rpc-udp", socket.local_addr()?);
+        self.receive_loop(socket, &health).await;
+        Ok(())
+    }
+
+    /// Answers datagrams forever; a failed receive is retried after a pause (the health says
+    /// the socket is failing meanwhile).
+    pub(crate) async fn receive_loop(self: Arc<Self>, socket: UdpSocket, health: &ListenerHealth) {
         let socket = Arc::new(socket);
         let permits = Arc::new(Semaphore::new(self.max_in_flight()));
         loop {
             let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-                return Ok(());
+                return;
             };
             let mut buf = vec![0u8; MAX_DATAGRAM];
-            let (len, peer) = socket.recv_from(&mut buf).await?;
+            let (len, peer) = match socket.recv_from(&mut buf).await {
+                Ok(r) => r,
+                Err(e) => {
+                    health.failing(&e);
+                    if let Some(suppressed) = throttle::allow("udp_receive_failed") {
+                        warn!(error = %e, suppressed, "cannot receive a datagram");
+                    }
+                    tokio::time::sleep(RECEIVE_PAUSE).await;
+                    continue;
+                }
+            };
+            health.serving();
             buf.truncate(len);
             let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
             match self.route(&buf, peer) {
                 Routed::Call(header, service) => {
-                    self.start_call(&service, header, buf, peer, &tx, None)
+                    self.start_call(&service, header, buf, peer, &tx, Hold::none())
                 }
-                Routed::Answer(xid, reply) => send(&tx, xid, reply, None),
+                Routed::Answer(xid, reply) => send(&tx, xid, reply, Hold::none()),
                 Routed::Ignore | Routed::Close => continue,
             }
             drop(tx);
@@ -52,7 +78,10 @@ async fn reply_datagram(
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let Some((head, body, file, _)) = rx.recv().await else {
+    let Some(Outgoing {
+        head, body, file, ..
+    }) = rx.recv().await
+    else {
         return;
     };
     // The header starts with 4 bytes reserved for TCP's record mark.
