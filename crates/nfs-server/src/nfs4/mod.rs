@@ -603,11 +603,13 @@ impl Compound<'_> {
             None if update => return Ok(st::NOENT),
             // 3: another principal presents a live client's owner. Its state stays.
             Some((id, _, false, true, _)) => {
-                warn!(
-                    clientid = id,
-                    peer = %self.ctx.peer,
-                    "NFSv4 EXCHANGE_ID for a live client's owner from another principal: refused"
-                );
+                if state::warning_due(&mut t.last_principal_warning) {
+                    warn!(
+                        clientid = id,
+                        peer = %self.ctx.peer,
+                        "NFSv4 EXCHANGE_ID for a live client's owner from another principal: refused"
+                    );
+                }
                 return Ok(st::CLID_INUSE);
             }
             _ => {
@@ -625,6 +627,9 @@ impl Compound<'_> {
                     state.expire(&mut t, id);
                 }
                 if !state.make_room(&mut t) {
+                    if !state::warning_due(&mut t.last_full_warning) {
+                        return Ok(st::DELAY);
+                    }
                     warn!(
                         peer = %self.ctx.peer,
                         max = state::MAX_CLIENTS,
@@ -666,11 +671,13 @@ impl Compound<'_> {
         // Only the principal that created the record may make it a session (RFC 8881
         // section 18.36.4).
         if client.principal != state::Principal::of(&self.ctx.credential) {
-            warn!(
-                clientid,
-                peer = %self.ctx.peer,
-                "NFSv4 CREATE_SESSION by another principal than the client's: refused"
-            );
+            if state::warning_due(&mut t.last_principal_warning) {
+                warn!(
+                    clientid,
+                    peer = %self.ctx.peer,
+                    "NFSv4 CREATE_SESSION by another principal than the client's: refused"
+                );
+            }
             return Ok(st::CLID_INUSE);
         }
         if seq == client.cs_seq

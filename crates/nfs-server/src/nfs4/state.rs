@@ -162,6 +162,20 @@ pub struct Tables {
     /// Owners written in the records file.
     recorded: HashSet<Vec<u8>>,
     last_sweep: Option<Instant>,
+    /// When a full client table, or a principal presenting another's owner, was last
+    /// logged: refusals answer network input, their warnings are rate-limited.
+    pub last_full_warning: Option<Instant>,
+    pub last_principal_warning: Option<Instant>,
+}
+
+/// Whether a rate-limited warning last given at `last` is due again (at most once a minute).
+pub fn warning_due(last: &mut Option<Instant>) -> bool {
+    let now = Instant::now();
+    if last.is_some_and(|l| now.duration_since(l) < Duration::from_secs(60)) {
+        return false;
+    }
+    *last = Some(now);
+    true
 }
 
 /// The NFSv4.1 state of this server.
@@ -319,6 +333,10 @@ impl State {
         let Some(c) = t.clients.remove(&clientid) else {
             return;
         };
+        if !c.confirmed {
+            // No session yet, so no opens or locks either; never recorded.
+            return;
+        }
         for s in &c.sessions {
             t.sessions.remove(s);
         }
@@ -592,6 +610,16 @@ mod tests {
         drop(s);
         let s = state(dir.path());
         assert!(s.grace.active());
+        // An unconfirmed record of a recorded owner that goes away leaves the record.
+        {
+            let mut t = s.lock();
+            let id = s.new_clientid(&mut t);
+            t.clients
+                .insert(id, Client::new(b"beta".to_vec(), [0; 8], Principal::None));
+            s.expire(&mut t, id);
+        }
+        let text = std::fs::read_to_string(dir.path().join("nfs4-clients")).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
         let a = client(&s, b"alpha");
         assert_eq!(s.check_reclaim(&s.lock(), a), Ok(()));
         s.reclaim_complete(&mut s.lock(), a).unwrap();
