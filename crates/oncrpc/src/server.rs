@@ -129,6 +129,11 @@ impl CallArgs {
     pub fn bytes(&self) -> &[u8] {
         self.record.get(self.offset..).unwrap_or(&[])
     }
+
+    /// The size of the whole call message, RPC header included (record marking excluded).
+    pub fn record_len(&self) -> usize {
+        self.record.len()
+    }
 }
 
 /// One RPC program (all of its versions in `versions()`).

@@ -334,9 +334,21 @@ impl Compound<'_> {
     fn read(&mut self, d: &mut Dec<'_>, out: &mut Enc) -> DResult<u32> {
         let sid = d.stateid()?;
         let offset = d.u64()?;
-        let count = d.u32()?.min(MAX_IO);
+        let asked = d.u32()?.min(MAX_IO);
         let obj = tri!(self.vol_obj(st::ISDIR));
         tri!(self.check_io_sid(sid, &self.cur_bytes(), false));
+        // A READ returns what fits in the reply the session allows (after eof and count,
+        // whole XDR words): a short read, which RFC 8881 section 18.22.3 permits and clients
+        // handle by reading the rest again. The Linux client never needs it: it sizes its
+        // reads from ca_maxresponsesize minus its worst-case overhead and sends one READ per
+        // compound. Only when no byte fits does the READ fail (REP_TOO_BIG, or
+        // REP_TOO_BIG_TO_CACHE): a zero-length read short of the end of file would look like
+        // an error to clients.
+        let room = self.room(out).saturating_sub(8) & !3;
+        let count = asked.min(u32::try_from(room).unwrap_or(u32::MAX));
+        if count == 0 && asked > 0 {
+            return Ok(self.budget.exceeded());
+        }
         let id = self.inner.identity(self.ctx, &obj);
         let (fd, n, eof, _) = match ops::read_extent(&obj, &id, offset, count) {
             Ok(v) => v,
@@ -540,7 +552,11 @@ impl Compound<'_> {
         let cookie = d.u64()?;
         let verf = d.fixed::<8>()?;
         let _dircount = d.u32()?;
-        let maxcount = (d.u32()? as usize).min(MAX_IO as usize);
+        let asked = d.u32()? as usize;
+        // Like READ, a listing stops where the session's reply would be full; if not even one
+        // entry fits there, the reply is what is too small.
+        let room = self.room(out);
+        let maxcount = asked.min(MAX_IO as usize).min(room);
         let req = d.bitmap()?;
         if cookie == 1 || cookie == 2 {
             return Ok(st::BAD_COOKIE);
@@ -628,7 +644,11 @@ impl Compound<'_> {
             }
         };
         if count == 0 && !eof {
-            return Ok(st::TOOSMALL);
+            return Ok(if room < asked {
+                self.budget.exceeded()
+            } else {
+                st::TOOSMALL
+            });
         }
         out.fixed(&verifier);
         out.buf.extend_from_slice(&entries.buf);
@@ -815,6 +835,11 @@ impl Compound<'_> {
             NodeKind::Directory => return Ok(st::ISDIR),
             NodeKind::Symlink => return Ok(st::SYMLINK),
             _ => return Ok(st::WRONG_TYPE),
+        }
+        // A read-only volume refuses write access before any permission check (a create
+        // there already failed with ROFS).
+        if access & SHARE_WRITE != 0 && obj.volume.options().read_only {
+            return Ok(st::ROFS);
         }
         if !created && !reclaim {
             let id = self.inner.identity(self.ctx, &obj);

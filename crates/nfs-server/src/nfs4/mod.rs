@@ -9,6 +9,11 @@
 //!
 //! The namespace: a read-only pseudo-root holding `export`, which lists the volumes by name,
 //! so `SERVER:/export/<volume>` is the same path for v3 and v4.
+//!
+//! A session holds its compounds to what CREATE_SESSION negotiated (RFC 8881 section
+//! 2.10.6.4): requests larger than `ca_maxrequestsize` or with more than `ca_maxoperations`
+//! ops are refused on SEQUENCE, and a reply never grows past `ca_maxresponsesize` (or
+//! `ca_maxresponsesize_cached` when the client asked to cache it): see [`Budget`].
 
 mod attrs;
 mod fileops;
@@ -21,7 +26,7 @@ use std::time::Instant;
 
 use export_store::{Attr, ExportStore, Identity, NodeKind, Object};
 use oncrpc::{CallArgs, CallContext, CallNames, Reply, ReplySender, RpcService};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::metrics::NfsMetrics;
 use crate::{MAX_IO, NFS_PROGRAM};
@@ -32,6 +37,91 @@ use xdr::*;
 const MAX_OPS: u32 = 64;
 /// Largest request and reply we negotiate: a full-size WRITE or READ plus headers.
 const MAX_MSG: u32 = MAX_IO + 64 * 1024;
+/// Smallest `ca_maxrequestsize` / `ca_maxresponsesize` a session may have: below this not
+/// even a SEQUENCE fits (RFC 8881 section 18.36.3: NFS4ERR_TOOSMALL).
+const MIN_MSG: u32 = 256;
+/// The RPC reply header before a COMPOUND's results (xid, message type, reply status,
+/// AUTH_NONE verifier, accept status): part of what `ca_maxresponsesize` counts.
+const RPC_REPLY_HEADER: usize = 24;
+/// An op's number and status: what a failing op adds to a reply.
+const OP_HEADER: usize = 8;
+
+/// How large a COMPOUND's reply may grow: the session's `ca_maxresponsesize`, and
+/// `ca_maxresponsesize_cached` when SEQUENCE asked to cache the reply. Lengths count the
+/// whole RPC reply (RFC 8881 section 18.36: headers included, record marking excluded),
+/// file data sent from the page cache included.
+///
+/// A reply always keeps room for one more op's number and status until its last op, so an
+/// op that does not fit can still say so: it fails with NFS4ERR_REP_TOO_BIG (or
+/// NFS4ERR_REP_TOO_BIG_TO_CACHE) and the reply holds the results before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Budget {
+    max_response: usize,
+    /// `Some` when the reply is to be cached.
+    max_cached: Option<usize>,
+}
+
+impl Budget {
+    /// Before SEQUENCE (and for the ops that stand alone): the most any session allows.
+    const SESSIONLESS: Budget = Budget {
+        max_response: MAX_MSG as usize,
+        max_cached: None,
+    };
+
+    fn limit(&self) -> usize {
+        self.max_cached
+            .map_or(self.max_response, |c| c.min(self.max_response))
+    }
+
+    /// The status for a reply of `len` bytes, or `None` if it fits. `last`: no op follows,
+    /// so no room needs to be kept for one.
+    fn check(&self, len: usize, last: bool) -> Option<u32> {
+        let len = if last { len } else { len + OP_HEADER };
+        if len > self.max_response {
+            Some(st::REP_TOO_BIG)
+        } else if self.max_cached.is_some_and(|c| len > c) {
+            Some(st::REP_TOO_BIG_TO_CACHE)
+        } else {
+            None
+        }
+    }
+
+    /// How many bytes may still be added to a reply of `len` bytes.
+    fn room(&self, len: usize, last: bool) -> usize {
+        let keep = if last { 0 } else { OP_HEADER };
+        self.limit().saturating_sub(len + keep)
+    }
+
+    /// The status for running out of room: which of the two limits binds.
+    fn exceeded(&self) -> u32 {
+        self.check(self.limit() + 1, true)
+            .unwrap_or(st::REP_TOO_BIG)
+    }
+}
+
+/// The largest result (after the op's number and status) of an op that changes state: such
+/// an op runs only when that much still fits, so it never succeeds in a reply that cannot
+/// carry its result. Ops that change nothing are checked after running, and their result is
+/// replaced by NFS4ERR_REP_TOO_BIG if it did not fit; READ and READDIR shrink to fit.
+fn result_reserve(op: u32) -> usize {
+    // A bitmap4 of the attributes we set: at most 8 words (xdr::Dec::bitmap).
+    const BITMAP: usize = 4 + 8 * 4;
+    const CHANGE_INFO: usize = 4 + 8 + 8;
+    const STATEID: usize = 16;
+    match op {
+        // stateid, change_info, rflags, attrset, delegation (none: type and reason, flag).
+        OP_OPEN => STATEID + CHANGE_INFO + 4 + BITMAP + 12,
+        OP_CREATE => CHANGE_INFO + BITMAP,
+        OP_SETATTR => BITMAP,
+        OP_REMOVE | OP_LINK => CHANGE_INFO,
+        OP_RENAME => 2 * CHANGE_INFO,
+        // count, committed, verifier.
+        OP_WRITE => 4 + 4 + 8,
+        OP_COMMIT => 8,
+        OP_CLOSE | OP_OPEN_DOWNGRADE | OP_LOCK | OP_LOCKU => STATEID,
+        _ => 0,
+    }
+}
 
 /// A current or saved file handle.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,7 +195,7 @@ impl Nfs4Service {
     pub fn call_blocking(&self, ctx: &CallContext, args: &[u8]) -> Reply {
         match ctx.proc_ {
             0 => Reply::Success(Vec::new()),
-            1 => self.inner.compound(ctx, args).into_bytes(),
+            1 => self.inner.compound(ctx, args, args.len()).into_bytes(),
             _ => Reply::ProcUnavail,
         }
     }
@@ -141,7 +231,9 @@ impl RpcService for Nfs4Service {
             return reply.send(self.call_blocking(&ctx, &[]));
         }
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || reply.send(inner.compound(&ctx, args.bytes())));
+        tokio::task::spawn_blocking(move || {
+            reply.send(inner.compound(&ctx, args.bytes(), args.record_len()))
+        });
     }
 }
 
@@ -212,10 +304,15 @@ struct Compound<'a> {
     last: bool,
     /// A final READ's data, left out of the results to be sent from the file.
     tail: Option<(Arc<OwnedFd>, u64, usize)>,
+    /// The size of the whole RPC call (for `ca_maxrequestsize`).
+    request_len: usize,
+    /// How large the reply may grow (set by SEQUENCE).
+    budget: Budget,
 }
 
 impl Inner {
-    fn compound(&self, ctx: &CallContext, args: &[u8]) -> Reply {
+    /// Runs a COMPOUND whose arguments are `args`, from an RPC call of `request_len` bytes.
+    fn compound(&self, ctx: &CallContext, args: &[u8], request_len: usize) -> Reply {
         let span = tracing::debug_span!("nfs4", xid = ctx.xid);
         let _entered = span.enter();
         let mut d = Dec::new(args);
@@ -244,6 +341,8 @@ impl Inner {
             replay: None,
             last: false,
             tail: None,
+            request_len,
+            budget: Budget::SESSIONLESS,
         };
         let mut status = st::OK;
         let mut done = 0u32;
@@ -279,9 +378,15 @@ impl Inner {
                 } else {
                     st::NOT_ONLY_OP
                 }
+            } else if let Some(s) = c
+                .budget
+                .check(c.reply_len(&out) + result_reserve(op), c.last)
+            {
+                // Not even this op's result fits: it does not run.
+                s
             } else {
                 match c.op(op, &mut d, &mut out) {
-                    Ok(s) => s,
+                    Ok(s) => c.fit(s, at, &mut out),
                     Err(BadXdr) => st::BADXDR,
                 }
             };
@@ -305,6 +410,7 @@ impl Inner {
             let mut t = self.state.lock();
             if let Some(s) = t.sessions.get_mut(&sid).and_then(|s| s.slots.get_mut(slot)) {
                 s.busy = false;
+                // The budget kept a reply to be cached within ca_maxresponsesize_cached.
                 s.reply = (cache && out.len() <= state::MAX_CACHED_REPLY as usize)
                     .then(|| out.buf.clone());
             }
@@ -321,6 +427,30 @@ impl Inner {
 }
 
 impl Compound<'_> {
+    /// The length of the RPC reply so far, file data to be sent from the page cache included.
+    fn reply_len(&self, out: &Enc) -> usize {
+        RPC_REPLY_HEADER + out.len() + self.tail.as_ref().map_or(0, |t| t.2.next_multiple_of(4))
+    }
+
+    /// Bytes the running op may still add to the reply.
+    fn room(&self, out: &Enc) -> usize {
+        self.budget.room(self.reply_len(out), self.last)
+    }
+
+    /// An op ran with status `s`; its result starts at `at` (after its status). If the reply
+    /// grew past the budget, the result is dropped and the op fails with REP_TOO_BIG.
+    fn fit(&mut self, s: u32, at: usize, out: &mut Enc) -> u32 {
+        match self.budget.check(self.reply_len(out), self.last) {
+            None => s,
+            Some(too_big) => {
+                out.buf.truncate(at + 4);
+                self.tail = None;
+                self.keep_body = false;
+                too_big
+            }
+        }
+    }
+
     fn op(&mut self, op: u32, d: &mut Dec<'_>, out: &mut Enc) -> DResult<u32> {
         if v40_only(op) {
             return Ok(st::NOTSUPP);
@@ -442,34 +572,74 @@ impl Compound<'_> {
             d.opaque(1024)?;
             d.time()?;
         }
+        let principal = state::Principal::of(&self.ctx.credential);
+        let update = flags & UPD_CONFIRMED_REC_A != 0;
         let state = &self.inner.state;
         let mut t = state.lock();
         state.sweep(&mut t);
-        let existing = t
+        let confirmed = t
             .clients
             .iter()
-            .filter(|(_, c)| c.owner == owner)
-            .map(|(id, c)| (*id, c.confirmed, c.verifier, c.cs_seq))
-            .collect::<Vec<_>>();
-        let confirmed = existing.iter().find(|e| e.1);
+            .find(|(_, c)| c.owner == owner && c.confirmed)
+            .map(|(id, c)| {
+                let in_use = state.lease_running(c) || State::holds_state(&t, *id);
+                (
+                    *id,
+                    c.verifier == verifier,
+                    c.principal == principal,
+                    in_use,
+                    c.cs_seq,
+                )
+            });
+        // The cases of RFC 8881 section 18.35.5.
         let (clientid, seq, rflags) = match confirmed {
-            Some(&(id, _, v, cs)) if v == verifier => {
-                (id, cs.wrapping_add(1), USE_NON_PNFS | CONFIRMED_R)
+            // 2 and 6: the same client again, or updating its record.
+            Some((id, true, true, _, cs)) => (id, cs.wrapping_add(1), USE_NON_PNFS | CONFIRMED_R),
+            // 7: an update by another principal.
+            Some((_, _, false, ..)) if update => return Ok(st::PERM),
+            // 8: an update with another verifier.
+            Some(_) if update => return Ok(st::NOT_SAME),
+            // 9: an update of nothing.
+            None if update => return Ok(st::NOENT),
+            // 3: another principal presents a live client's owner. Its state stays.
+            Some((id, _, false, true, _)) => {
+                if state::warning_due(&mut t.last_principal_warning) {
+                    warn!(
+                        clientid = id,
+                        peer = %self.ctx.peer,
+                        "NFSv4 EXCHANGE_ID for a live client's owner from another principal: refused"
+                    );
+                }
+                return Ok(st::CLID_INUSE);
             }
-            Some(&(id, _, _, cs)) if flags & UPD_CONFIRMED_REC_A != 0 => {
-                (id, cs.wrapping_add(1), USE_NON_PNFS | CONFIRMED_R)
-            }
-            None if flags & UPD_CONFIRMED_REC_A != 0 => return Ok(st::NOENT),
             _ => {
-                // A new client, or one that rebooted (new verifier): a fresh unconfirmed
-                // record. The old one's state goes when the new one is confirmed.
-                for (id, was_confirmed, ..) in &existing {
-                    if !was_confirmed {
-                        t.clients.remove(id);
+                // 1, 4 and 5: a new client, a replaced unconfirmed record, a client that
+                // rebooted (new verifier), or an abandoned owner taken over: a fresh
+                // unconfirmed record. A confirmed one's state goes when the new one is
+                // confirmed.
+                let unconfirmed: Vec<u64> = t
+                    .clients
+                    .iter()
+                    .filter(|(_, c)| c.owner == owner && !c.confirmed)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in unconfirmed {
+                    state.expire(&mut t, id);
+                }
+                if !state.make_room(&mut t) {
+                    if !state::warning_due(&mut t.last_full_warning) {
+                        return Ok(st::DELAY);
                     }
+                    warn!(
+                        peer = %self.ctx.peer,
+                        max = state::MAX_CLIENTS,
+                        "NFSv4 client table full of live clients: a new client is asked to retry"
+                    );
+                    return Ok(st::DELAY);
                 }
                 let id = state.new_clientid(&mut t);
-                t.clients.insert(id, Client::new(owner, verifier));
+                t.clients
+                    .insert(id, Client::new(owner, verifier, principal));
                 (id, 1, USE_NON_PNFS)
             }
         };
@@ -498,6 +668,18 @@ impl Compound<'_> {
         let Some(client) = t.clients.get(&clientid) else {
             return Ok(st::STALE_CLIENTID);
         };
+        // Only the principal that created the record may make it a session (RFC 8881
+        // section 18.36.4).
+        if client.principal != state::Principal::of(&self.ctx.credential) {
+            if state::warning_due(&mut t.last_principal_warning) {
+                warn!(
+                    clientid,
+                    peer = %self.ctx.peer,
+                    "NFSv4 CREATE_SESSION by another principal than the client's: refused"
+                );
+            }
+            return Ok(st::CLID_INUSE);
+        }
         if seq == client.cs_seq
             && let Some(r) = &client.cs_reply
         {
@@ -507,11 +689,20 @@ impl Compound<'_> {
         if seq != client.cs_seq.wrapping_add(1) {
             return Ok(st::SEQ_MISORDERED);
         }
+        if fore.max_request < MIN_MSG || fore.max_response < MIN_MSG {
+            return Ok(st::TOOSMALL);
+        }
+        // What is granted never exceeds what was asked (RFC 8881 section 18.36.3) nor what
+        // this server handles: a full-size READ or WRITE with its headers, a bounded cache.
+        let max_response = fore.max_response.min(MAX_MSG);
         let fore = ChannelAttrs {
             header_pad: 0,
             max_request: fore.max_request.min(MAX_MSG),
-            max_response: fore.max_response.min(MAX_MSG),
-            max_cached: fore.max_cached.min(state::MAX_CACHED_REPLY),
+            max_response,
+            max_cached: fore
+                .max_cached
+                .min(state::MAX_CACHED_REPLY)
+                .min(max_response),
             max_ops: fore.max_ops.clamp(2, MAX_OPS),
             max_requests: fore.max_requests.clamp(1, state::MAX_SLOTS),
         };
@@ -612,8 +803,21 @@ impl Compound<'_> {
         let Some(session) = t.sessions.get_mut(&sid) else {
             return Ok(st::BADSESSION);
         };
+        // The session's limits are checked before the slot: a compound refused here leaves
+        // the slot as it was (RFC 8881 section 2.10.6.4).
         if self.nops > session.max_ops {
             return Ok(st::TOO_MANY_OPS);
+        }
+        if self.request_len > session.max_request as usize {
+            return Ok(st::REQ_TOO_BIG);
+        }
+        let budget = Budget {
+            max_response: session.max_response as usize,
+            max_cached: cachethis.then_some(session.max_cached as usize),
+        };
+        // SEQUENCE's own result: session id, sequence id, slot id, two slot ids, flags.
+        if let Some(s) = budget.check(self.reply_len(out) + 16 + 5 * 4, self.last) {
+            return Ok(s);
         }
         let nslots = session.slots.len() as u32;
         let clientid = session.clientid;
@@ -643,6 +847,7 @@ impl Compound<'_> {
         }
         self.clientid = Some(clientid);
         self.slot = Some((sid, slotid as usize, cachethis));
+        self.budget = budget;
         out.fixed(&sid)
             .u32(seq)
             .u32(slotid)
@@ -946,5 +1151,186 @@ mod tests {
         assert_eq!(call(1), first, "a retransmission gets the cached reply");
         assert_eq!(statuses(&call(3)).0, st::SEQ_MISORDERED);
         assert_eq!(statuses(&call(2)).0, st::OK);
+    }
+
+    /// (status, [(op, status)]) of a reply of SEQUENCE, PUTROOTFH and GETFH ops.
+    fn session_statuses(body: &[u8]) -> (u32, Vec<(u32, u32)>) {
+        let mut d = Dec::new(body);
+        let status = d.u32().unwrap();
+        d.opaque(1024).unwrap();
+        let n = d.u32().unwrap();
+        let mut ops = Vec::new();
+        for _ in 0..n {
+            let op = d.u32().unwrap();
+            let s = d.u32().unwrap();
+            ops.push((op, s));
+            match (op, s) {
+                (OP_SEQUENCE, st::OK) => drop(d.fixed::<36>().unwrap()),
+                (OP_GETFH, st::OK) => drop(d.opaque(128).unwrap()),
+                (_, st::OK) => {}
+                _ => break,
+            }
+        }
+        assert_eq!(d.remaining(), 0);
+        (status, ops)
+    }
+
+    #[test]
+    fn the_budget_counts_the_whole_reply_and_keeps_room_for_a_failing_op() {
+        let b = Budget {
+            max_response: 1000,
+            max_cached: None,
+        };
+        assert_eq!(b.check(1000, true), None);
+        assert_eq!(b.check(1001, true), Some(st::REP_TOO_BIG));
+        // Until the last op, a following op's number and status must still fit.
+        assert_eq!(b.check(992, false), None);
+        assert_eq!(b.check(993, false), Some(st::REP_TOO_BIG));
+        assert_eq!(b.room(900, true), 100);
+        assert_eq!(b.room(900, false), 92);
+        assert_eq!(b.room(995, false), 0);
+        assert_eq!(b.exceeded(), st::REP_TOO_BIG);
+
+        // A reply to be cached is held to the smaller cache limit, with its own status.
+        let cached = Budget {
+            max_response: 1000,
+            max_cached: Some(600),
+        };
+        assert_eq!(cached.check(600, true), None);
+        assert_eq!(cached.check(601, true), Some(st::REP_TOO_BIG_TO_CACHE));
+        assert_eq!(cached.check(1001, true), Some(st::REP_TOO_BIG));
+        assert_eq!(cached.room(500, true), 100);
+        assert_eq!(cached.exceeded(), st::REP_TOO_BIG_TO_CACHE);
+        // A cache limit above the response limit changes nothing.
+        let loose = Budget {
+            max_response: 1000,
+            max_cached: Some(5000),
+        };
+        assert_eq!(loose.limit(), 1000);
+        assert_eq!(loose.check(1001, true), Some(st::REP_TOO_BIG));
+        assert_eq!(loose.exceeded(), st::REP_TOO_BIG);
+    }
+
+    /// EXCHANGE_ID and CREATE_SESSION with the given fore channel (max request, response,
+    /// cached, ops): the session id and the granted attributes, or the failing status.
+    fn session(svc: &Nfs4Service, fore: [u32; 4]) -> Result<([u8; 16], [u32; 6]), u32> {
+        let mut e = Enc::new();
+        e.opaque(b"").u32(1).u32(1).u32(OP_EXCHANGE_ID);
+        e.fixed(&[9; 8]).opaque(b"client-b").u32(0).u32(0).u32(0);
+        let Reply::Success(b) = svc.call_blocking(&ctx(), &e.buf) else {
+            panic!()
+        };
+        let mut d = Dec::new(&b);
+        assert_eq!(d.u32(), Ok(st::OK));
+        d.opaque(1024).unwrap();
+        d.fixed::<12>().unwrap();
+        let clientid = d.u64().unwrap();
+        let seq = d.u32().unwrap();
+        let mut e = Enc::new();
+        e.opaque(b"").u32(1).u32(1).u32(OP_CREATE_SESSION);
+        e.u64(clientid).u32(seq).u32(0);
+        e.u32(0)
+            .u32(fore[0])
+            .u32(fore[1])
+            .u32(fore[2])
+            .u32(fore[3])
+            .u32(4)
+            .u32(0);
+        e.u32(0).u32(4096).u32(4096).u32(0).u32(2).u32(1).u32(0);
+        e.u32(0x4000_0000).u32(0);
+        let Reply::Success(b) = svc.call_blocking(&ctx(), &e.buf) else {
+            panic!()
+        };
+        let (status, _) = statuses(&b);
+        if status != st::OK {
+            return Err(status);
+        }
+        let mut d = Dec::new(&b);
+        d.u32().unwrap();
+        d.opaque(1024).unwrap();
+        d.fixed::<12>().unwrap();
+        let sid = d.fixed::<16>().unwrap();
+        d.fixed::<8>().unwrap();
+        let mut attrs = [0u32; 6];
+        for a in &mut attrs {
+            *a = d.u32().unwrap();
+        }
+        Ok((sid, attrs))
+    }
+
+    #[test]
+    fn create_session_grants_at_most_what_was_asked_and_what_the_server_handles() {
+        let (_dir, svc) = service();
+        let (_, granted) = session(&svc, [u32::MAX, u32::MAX, u32::MAX, 1000]).unwrap();
+        assert_eq!(
+            granted,
+            [0, MAX_MSG, MAX_MSG, state::MAX_CACHED_REPLY, MAX_OPS, 4]
+        );
+        let (_, granted) = session(&svc, [4096, 2048, 8192, 8]).unwrap();
+        assert_eq!(granted, [0, 4096, 2048, 2048, 8, 4], "cached <= response");
+        assert_eq!(session(&svc, [100, 4096, 0, 8]), Err(st::TOOSMALL));
+        assert_eq!(session(&svc, [4096, 100, 0, 8]), Err(st::TOOSMALL));
+    }
+
+    #[test]
+    fn sequence_refuses_what_the_session_did_not_negotiate() {
+        let (_dir, svc) = service();
+        // Requests up to 300 bytes, replies up to 400, cached up to 100, 4 ops.
+        let (sid, _) = session(&svc, [300, 400, 100, 4]).unwrap();
+        let call = |seqid: u32, cache: bool, tail: &[&[u32]]| {
+            let mut e = Enc::new();
+            e.opaque(b"").u32(1).u32(1 + tail.len() as u32);
+            e.u32(OP_SEQUENCE)
+                .fixed(&sid)
+                .u32(seqid)
+                .u32(0)
+                .u32(0)
+                .bool(cache);
+            for op in tail {
+                for w in *op {
+                    e.u32(*w);
+                }
+            }
+            match svc.call_blocking(&ctx(), &e.buf) {
+                Reply::Success(b) => b,
+                other => panic!("{other:?}"),
+            }
+        };
+        let root: &[u32] = &[OP_PUTROOTFH];
+        let getfh: &[u32] = &[OP_GETFH];
+        // Five ops: refused on SEQUENCE, the slot unchanged (sequence id 1 is still next).
+        let r = call(1, false, &[root, getfh, root, getfh]);
+        assert_eq!(
+            statuses(&r),
+            (st::TOO_MANY_OPS, vec![(OP_SEQUENCE, st::TOO_MANY_OPS)])
+        );
+        // A request over 300 bytes: REQ_TOO_BIG, the slot unchanged.
+        let big: Vec<u32> = [OP_SECINFO, 400].into_iter().chain([0; 100]).collect();
+        let r = call(1, false, &[&big]);
+        assert_eq!(
+            statuses(&r),
+            (st::REQ_TOO_BIG, vec![(OP_SEQUENCE, st::REQ_TOO_BIG)])
+        );
+        let r = call(1, false, &[root, getfh]);
+        assert_eq!(statuses(&r).0, st::OK);
+        assert!(r.len() + RPC_REPLY_HEADER <= 400);
+        // A cached reply over 100 bytes: the op that would overflow it fails, the results
+        // before it stay and the whole reply is cached.
+        let r = call(2, true, &[root, getfh]);
+        let (s, ops) = session_statuses(&r);
+        assert_eq!(s, st::REP_TOO_BIG_TO_CACHE);
+        assert_eq!(
+            ops,
+            [
+                (OP_SEQUENCE, st::OK),
+                (OP_PUTROOTFH, st::OK),
+                (OP_GETFH, st::REP_TOO_BIG_TO_CACHE)
+            ]
+        );
+        assert!(r.len() + RPC_REPLY_HEADER <= 100, "{}", r.len());
+        assert_eq!(call(2, true, &[root, getfh]), r, "replayed from the cache");
+        // Not cached, the same compound fits.
+        let r = call(3, false, &[root, getfh]);
+        assert_eq!(session_statuses(&r).0, st::OK);
     }
 }

@@ -7,7 +7,13 @@
 //!
 //! Restart: the owners of confirmed clients are written to `nfs4-clients` in the state
 //! directory. After a restart they are the clients allowed to reclaim; the grace period ends
-//! as soon as each of them sent RECLAIM_COMPLETE, or when it runs out.
+//! as soon as each of them sent RECLAIM_COMPLETE, or when it runs out. Unconfirmed records
+//! (an EXCHANGE_ID never followed by CREATE_SESSION) are never written: they hold nothing to
+//! reclaim.
+//!
+//! Every client record remembers the principal that created it (RFC 8881 section 2.4), so
+//! another caller presenting the same owner string cannot take the record over, and the
+//! number of records is bounded ([`MAX_CLIENTS`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -26,6 +32,10 @@ pub const MAX_SLOTS: u32 = 64;
 pub const MAX_CACHED_REPLY: u32 = 64 * 1024;
 /// Extra time a silent client keeps its state past its lease.
 const COURTESY: Duration = Duration::from_secs(15);
+/// Client records kept at most, confirmed or not. When the table is full, the oldest
+/// unconfirmed record makes room, then any whose lease ran out; otherwise a new client is
+/// told to retry later (see [`State::make_room`]).
+pub const MAX_CLIENTS: usize = 1024;
 
 pub type SessionId = [u8; 16];
 
@@ -38,9 +48,36 @@ pub struct StateConfig {
     pub records: Option<PathBuf>,
 }
 
+/// Who created a client record: the RPC credential of its EXCHANGE_ID (RFC 8881 section
+/// 2.4). With AUTH_SYS that is the caller's uid, gid and machine name; the stamp and the
+/// supplementary groups are not part of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    None,
+    Sys {
+        uid: u32,
+        gid: u32,
+        machine: Vec<u8>,
+    },
+}
+
+impl Principal {
+    pub fn of(credential: &oncrpc::Credential) -> Self {
+        match credential {
+            oncrpc::Credential::None => Principal::None,
+            oncrpc::Credential::Sys(s) => Principal::Sys {
+                uid: s.uid,
+                gid: s.gid,
+                machine: s.machine_name.clone(),
+            },
+        }
+    }
+}
+
 pub struct Client {
     pub owner: Vec<u8>,
     pub verifier: [u8; 8],
+    pub principal: Principal,
     pub confirmed: bool,
     /// CREATE_SESSION's sequence id: the last one seen, and its reply for replays.
     pub cs_seq: u32,
@@ -54,10 +91,11 @@ pub struct Client {
 
 impl Client {
     /// A new, unconfirmed client record (EXCHANGE_ID).
-    pub fn new(owner: Vec<u8>, verifier: [u8; 8]) -> Self {
+    pub fn new(owner: Vec<u8>, verifier: [u8; 8], principal: Principal) -> Self {
         Self {
             owner,
             verifier,
+            principal,
             confirmed: false,
             cs_seq: 0,
             cs_reply: None,
@@ -124,6 +162,20 @@ pub struct Tables {
     /// Owners written in the records file.
     recorded: HashSet<Vec<u8>>,
     last_sweep: Option<Instant>,
+    /// When a full client table, or a principal presenting another's owner, was last
+    /// logged: refusals answer network input, their warnings are rate-limited.
+    pub last_full_warning: Option<Instant>,
+    pub last_principal_warning: Option<Instant>,
+}
+
+/// Whether a rate-limited warning last given at `last` is due again (at most once a minute).
+pub fn warning_due(last: &mut Option<Instant>) -> bool {
+    let now = Instant::now();
+    if last.is_some_and(|l| now.duration_since(l) < Duration::from_secs(60)) {
+        return false;
+    }
+    *last = Some(now);
+    true
 }
 
 /// The NFSv4.1 state of this server.
@@ -281,6 +333,10 @@ impl State {
         let Some(c) = t.clients.remove(&clientid) else {
             return;
         };
+        if !c.confirmed {
+            // No session yet, so no opens or locks either; never recorded.
+            return;
+        }
         for s in &c.sessions {
             t.sessions.remove(s);
         }
@@ -298,9 +354,52 @@ impl State {
         }
     }
 
+    /// Whether a client holds opens, locks or sessions.
+    pub fn holds_state(t: &Tables, clientid: u64) -> bool {
+        t.clients
+            .get(&clientid)
+            .is_some_and(|c| !c.sessions.is_empty())
+            || t.states.values().any(|s| match s {
+                Stateful::Open(o) => o.clientid == clientid,
+                Stateful::Lock(l) => l.clientid == clientid,
+            })
+    }
+
+    /// Whether a client's lease is still running (renewed within the lease period).
+    pub fn lease_running(&self, c: &Client) -> bool {
+        c.renewed.elapsed() <= self.config.lease
+    }
+
+    /// Makes room for one more client record when the table holds [`MAX_CLIENTS`]: drops
+    /// the oldest unconfirmed record (it holds no state), else expires clients whose lease
+    /// ran out. `false`: every record belongs to a live client, the new one must wait.
+    pub fn make_room(&self, t: &mut Tables) -> bool {
+        if t.clients.len() < MAX_CLIENTS {
+            return true;
+        }
+        let oldest_unconfirmed = t
+            .clients
+            .iter()
+            .filter(|(_, c)| !c.confirmed)
+            .min_by_key(|(_, c)| c.renewed)
+            .map(|(id, _)| *id);
+        if let Some(id) = oldest_unconfirmed {
+            self.expire(t, id);
+            return true;
+        }
+        t.last_sweep = None;
+        self.sweep_at(t, self.config.lease);
+        t.clients.len() < MAX_CLIENTS
+    }
+
     /// Expires clients whose lease ran out, and ends an expired grace period; at most every
     /// few seconds.
     pub fn sweep(&self, t: &mut Tables) {
+        self.sweep_at(t, self.config.lease + COURTESY);
+    }
+
+    /// [`State::sweep`], expiring clients silent for longer than `limit`.
+    fn sweep_at(&self, t: &mut Tables, limit: Duration) {
         let now = Instant::now();
         if t.last_sweep
             .is_some_and(|l| now - l < Duration::from_secs(2))
@@ -308,7 +407,6 @@ impl State {
             return;
         }
         t.last_sweep = Some(now);
-        let limit = self.config.lease + COURTESY;
         let gone: Vec<u64> = t
             .clients
             .iter()
@@ -496,7 +594,8 @@ mod tests {
     fn client(s: &State, owner: &[u8]) -> u64 {
         let mut t = s.lock();
         let id = s.new_clientid(&mut t);
-        t.clients.insert(id, Client::new(owner.to_vec(), [0; 8]));
+        t.clients
+            .insert(id, Client::new(owner.to_vec(), [0; 8], Principal::None));
         s.confirm(&mut t, id);
         id
     }
@@ -511,6 +610,16 @@ mod tests {
         drop(s);
         let s = state(dir.path());
         assert!(s.grace.active());
+        // An unconfirmed record of a recorded owner that goes away leaves the record.
+        {
+            let mut t = s.lock();
+            let id = s.new_clientid(&mut t);
+            t.clients
+                .insert(id, Client::new(b"beta".to_vec(), [0; 8], Principal::None));
+            s.expire(&mut t, id);
+        }
+        let text = std::fs::read_to_string(dir.path().join("nfs4-clients")).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
         let a = client(&s, b"alpha");
         assert_eq!(s.check_reclaim(&s.lock(), a), Ok(()));
         s.reclaim_complete(&mut s.lock(), a).unwrap();
@@ -553,5 +662,45 @@ mod tests {
         assert!(s.locks.snapshot().is_empty());
         let text = std::fs::read_to_string(dir.path().join("nfs4-clients")).unwrap();
         assert!(text.trim().is_empty(), "{text}");
+    }
+
+    #[test]
+    fn a_full_table_drops_the_oldest_unconfirmed_record_then_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path());
+        let mut t = s.lock();
+        let mut unconfirmed = Vec::new();
+        for i in 0..MAX_CLIENTS {
+            assert!(s.make_room(&mut t));
+            let id = s.new_clientid(&mut t);
+            let owner = format!("fake-{i}").into_bytes();
+            t.clients
+                .insert(id, Client::new(owner, [0; 8], Principal::None));
+            unconfirmed.push(id);
+        }
+        assert!(
+            !dir.path().join("nfs4-clients").exists(),
+            "unconfirmed clients are not recorded"
+        );
+        // Full: the oldest unconfirmed record goes.
+        assert!(s.make_room(&mut t));
+        assert!(!t.clients.contains_key(&unconfirmed[0]));
+        assert!(t.clients.contains_key(&unconfirmed[1]));
+        // Full of live confirmed clients: no room.
+        for id in &unconfirmed[1..] {
+            s.confirm(&mut t, *id);
+        }
+        let id = s.new_clientid(&mut t);
+        t.clients
+            .insert(id, Client::new(b"last".to_vec(), [0; 8], Principal::None));
+        s.confirm(&mut t, id);
+        assert_eq!(t.clients.len(), MAX_CLIENTS);
+        assert!(!s.make_room(&mut t));
+        // A client whose lease ran out makes room.
+        if let Some(c) = t.clients.get_mut(&unconfirmed[1]) {
+            c.renewed = Instant::now() - s.config.lease - Duration::from_secs(1);
+        }
+        assert!(s.make_room(&mut t));
+        assert!(!t.clients.contains_key(&unconfirmed[1]));
     }
 }
