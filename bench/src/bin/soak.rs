@@ -264,11 +264,8 @@ async fn attacker(
                         break;
                     }
                     // Never read; find out whether the server closed us.
-                    if let Ok(Ok(0)) | Ok(Err(_)) = tokio::time::timeout(
-                        Duration::from_millis(1),
-                        s.peek(&mut [0u8; 1]),
-                    )
-                    .await
+                    if let Ok(Ok(0)) | Ok(Err(_)) =
+                        tokio::time::timeout(Duration::from_millis(1), s.peek(&mut [0u8; 1])).await
                     {
                         break;
                     }
@@ -279,12 +276,11 @@ async fn attacker(
                 junk.extend([0xffu8; 40]);
                 let unknown = call(2, 300_000, 1, 0, &[]);
                 while !stop.load(Ordering::Relaxed) {
-                    if s.write_all(&unknown).await.is_err() || s.write_all(&junk).await.is_err()
-                    {
+                    if s.write_all(&unknown).await.is_err() || s.write_all(&junk).await.is_err() {
                         break;
                     }
-                    let _ = tokio::time::timeout(Duration::from_millis(50), s.read(&mut sink))
-                        .await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(50), s.read(&mut sink)).await;
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -339,7 +335,13 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(dir.path().join("bench/big"), vec![9u8; 1 << 20])?;
     let (nfs_port, mount_port, http_port) = (free_port(), free_port(), free_port());
     let mut child = std::process::Command::new(&args.server)
-        .args(["serve", "--no-controller", "--bind", "127.0.0.1", "--export-root"])
+        .args([
+            "serve",
+            "--no-controller",
+            "--bind",
+            "127.0.0.1",
+            "--export-root",
+        ])
         .arg(dir.path())
         .args([
             format!("--nfs-port={nfs_port}"),
@@ -363,8 +365,14 @@ async fn main() -> anyhow::Result<()> {
         let root = Arc::clone(&root);
         async move {
             let mut s = TcpStream::connect(nfs).await?;
-            s.write_all(&call(1, NFS, 3, 3, &[opaque(&root), opaque(name.as_bytes())].concat()))
-                .await?;
+            s.write_all(&call(
+                1,
+                NFS,
+                3,
+                3,
+                &[opaque(&root), opaque(name.as_bytes())].concat(),
+            ))
+            .await?;
             let r = read_record(&mut s).await?;
             let len = u32::from_be_bytes(r[28..32].try_into()?) as usize;
             anyhow::Ok(Arc::new(r[32..32 + len].to_vec()))

@@ -131,10 +131,10 @@ impl RpcMetrics {
         // Zero series from the start, so dashboards and alerts see the reasons before the
         // first event.
         for reason in ["max_connections", "max_connections_per_address"] {
-            m.refused.get_or_create(&ReasonLabels { reason });
+            drop(m.refused.get_or_create(&ReasonLabels { reason }));
         }
         for reason in ["idle", "record_timeout", "send_timeout"] {
-            m.closed.get_or_create(&ReasonLabels { reason });
+            drop(m.closed.get_or_create(&ReasonLabels { reason }));
         }
         m
     }

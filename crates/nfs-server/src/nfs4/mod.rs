@@ -226,6 +226,37 @@ impl RpcService for Nfs4Service {
         status_name
     }
 
+    /// A COMPOUND's reply may take what its session negotiated (`ca_maxresponsesize`, which
+    /// the compound enforces); without a session (EXCHANGE_ID, CREATE_SESSION) it is small.
+    fn reply_reservation(&self, _vers: u32, proc_: u32, args: &[u8]) -> usize {
+        const SMALL: usize = oncrpc::server::DEFAULT_REPLY_RESERVATION;
+        if proc_ != 1 {
+            return SMALL;
+        }
+        let word = |at: usize| {
+            args.get(at..at + 4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        };
+        // tag<>, minorversion, op count, then the first op: SEQUENCE carries the session.
+        let Some(tag) = word(0).filter(|n| *n <= 1024) else {
+            return SMALL;
+        };
+        let first = 4 + tag + (4 - tag % 4) % 4 + 8;
+        if word(first) != Some(OP_SEQUENCE as usize) {
+            return SMALL;
+        }
+        let Some(sid) = args
+            .get(first + 4..first + 20)
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+        else {
+            return SMALL;
+        };
+        let t = self.inner.state.lock();
+        t.sessions
+            .get(&sid)
+            .map_or(SMALL, |s| (s.max_response as usize).max(SMALL))
+    }
+
     fn call(&self, ctx: CallContext, args: CallArgs, reply: ReplySender) {
         if ctx.proc_ != 1 {
             return reply.send(self.call_blocking(&ctx, &[]));
