@@ -272,8 +272,9 @@ async fn attacker(
                 }
             }
             Attack::Junk => {
-                let mut junk = (40u32 | 0x8000_0000).to_be_bytes().to_vec();
-                junk.extend([0xffu8; 40]);
+                // A record too short to hold an xid and a message type.
+                let mut junk = (2u32 | 0x8000_0000).to_be_bytes().to_vec();
+                junk.extend([0xffu8; 2]);
                 let unknown = call(2, 300_000, 1, 0, &[]);
                 while !stop.load(Ordering::Relaxed) {
                     if s.write_all(&unknown).await.is_err() || s.write_all(&junk).await.is_err() {
@@ -433,6 +434,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let text = metrics(http).await;
     let rss_end = rss_kib(pid);
+    peak = peak.max(rss_end);
     stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
     for c in clients {

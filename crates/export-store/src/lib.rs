@@ -5,6 +5,7 @@
 //!   root's state directory and changed atomically while the server runs;
 //! - [`handle`]: persistent file handles built from the kernel's own handles, tagged with the
 //!   volume id and generation and authenticated with a per-export-root key;
+//! - [`access`]: which clients may use a volume (address ranges, reserved ports);
 //! - [`cred`]: per-thread file-system credentials (fsuid/fsgid/groups) and squashing;
 //! - [`store`]: resolving handles to open objects inside exactly one volume;
 //! - [`ops`]: the file-system operations, run under the caller's credentials and made durable
@@ -15,6 +16,7 @@
 //!
 //! Every function here blocks: callers run them on worker threads, never on an async reactor.
 
+pub mod access;
 pub mod cred;
 pub mod durability;
 pub mod handle;

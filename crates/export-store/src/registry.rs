@@ -47,6 +47,19 @@ pub struct VolumeOptions {
     /// The volume's size in bytes (its hard limit); none: unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// Address ranges of the clients that may use the volume; empty: every client.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clients: Vec<crate::access::Cidr>,
+    /// Calls must come from a reserved source port (below 1024).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secure: bool,
+}
+
+impl VolumeOptions {
+    /// Whether `peer` may use the volume (see [`crate::access`]).
+    pub fn admits(&self, peer: std::net::SocketAddr) -> Result<(), crate::access::Refused> {
+        crate::access::admits(&self.clients, self.secure, peer)
+    }
 }
 
 fn nobody() -> u32 {
@@ -61,6 +74,8 @@ impl Default for VolumeOptions {
             anonuid: nobody(),
             anongid: nobody(),
             size: None,
+            clients: Vec::new(),
+            secure: false,
         }
     }
 }

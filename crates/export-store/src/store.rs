@@ -498,6 +498,16 @@ impl ExportStore {
         Ok(record)
     }
 
+    /// The volume a handle of ours names, without opening anything (`None`: not ours, or
+    /// stale). For checking who may use it before the call runs.
+    pub fn volume_of(&self, handle: &[u8]) -> Option<Arc<Volume>> {
+        let fh = FileHandle::decode(handle, &self.key).ok()?;
+        self.snapshot()
+            .get(&fh.volume_id)
+            .filter(|v| v.record.generation == fh.generation)
+            .cloned()
+    }
+
     /// Resolves a client's handle to an object inside the volume it names. With
     /// `O_DIRECTORY` in `flags` the object must be a directory.
     /// Errors: `EBADHANDLE` for handles that are not ours, `ESTALE` for ones that no longer

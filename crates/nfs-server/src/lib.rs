@@ -119,6 +119,23 @@ pub fn services_with_metrics(
     ]
 }
 
+/// Logs (at a limited rate) a call refused because its caller may not use `vol`.
+pub(crate) fn access_refused(
+    vol: &export_store::Volume,
+    peer: std::net::SocketAddr,
+    refused: export_store::access::Refused,
+) {
+    if let Some(suppressed) = oncrpc::throttle::allow("volume_access_refused") {
+        let why = match refused {
+            export_store::access::Refused::Client => "address not in the volume's clients",
+            export_store::access::Refused::InsecurePort => {
+                "the volume is secure and the source port is not reserved"
+            }
+        };
+        tracing::warn!(volume = vol.name(), %peer, why, suppressed, "call refused");
+    }
+}
+
 /// READ replies at least this large send their data with `sendfile` (no copy through our
 /// memory); smaller ones are cheaper to copy into the reply.
 pub(crate) const SENDFILE_MIN: usize = 64 * 1024;

@@ -8,6 +8,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
+use export_store::access::Refused;
 use export_store::ops::{self, NodeSpec};
 use export_store::{Attr, CreateHow, ExportStore, Identity, Object, WriteStability};
 use nfs3_types::nfs3::*;
@@ -111,6 +112,34 @@ impl RpcService for Nfs3Service {
         // File-system work runs on a blocking worker, which sends the reply itself.
         tokio::task::spawn_blocking(move || reply.send(inner.dispatch(&ctx, args.bytes())));
     }
+}
+
+/// The file handles in a well-formed call's arguments: every procedure starts with one;
+/// RENAME has a second after the source name, LINK right after the first.
+fn call_handles(proc_: u32, a: &[u8]) -> [Option<&[u8]>; 2] {
+    let mut r = XdrReader::new(a);
+    let first = r.opaque(64);
+    let second = match proc_ {
+        14 => r.opaque(4096).and_then(|_| r.opaque(64)),
+        15 => r.opaque(64),
+        _ => None,
+    };
+    [first, second]
+}
+
+/// A failure reply of procedure `proc_` with `status`: every failure body is the status
+/// followed by attributes the server may leave out (each `attributes_follow` false).
+fn refusal(proc_: u32, status: nfsstat3) -> Reply {
+    let absent = match proc_ {
+        1 => 0,
+        3 | 4 | 5 | 6 | 16..=20 => 1,
+        15 => 3,
+        14 => 4,
+        _ => 2,
+    };
+    let mut body = (status as u32).to_be_bytes().to_vec();
+    body.resize(4 + 4 * absent, 0);
+    Reply::Success(body)
 }
 
 /// What a reply may take in memory, from the counts the client asked for: READ data below
@@ -267,6 +296,20 @@ impl Inner {
     fn answer(&self, ctx: &CallContext, a: &[u8]) -> Reply {
         if !crate::shape::well_formed(ctx.proc_, a) {
             return Reply::GarbageArgs;
+        }
+        // Every handle in the call must name a volume this caller may use: handles work
+        // without mounting, so MOUNT alone cannot keep a client out.
+        for fh in call_handles(ctx.proc_, a).into_iter().flatten() {
+            if let Some(vol) = self.store.volume_of(fh)
+                && let Err(refused) = vol.options().admits(ctx.peer)
+            {
+                crate::access_refused(&vol, ctx.peer, refused);
+                let status = match refused {
+                    Refused::Client => nfsstat3::NFS3ERR_ACCES,
+                    Refused::InsecurePort => nfsstat3::NFS3ERR_PERM,
+                };
+                return refusal(ctx.proc_, status);
+            }
         }
         match ctx.proc_ {
             1 => self.getattr(a),

@@ -1,5 +1,5 @@
 //! StorageClass parameters: the old provisioner's (`gid`, `rootSquash`, `mountOptions`) and
-//! ours (`onDelete`, `squash`, `anonUID`, `anonGID`). Keys are case-insensitive; an unknown
+//! ours (`onDelete`, `squash`, `anonUID`, `anonGID`, `clients`, `secure`). Keys are case-insensitive; an unknown
 //! key or a bad value is an error that names the key, shown to the user as a
 //! `ProvisioningFailed` Event.
 
@@ -59,6 +59,10 @@ pub struct Params {
     /// Deprecated free-text mount options, used only when the class has no `mountOptions`.
     pub mount_options: Option<String>,
     pub on_delete: OnDelete,
+    /// Address ranges of the clients that may use the volumes; empty: every client.
+    pub clients: Vec<export_store::access::Cidr>,
+    /// Calls must come from reserved source ports.
+    pub secure: bool,
 }
 
 impl Params {
@@ -75,7 +79,7 @@ impl Params {
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ParamError {
     #[error(
-        "invalid StorageClass parameter {0:?}: unknown key (valid: gid, rootSquash, mountOptions, onDelete, squash, anonUID, anonGID)"
+        "invalid StorageClass parameter {0:?}: unknown key (valid: gid, rootSquash, mountOptions, onDelete, squash, anonUID, anonGID, clients, secure)"
     )]
     Unknown(String),
     #[error("invalid StorageClass parameter {key:?}: {value:?} {why}")]
@@ -91,6 +95,14 @@ fn bad(key: &str, value: &str, why: &'static str) -> ParamError {
         key: key.to_owned(),
         value: value.to_owned(),
         why,
+    }
+}
+
+fn boolean(key: &str, value: &str) -> Result<bool, ParamError> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" => Ok(true),
+        "false" | "no" | "0" => Ok(false),
+        _ => Err(bad(key, value, "is not a boolean")),
     }
 }
 
@@ -112,12 +124,16 @@ pub fn parse(parameters: &BTreeMap<String, String>) -> Result<Params, ParamError
                     )
                 };
             }
-            "rootsquash" => {
-                root_squash = Some(match value.to_ascii_lowercase().as_str() {
-                    "true" | "yes" | "1" => true,
-                    "false" | "no" | "0" => false,
-                    _ => return Err(bad(key, value, "is not a boolean")),
-                });
+            "rootsquash" => root_squash = Some(boolean(key, value)?),
+            "secure" => p.secure = boolean(key, value)?,
+            "clients" => {
+                p.clients = export_store::access::parse_clients(value).map_err(|_| {
+                    bad(
+                        key,
+                        value,
+                        "is not a list of addresses or address ranges (e.g. 10.0.0.0/8, 192.168.1.7)",
+                    )
+                })?;
             }
             "mountoptions" => p.mount_options = Some(value.clone()),
             "ondelete" => {
@@ -213,10 +229,26 @@ mod tests {
             ("onDelete", "shred"),
             ("squash", "some"),
             ("anonUID", "-1"),
+            ("clients", "10.0.0.0/8, nonsense"),
+            ("clients", "10.0.0.0/40"),
+            ("secure", "sometimes"),
         ] {
             let e = parse(&map(&[(k, v)])).unwrap_err();
             assert!(e.to_string().contains(&format!("{k:?}")), "{e}");
         }
+    }
+
+    #[test]
+    fn clients_and_secure_restrict_who_may_use_the_volumes() {
+        let p = parse(&map(&[
+            ("clients", "10.0.0.0/8, 192.168.1.7"),
+            ("secure", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(p.clients.len(), 2);
+        assert!(p.secure);
+        let d = parse(&map(&[])).unwrap();
+        assert!(d.clients.is_empty() && !d.secure, "open by default");
     }
 
     #[test]

@@ -472,6 +472,8 @@ fn volume_options(p: &Params, size: Option<u64>) -> export_store::VolumeOptions 
         anonuid: p.anonuid.unwrap_or(65534),
         anongid: p.anongid.unwrap_or(65534),
         size,
+        clients: p.clients.clone(),
+        secure: p.secure,
     }
 }
 

@@ -55,6 +55,8 @@ pub fn provision(
         anonuid: params.anonuid.unwrap_or(65534),
         anongid: params.anongid.unwrap_or(65534),
         size,
+        clients: params.clients.clone(),
+        secure: params.secure,
     };
     match store.add_volume(name, options) {
         Ok(_) | Err(StoreError::Registry(RegistryError::Exists(_))) => Ok(()),

@@ -5,6 +5,7 @@
 //! the status. Everything below the pseudo directories goes through `export-store`, as the
 //! caller's squashed credential.
 
+use export_store::access::Refused;
 use export_store::ops::{self, NodeSpec};
 use export_store::{Attr, CreateHow, NodeKind, Object, SetAttr, WriteStability};
 
@@ -283,6 +284,12 @@ impl Compound<'_> {
                 else {
                     return Ok(st::NOENT);
                 };
+                // A volume the caller may not use is not there for it (nor in READDIR).
+                match v.options().admits(self.ctx.peer) {
+                    Ok(()) => {}
+                    Err(Refused::Client) => return Ok(st::NOENT),
+                    Err(Refused::InsecurePort) => return Ok(st::PERM),
+                }
                 Fh::Vol(v.root_handle().to_vec())
             }
             Some(Fh::Vol(_)) => {
@@ -587,6 +594,7 @@ impl Compound<'_> {
                     vec![(b"export".to_vec(), Fh::Export)]
                 } else {
                     let mut v = self.inner.store.volumes();
+                    v.retain(|v| v.options().admits(self.ctx.peer).is_ok());
                     v.sort_by_key(|v| v.id());
                     v.iter()
                         .map(|v| {

@@ -24,6 +24,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Instant;
 
+use export_store::access::Refused;
 use export_store::{Attr, ExportStore, Identity, NodeKind, Object};
 use oncrpc::{CallArgs, CallContext, CallNames, Reply, ReplySender, RpcService};
 use tracing::{debug, warn};
@@ -557,13 +558,25 @@ impl Compound<'_> {
     fn putfh(&mut self, d: &mut Dec<'_>) -> DResult<u32> {
         let b = d.opaque(128)?;
         let fh = Fh::parse(b);
-        if let Fh::Vol(h) = &fh
-            && let Err(e) = self.inner.store.resolve(h, libc::O_PATH)
-        {
-            if let Some(m) = &self.inner.metrics {
-                m.stale();
+        if let Fh::Vol(h) = &fh {
+            match self.inner.store.resolve(h, libc::O_PATH) {
+                Err(e) => {
+                    if let Some(m) = &self.inner.metrics {
+                        m.stale();
+                    }
+                    return Ok(status_of(&e));
+                }
+                // Handles work without mounting: the caller must be one the volume admits.
+                Ok(obj) => {
+                    if let Err(refused) = obj.volume.options().admits(self.ctx.peer) {
+                        crate::access_refused(&obj.volume, self.ctx.peer, refused);
+                        return Ok(match refused {
+                            Refused::Client => st::ACCESS,
+                            Refused::InsecurePort => st::PERM,
+                        });
+                    }
+                }
             }
-            return Ok(status_of(&e));
         }
         self.cur = Some(fh);
         self.cur_sid = None;
