@@ -1,5 +1,9 @@
 //! MOUNT v3 (RFC 1813 appendix I): maps `/export/<volume>` to the volume's root handle and
 //! keeps the (advisory) list of who mounted what.
+//!
+//! The list holds one entry per client address and export, under the export's normal path
+//! (`/export//vol/./` is `/export/vol`), and at most [`MAX_MOUNTS`] entries (the oldest go
+//! first), so DUMP replies stay small whatever clients send.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -16,6 +20,8 @@ use crate::{EXPORT_PREFIX, MOUNT_PROGRAM};
 
 const MNTPATHLEN: usize = 1024;
 const AUTH_UNIX: u32 = 1;
+/// Entries kept in the mount list.
+pub const MAX_MOUNTS: usize = 4096;
 
 /// The MOUNT program.
 pub struct MountService {
@@ -31,15 +37,39 @@ impl MountService {
         }
     }
 
-    /// The volume a MOUNT path names: `/export/<volume>` (trailing slashes ignored).
-    pub fn volume_name(path: &[u8]) -> Option<&str> {
-        let path = std::str::from_utf8(path).ok()?.trim_end_matches('/');
-        let name = path.strip_prefix(EXPORT_PREFIX)?.strip_prefix('/')?;
+    /// The normal form of an absolute MOUNT path: empty and `.` components dropped (so
+    /// repeated and trailing slashes too). `None` for a path that is not UTF-8, not absolute,
+    /// or has a `..` component.
+    pub fn normal_path(path: &[u8]) -> Option<String> {
+        let path = std::str::from_utf8(path).ok()?;
+        if !path.starts_with('/') {
+            return None;
+        }
+        let mut normal = String::with_capacity(path.len());
+        for component in path.split('/') {
+            match component {
+                "" | "." => {}
+                ".." => return None,
+                c => {
+                    normal.push('/');
+                    normal.push_str(c);
+                }
+            }
+        }
+        if normal.is_empty() {
+            normal.push('/');
+        }
+        Some(normal)
+    }
+
+    /// The volume a normal MOUNT path names: `/export/<volume>`.
+    fn volume_name(normal: &str) -> Option<&str> {
+        let name = normal.strip_prefix(EXPORT_PREFIX)?.strip_prefix('/')?;
         (!name.is_empty() && !name.contains('/')).then_some(name)
     }
 
     fn answer(&self, ctx: &CallContext, args: &[u8]) -> Reply {
-        let peer = ctx.peer.ip();
+        let peer = ctx.peer.ip().to_canonical();
         let mut mounts = self.mounts.lock().unwrap_or_else(|e| e.into_inner());
         match ctx.proc_ {
             0 => Reply::Success(Vec::new()),
@@ -50,14 +80,20 @@ impl MountService {
                 if path.len() > MNTPATHLEN {
                     return encode(&mountres3::Err(mountstat3::MNT3ERR_NAMETOOLONG));
                 }
-                let volume = Self::volume_name(&path).and_then(|n| self.store.volume_by_name(n));
-                let Some(volume) = volume else {
+                let normal = Self::normal_path(&path);
+                let volume = normal
+                    .as_deref()
+                    .and_then(Self::volume_name)
+                    .and_then(|n| self.store.volume_by_name(n));
+                let (Some(volume), Some(normal)) = (volume, normal) else {
                     return encode(&mountres3::Err(mountstat3::MNT3ERR_NOENT));
                 };
-                let shown = String::from_utf8_lossy(&path).into_owned();
-                info!(%peer, path = %shown, "mount");
-                if !mounts.iter().any(|(p, d)| *p == peer && *d == shown) {
-                    mounts.push((peer, shown));
+                info!(%peer, path = %normal, "mount");
+                if !mounts.iter().any(|(p, d)| *p == peer && *d == normal) {
+                    if mounts.len() >= MAX_MOUNTS {
+                        mounts.remove(0);
+                    }
+                    mounts.push((peer, normal));
                 }
                 encode(&mountres3::Ok(mountres3_ok {
                     fhandle: fhandle3(Opaque::borrowed(volume.root_handle())),
@@ -84,8 +120,10 @@ impl MountService {
                 let Some(path) = decode_path(args) else {
                     return Reply::GarbageArgs;
                 };
-                let shown = String::from_utf8_lossy(&path).into_owned();
-                mounts.retain(|(p, d)| !(*p == peer && *d == shown));
+                // Only normal paths are listed: another one was never mounted.
+                if let Some(normal) = Self::normal_path(&path) {
+                    mounts.retain(|(p, d)| !(*p == peer && *d == normal));
+                }
                 Reply::Success(Vec::new())
             }
             4 => {
@@ -163,13 +201,32 @@ impl RpcService for MountService {
 mod tests {
     use super::MountService;
 
+    fn volume(path: &[u8]) -> Option<String> {
+        let normal = MountService::normal_path(path)?;
+        MountService::volume_name(&normal).map(str::to_owned)
+    }
+
     #[test]
     fn mount_paths_name_exactly_one_volume() {
-        assert_eq!(MountService::volume_name(b"/export/vol"), Some("vol"));
-        assert_eq!(MountService::volume_name(b"/export/vol/"), Some("vol"));
-        assert_eq!(MountService::volume_name(b"/export"), None);
-        assert_eq!(MountService::volume_name(b"/export/a/b"), None);
-        assert_eq!(MountService::volume_name(b"/exportx/vol"), None);
-        assert_eq!(MountService::volume_name(b"/srv/vol"), None);
+        assert_eq!(volume(b"/export/vol").as_deref(), Some("vol"));
+        assert_eq!(volume(b"/export/vol/").as_deref(), Some("vol"));
+        assert_eq!(volume(b"//export/./vol//.").as_deref(), Some("vol"));
+        assert_eq!(volume(b"/export"), None);
+        assert_eq!(volume(b"/export/a/b"), None);
+        assert_eq!(volume(b"/exportx/vol"), None);
+        assert_eq!(volume(b"/srv/vol"), None);
+        assert_eq!(volume(b"/export/../export/vol"), None);
+        assert_eq!(volume(b"export/vol"), None);
+    }
+
+    #[test]
+    fn paths_are_normalised_component_by_component() {
+        let n = |p: &[u8]| MountService::normal_path(p);
+        assert_eq!(n(b"/export/vol///").as_deref(), Some("/export/vol"));
+        assert_eq!(n(b"/./").as_deref(), Some("/"));
+        assert_eq!(n(b"/a/.b/c.").as_deref(), Some("/a/.b/c."));
+        assert_eq!(n(b""), None);
+        assert_eq!(n(b"/a/../b"), None);
+        assert_eq!(n(&[b'/', 0xff]), None);
     }
 }
