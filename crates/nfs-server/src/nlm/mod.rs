@@ -569,15 +569,19 @@ impl NlmState {
                 addrs.push(addr);
             }
         }
+        // The first label of a host name (an address is kept whole: 10.0.0.1 is not 10.0.0.2).
         let short = |n: &[u8]| -> Vec<u8> {
-            n.split(|b| *b == b'.')
-                .next()
-                .unwrap_or(&[])
-                .to_ascii_lowercase()
+            let is_addr = std::str::from_utf8(n).is_ok_and(|t| t.parse::<IpAddr>().is_ok());
+            let label = if is_addr {
+                n
+            } else {
+                n.split(|b| *b == b'.').next().unwrap_or(&[])
+            };
+            label.to_ascii_lowercase()
         };
         let by_name: Vec<(&Vec<u8>, &Vec<IpAddr>)> = known
             .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(mon_name) || short(n) == short(mon_name))
+            .filter(|(n, _)| short(n) == short(mon_name))
             .collect();
         let hosts: Vec<&Vec<u8>> = if by_name.is_empty() {
             known
