@@ -198,9 +198,7 @@ impl Nlm {
 /// A TCP connection to `to` from the loopback address `local`.
 async fn connect_from(local: &str, to: SocketAddr) -> Raw {
     let socket = TcpSocket::new_v4().unwrap();
-    socket
-        .bind(format!("{local}:0").parse().unwrap())
-        .unwrap();
+    socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
     let stream = socket.connect(to).await.expect("connect");
     stream.set_nodelay(true).unwrap();
     Raw { stream }

@@ -1093,8 +1093,7 @@ fn set_id_bits_to_clear(attr: &Attr, id: &Identity) -> u32 {
         return 0;
     }
     let mut kill = attr.mode & libc::S_ISUID;
-    if attr.mode & libc::S_ISGID != 0
-        && (attr.mode & libc::S_IXGRP != 0 || !id.in_group(attr.gid))
+    if attr.mode & libc::S_ISGID != 0 && (attr.mode & libc::S_IXGRP != 0 || !id.in_group(attr.gid))
     {
         kill |= libc::S_ISGID;
     }

@@ -28,8 +28,8 @@ use oncrpc::{CallArgs, CallContext, CallNames, Reply, ReplySender, RpcService};
 use tracing::{debug, info, warn};
 
 use crate::nlm::peers::{self, LogLimit};
-use crate::nlm::{NlmState, Notified};
 use crate::nlm::wire::{Dec, Enc, SM_MAXSTRLEN};
+use crate::nlm::{NlmState, Notified};
 
 /// NSM's RPC program number.
 pub const NSM_PROGRAM: u32 = 100_024;
