@@ -5,6 +5,7 @@
 //! (`/export//vol/./` is `/export/vol`), and at most [`MAX_MOUNTS`] entries (the oldest go
 //! first), so DUMP replies stay small whatever clients send.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -23,17 +24,52 @@ const AUTH_UNIX: u32 = 1;
 /// Entries kept in the mount list.
 pub const MAX_MOUNTS: usize = 4096;
 
+/// Who mounted what: one entry per client address and normal path, the oldest first.
+#[derive(Debug)]
+struct MountList {
+    entries: VecDeque<(IpAddr, String)>,
+    cap: usize,
+}
+
+impl MountList {
+    fn new(cap: usize) -> Self {
+        Self {
+            entries: VecDeque::new(),
+            cap,
+        }
+    }
+
+    /// Records a mount; when the list is full, the oldest entry makes room.
+    fn add(&mut self, peer: IpAddr, normal: String) {
+        if self.entries.iter().any(|(p, d)| *p == peer && *d == normal) {
+            return;
+        }
+        if self.entries.len() >= self.cap {
+            self.entries.pop_front();
+        }
+        self.entries.push_back((peer, normal));
+    }
+
+    fn remove(&mut self, peer: IpAddr, normal: &str) {
+        self.entries.retain(|(p, d)| !(*p == peer && d == normal));
+    }
+
+    fn remove_all(&mut self, peer: IpAddr) {
+        self.entries.retain(|(p, _)| *p != peer);
+    }
+}
+
 /// The MOUNT program.
 pub struct MountService {
     store: Arc<ExportStore>,
-    mounts: Arc<Mutex<Vec<(IpAddr, String)>>>,
+    mounts: Mutex<MountList>,
 }
 
 impl MountService {
     pub fn new(store: Arc<ExportStore>) -> Self {
         Self {
             store,
-            mounts: Arc::new(Mutex::new(Vec::new())),
+            mounts: Mutex::new(MountList::new(MAX_MOUNTS)),
         }
     }
 
@@ -89,12 +125,7 @@ impl MountService {
                     return encode(&mountres3::Err(mountstat3::MNT3ERR_NOENT));
                 };
                 info!(%peer, path = %normal, "mount");
-                if !mounts.iter().any(|(p, d)| *p == peer && *d == normal) {
-                    if mounts.len() >= MAX_MOUNTS {
-                        mounts.remove(0);
-                    }
-                    mounts.push((peer, normal));
-                }
+                mounts.add(peer, normal);
                 encode(&mountres3::Ok(mountres3_ok {
                     fhandle: fhandle3(Opaque::borrowed(volume.root_handle())),
                     auth_flavors: vec![AUTH_UNIX],
@@ -102,6 +133,7 @@ impl MountService {
             }
             2 => {
                 let hosts: Vec<(String, String)> = mounts
+                    .entries
                     .iter()
                     .map(|(p, d)| (p.to_string(), d.clone()))
                     .collect();
@@ -122,12 +154,12 @@ impl MountService {
                 };
                 // Only normal paths are listed: another one was never mounted.
                 if let Some(normal) = Self::normal_path(&path) {
-                    mounts.retain(|(p, d)| !(*p == peer && *d == normal));
+                    mounts.remove(peer, &normal);
                 }
                 Reply::Success(Vec::new())
             }
             4 => {
-                mounts.retain(|(p, _)| *p != peer);
+                mounts.remove_all(peer);
                 Reply::Success(Vec::new())
             }
             5 => {
@@ -199,7 +231,31 @@ impl RpcService for MountService {
 
 #[cfg(test)]
 mod tests {
-    use super::MountService;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::{MAX_MOUNTS, MountList, MountService};
+
+    #[test]
+    fn the_mount_list_keeps_one_entry_per_client_and_path_and_drops_the_oldest() {
+        let ip = |n: u32| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n));
+        let mut list = MountList::new(MAX_MOUNTS);
+        for _ in 0..3 {
+            list.add(ip(1), "/export/a".into());
+        }
+        list.add(ip(1), "/export/b".into());
+        list.add(ip(2), "/export/a".into());
+        assert_eq!(list.entries.len(), 3);
+        for n in 3..=MAX_MOUNTS as u32 + 1 {
+            list.add(ip(n), "/export/a".into());
+        }
+        assert_eq!(list.entries.len(), MAX_MOUNTS);
+        // The first two entries (client 1) went; client 2's is now the oldest.
+        assert_eq!(list.entries.front(), Some(&(ip(2), "/export/a".into())));
+        list.remove(ip(2), "/export/a");
+        list.remove_all(ip(3));
+        assert_eq!(list.entries.len(), MAX_MOUNTS - 2);
+        assert!(list.entries.iter().all(|(p, _)| *p != ip(2) && *p != ip(3)));
+    }
 
     fn volume(path: &[u8]) -> Option<String> {
         let normal = MountService::normal_path(path)?;
