@@ -440,6 +440,7 @@ impl NlmState {
         let want = wanted(&a.lock, a.exclusive);
         let n = self.cancel_blocked(|b| b.fh == a.lock.fh && b.lock == want);
         debug!(cancelled = n, "CANCEL");
+        self.forget_if_idle(&a.lock.caller_name);
         // As Linux: a CANCEL of nothing (already granted or never blocked) still succeeds.
         stat::GRANTED
     }
