@@ -1130,3 +1130,37 @@ pub fn stat_entry(dir: &Object, name: &[u8], id: &Identity) -> io::Result<Attr> 
     let st = sys::fstatat(dir.fd.as_fd(), &cname)?;
     Ok(Attr::from_stat(&st, dir.volume.id() as u64))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_id_bits_cleared_by_a_data_change_follow_linux() {
+        let attr = |kind: u32, mode: u32| {
+            // SAFETY: a zeroed stat is a valid value of the plain C struct.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            st.st_mode = kind | mode;
+            st.st_gid = 50;
+            Attr::from_stat(&st, 1)
+        };
+        let file = |mode| attr(libc::S_IFREG, mode);
+        let user = Identity {
+            uid: 1000,
+            gid: 1000,
+            groups: vec![],
+        };
+        let member = Identity {
+            groups: vec![50],
+            ..user.clone()
+        };
+        assert_eq!(set_id_bits_to_clear(&file(0o6755), &user), 0o6000);
+        assert_eq!(set_id_bits_to_clear(&file(0o4644), &member), 0o4000);
+        // Setgid without group-exec stays for a member of the file's group only.
+        assert_eq!(set_id_bits_to_clear(&file(0o2644), &member), 0);
+        assert_eq!(set_id_bits_to_clear(&file(0o2644), &user), 0o2000);
+        assert_eq!(set_id_bits_to_clear(&file(0o6755), &Identity::root()), 0);
+        let dir = attr(libc::S_IFDIR, 0o6755);
+        assert_eq!(set_id_bits_to_clear(&dir, &user), 0);
+    }
+}
