@@ -190,6 +190,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let lock_config = nfs_server::nlm::NlmConfig {
         callback_portmap_port: config.locking.callback_portmap_port,
         our_name: nfs_server::nsm::local_host_name(),
+        bind: config.bind,
     };
     let (s, l, g) = (Arc::clone(&store), Arc::clone(&locks), Arc::clone(&grace));
     let grace_length = config.v4.grace;

@@ -344,3 +344,27 @@ async fn server_without_portmapper_has_no_portmap_listener() {
     let a = getattr(&mut c, &fh(ok.fhandle.0.as_ref())).await.unwrap();
     assert_eq!(a.type_, ftype3::NF3DIR);
 }
+
+#[tokio::test]
+async fn mnt_of_path_variants_is_listed_once_under_the_normal_path() {
+    let s = Server::start().await;
+    let mut m = s.mounter().await;
+    let vol = s.running.store.volume_by_name(VOL).unwrap();
+    // 999 spellings of /export/vol: trailing slashes, doubled slashes and `.` components.
+    for i in 1..=999 {
+        let variant = match i % 3 {
+            0 => format!("/export/vol{}", "/".repeat(i % 200 + 1)),
+            1 => format!("/{}export//vol/", "/".repeat(i % 50)),
+            _ => format!("/export/{}vol/.", "./".repeat(i % 100 + 1)),
+        };
+        let ok = m.mnt(path(&variant)).await.expect("MNT of a variant");
+        assert_eq!(ok.fhandle.0.as_ref(), vol.root_handle(), "{variant}");
+    }
+    assert_eq!(
+        dump(&mut m).await,
+        [("127.0.0.1".to_string(), "/export/vol".to_string())]
+    );
+    // UMNT of any spelling removes it.
+    m.umnt(path("/export//./vol///")).await.expect("UMNT");
+    assert!(dump(&mut m).await.is_empty());
+}

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use nfs_server::locks::{Lock, Owner};
 use nfs_server_provisioner::LockingConfig;
 use oncrpc::portmap::{IPPROTO_TCP, IPPROTO_UDP, Mapping, Portmapper};
 use oncrpc::{CallArgs, CallContext, Reply, ReplySender, RpcService};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::{TcpListener, TcpSocket, UdpSocket};
 use tokio::sync::mpsc;
 
 const NLM: u32 = 100_021;
@@ -142,6 +143,15 @@ impl Nlm {
         }
     }
 
+    /// A connection from another loopback address (all of 127/8 reaches the server on
+    /// 127.0.0.1), as from another machine.
+    async fn connect_from(server: &Server, local: &str) -> Self {
+        Self {
+            raw: connect_from(local, server.running.nlm).await,
+            xid: 1,
+        }
+    }
+
     async fn body(&mut self, proc_: u32, args: &[u8]) -> Vec<u8> {
         self.xid += 1;
         match self.raw.call(self.xid, NLM, 4, proc_, args).await {
@@ -183,6 +193,39 @@ impl Nlm {
             other => panic!("TEST answered status {other}"),
         }
     }
+}
+
+/// A TCP connection to `to` from the loopback address `local`.
+async fn connect_from(local: &str, to: SocketAddr) -> Raw {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
+    let stream = socket.connect(to).await.expect("connect");
+    stream.set_nodelay(true).unwrap();
+    Raw { stream }
+}
+
+/// `stat_chge`: SM_NOTIFY's arguments.
+fn notify_args(name: &str, state: u32) -> Vec<u8> {
+    let mut v = xdr_opaque(name.as_bytes());
+    v.extend(words(&[state]));
+    v
+}
+
+/// Sends SM_NOTIFY over UDP from the loopback address `local`; returns when it is answered.
+async fn notify_over_udp(s: &Server, local: &str, name: &str) {
+    let udp = UdpSocket::bind(format!("{local}:0")).await.unwrap();
+    let call = call_body(40, 2, NSM, 1, 6, &notify_args(name, 7));
+    udp.send_to(&call, s.running.statd).await.unwrap();
+    let reply = parse_reply(&recv_datagram(&udp).await);
+    assert_eq!((reply.xid, reply.kind), (40, ReplyKind::Success(vec![])));
+}
+
+/// Our NSM state number, asked over TCP.
+async fn nsm_state(statd: &mut Raw) -> u32 {
+    let ReplyKind::Success(stat) = statd.call(90, NSM, 1, 1, &xdr_opaque(b"me")).await else {
+        panic!("SM_STAT failed")
+    };
+    be32(&stat, 4)
 }
 
 /// A file of the default volume, as an NLM file handle.
@@ -789,4 +832,79 @@ async fn random_arguments_to_every_procedure_never_break_the_lock_manager() {
     let mut n = Nlm::connect(&s).await;
     assert_eq!(n.lock(true, &Req::new("z", 1, &g, 0, 0)).await, GRANTED);
     assert_eq!(n.lock(true, &Req::new("y", 1, &g, 0, 0)).await, DENIED);
+}
+
+#[tokio::test]
+async fn sm_notify_is_honoured_only_from_the_address_the_holders_locks_came_from() {
+    let s = Server::start().await;
+    let f = file(&s, "f", 0o644).await;
+    // host-a locks from 127.0.0.3; the server listens on 127.0.0.1, so that is a remote
+    // host, and so is 127.0.0.2.
+    let mut a = Nlm::connect_from(&s, "127.0.0.3").await;
+    let held = Req::new("host-a", 1, &f, 0, 10);
+    assert_eq!(a.lock(true, &held).await, GRANTED);
+    let mut n = Nlm::connect(&s).await;
+    let probe = Req::new("host-c", 1, &f, 0, 0);
+    assert_eq!(n.test(true, &probe).await, Err((true, 1, 0, 10)));
+
+    // Naming host-a from elsewhere: answered, but the lock stays (UDP and TCP alike).
+    notify_over_udp(&s, "127.0.0.2", "host-a").await;
+    let mut foreign = connect_from("127.0.0.2", s.running.statd).await;
+    assert_eq!(
+        foreign
+            .call(41, NSM, 1, 6, &notify_args("HOST-A.example.com", 7))
+            .await,
+        ReplyKind::Success(vec![])
+    );
+    assert_eq!(n.test(true, &probe).await, Err((true, 1, 0, 10)));
+    // A name nobody holds locks under releases nothing either.
+    notify_over_udp(&s, "127.0.0.2", "unknown-host").await;
+    assert_eq!(n.test(true, &probe).await, Err((true, 1, 0, 10)));
+
+    // From the holder's own address (statd's name may differ in case and domain): released.
+    notify_over_udp(&s, "127.0.0.3", "HOST-A.example.com").await;
+    assert_eq!(n.test(true, &probe).await, Ok(()));
+    // host-a may lock again afterwards, and a name statd knows it by only as an address
+    // releases it from that address too.
+    assert_eq!(a.lock(true, &held).await, GRANTED);
+    notify_over_udp(&s, "127.0.0.3", "127.0.0.3").await;
+    assert_eq!(n.test(true, &probe).await, Ok(()));
+}
+
+#[tokio::test]
+async fn free_all_and_sm_simu_crash_are_taken_only_from_a_local_peer() {
+    let s = Server::start().await;
+    let f = file(&s, "f", 0o644).await;
+    let mut n = Nlm::connect(&s).await;
+    let held = Req::new("host-a", 1, &f, 0, 0);
+    let probe = Req::new("host-c", 1, &f, 0, 0);
+    assert_eq!(n.lock(true, &held).await, GRANTED);
+
+    // From 127.0.0.2 (not the server's address): answered, and nothing happens.
+    let mut foreign = Nlm::connect_from(&s, "127.0.0.2").await;
+    assert!(
+        foreign
+            .body(FREE_ALL, &notify_args("host-a", 3))
+            .await
+            .is_empty()
+    );
+    assert_eq!(n.test(true, &probe).await, Err((true, 1, 0, 0)));
+    let mut statd = Raw::connect(s.running.statd).await;
+    let before = nsm_state(&mut statd).await;
+    let mut foreign_statd = connect_from("127.0.0.2", s.running.statd).await;
+    assert_eq!(
+        foreign_statd.call(50, NSM, 1, 5, &[]).await,
+        ReplyKind::Success(vec![])
+    );
+    assert_eq!(nsm_state(&mut statd).await, before);
+
+    // From the server's own address: both act.
+    assert_eq!(
+        statd.call(51, NSM, 1, 5, &[]).await,
+        ReplyKind::Success(vec![])
+    );
+    let after = nsm_state(&mut statd).await;
+    assert_eq!((after - before, after % 2), (2, 1));
+    assert!(n.body(FREE_ALL, &notify_args("host-a", 3)).await.is_empty());
+    assert_eq!(n.test(true, &probe).await, Ok(()));
 }

@@ -7,6 +7,7 @@ mod common;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
+use bytes::Bytes;
 use common::*;
 use export_store::Squash;
 use nfs3_types::xdr_codec::Opaque;
@@ -487,6 +488,155 @@ async fn root_squash_also_maps_group_zero() {
     let mut c = s.client_with_groups(1000, 0, vec![0, 1000]).await;
     let (_, a) = create(&mut c, &root, "f", 0o644).await;
     assert_eq!((a.uid, a.gid), (1000, 65534));
+}
+
+// ---------------------------------------------------------------------------------------
+// Set-id bits
+
+/// The mode bits on disk (the server's view could be cached).
+fn disk_mode(s: &Server, vol: &str, n: &str) -> u32 {
+    std::fs::metadata(s.vol_path(vol).join(n)).unwrap().mode() & 0o7777
+}
+
+async fn handle(c: &mut Client, dir: &nfs_fh3, n: &str) -> nfs_fh3 {
+    lookup(c, dir, n).await.unwrap().0
+}
+
+async fn set_size(c: &mut Client, f: &nfs_fh3, size: u64) -> nfsstat3 {
+    let r = c
+        .setattr(&SETATTR3args {
+            object: f.clone(),
+            new_attributes: sattr3 {
+                size: Nfs3Option::Some(size),
+                ..sattr3::default()
+            },
+            guard: Nfs3Option::None,
+        })
+        .await
+        .unwrap();
+    status(&r)
+}
+
+#[tokio::test]
+async fn write_or_truncate_by_non_root_clears_setuid_and_setgid_like_knfsd() {
+    let s = Server::start().await;
+    let root = s.root_fh(VOL).await;
+    // Each file is new to the server, so its descriptor is opened in the very call that
+    // changes it (as root, to let the owner write a read-only file).
+    disk_file(&s, VOL, "own", b"#!", USER.0, USER.1, 0o6755);
+    disk_file(&s, VOL, "roots", b"#!", 0, 0, 0o6777);
+    disk_file(&s, VOL, "cut", b"#!", USER.0, USER.1, 0o6755);
+    disk_file(&s, VOL, "grow", b"#!", 0, 0, 0o6777);
+    // Setgid without group-exec is a locking mark, not a privilege: it stays for a
+    // writer in the file's group.
+    disk_file(&s, VOL, "mark", b"#!", USER.0, USER.1, 0o2644);
+    let mut rootc = s.client().await;
+    let mut user = s.client_as(USER).await;
+
+    write(&mut user, &handle(&mut rootc, &root, "own").await, 0, b"x").await;
+    assert_eq!(disk_mode(&s, VOL, "own"), 0o755, "owner's WRITE");
+    write(
+        &mut user,
+        &handle(&mut rootc, &root, "roots").await,
+        0,
+        b"x",
+    )
+    .await;
+    assert_eq!(disk_mode(&s, VOL, "roots"), 0o777, "non-owner's WRITE");
+    assert_eq!(
+        set_size(&mut user, &handle(&mut rootc, &root, "cut").await, 0).await,
+        nfsstat3::NFS3_OK
+    );
+    assert_eq!(disk_mode(&s, VOL, "cut"), 0o755, "SETATTR truncating");
+    assert_eq!(
+        set_size(&mut user, &handle(&mut rootc, &root, "grow").await, 1 << 20).await,
+        nfsstat3::NFS3_OK
+    );
+    assert_eq!(disk_mode(&s, VOL, "grow"), 0o777, "SETATTR extending");
+    write(&mut user, &handle(&mut rootc, &root, "mark").await, 0, b"x").await;
+    assert_eq!(
+        disk_mode(&s, VOL, "mark"),
+        0o2644,
+        "setgid without group-exec"
+    );
+    // And the client sees it in the reply's attributes.
+    let a = getattr(&mut user, &handle(&mut rootc, &root, "own").await)
+        .await
+        .unwrap();
+    assert_eq!(a.mode, 0o755);
+
+    // Root keeps them, for WRITE and SETATTR alike.
+    disk_file(&s, VOL, "by-root", b"#!", 0, 0, 0o6755);
+    let f = handle(&mut rootc, &root, "by-root").await;
+    write(&mut rootc, &f, 0, b"x").await;
+    assert_eq!(set_size(&mut rootc, &f, 1).await, nfsstat3::NFS3_OK);
+    assert_eq!(disk_mode(&s, VOL, "by-root"), 0o6755);
+    // A SETATTR of both size and mode leaves the mode asked for (the size goes first).
+    let r = user
+        .setattr(&SETATTR3args {
+            object: handle(&mut rootc, &root, "own").await,
+            new_attributes: sattr3 {
+                size: Nfs3Option::Some(0),
+                ..with_mode(0o4755)
+            },
+            guard: Nfs3Option::None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(status(&r), nfsstat3::NFS3_OK);
+    assert_eq!(disk_mode(&s, VOL, "own"), 0o4755);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nfsv4_write_setattr_and_allocate_by_non_root_clear_setuid_and_setgid() {
+    let s = Server::start().await;
+    let url = |(uid, gid): (u32, u32)| {
+        format!(
+            "nfs://127.0.0.1/export/{VOL}?version=4.2&nfsport={}&noresvport=true&uid={uid}&gid={gid}",
+            s.running.nfs.port()
+        )
+    };
+    for n in ["w", "t", "a", "r"] {
+        disk_file(&s, VOL, n, b"#!", 0, 0, 0o6777);
+    }
+    let user = nfs_rs::parse_url_and_mount(&url(USER)).await.unwrap();
+    let f = user.open_path("w", nfs_rs::OPEN_BOTH).await.unwrap();
+    user.write(f.fh.clone(), 0, Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    assert_eq!(disk_mode(&s, VOL, "w"), 0o777, "WRITE");
+    user.setattr_path("t", false, None, None, None, Some(0), None, None)
+        .await
+        .unwrap();
+    assert_eq!(disk_mode(&s, VOL, "t"), 0o777, "SETATTR size");
+    let f = user.open_path("a", nfs_rs::OPEN_BOTH).await.unwrap();
+    user.allocate(f.fh.clone(), 0, 1 << 16).await.unwrap();
+    assert_eq!(disk_mode(&s, VOL, "a"), 0o777, "ALLOCATE");
+    user.umount().await.unwrap();
+
+    // Root keeps them.
+    let root = nfs_rs::parse_url_and_mount(&url(ROOT)).await.unwrap();
+    let f = root.open_path("r", nfs_rs::OPEN_BOTH).await.unwrap();
+    root.write(f.fh.clone(), 0, Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    root.allocate(f.fh.clone(), 0, 1 << 16).await.unwrap();
+    root.setattr_path("r", false, None, None, None, Some(1), None, None)
+        .await
+        .unwrap();
+    assert_eq!(disk_mode(&s, VOL, "r"), 0o6777);
+    root.umount().await.unwrap();
+}
+
+#[tokio::test]
+async fn squashed_root_clears_setuid_on_write() {
+    let s = Server::with_volumes(&[("sq", squashed(Squash::Root))]).await;
+    let root = s.root_fh("sq").await;
+    disk_file(&s, "sq", "tool", b"#!", 0, 0, 0o6777);
+    let mut rootc = s.client().await;
+    let (f, _) = lookup(&mut rootc, &root, "tool").await.unwrap();
+    write(&mut rootc, &f, 0, b"x").await;
+    assert_eq!(disk_mode(&s, "sq", "tool"), 0o777);
 }
 
 // ---------------------------------------------------------------------------------------

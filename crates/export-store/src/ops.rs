@@ -5,6 +5,12 @@
 //! owner may read, write and truncate it whatever its mode bits ("owner override", needed for
 //! `open(O_CREAT|O_RDWR, 0444)` followed by writes), and COMMIT never fails on permissions.
 //! Directory-changing operations fsync the directory before returning.
+//!
+//! The data of a file is changed (WRITE, a SETATTR of the size, ALLOCATE) by the caller's
+//! identity even when its descriptor was opened as root, so the kernel clears setuid and
+//! setgid bits as for a local writer without `CAP_FSETID`: anyone but root (uid 0 after
+//! squashing) clears setuid, and setgid when group-exec is set or the writer is not in the
+//! file's group (Linux's `setattr_should_drop_suidgid`).
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -290,7 +296,8 @@ pub fn readlink(obj: &Object) -> io::Result<Vec<u8>> {
 /// The kernel checks `id`'s permission on the file (`faccessat2` with the thread switched to
 /// `id`); the file's owner passes regardless of mode bits, as with knfsd. The descriptor
 /// itself is opened as root once and kept with the cached handle, so a stream of READs or
-/// WRITEs costs no open/close per call.
+/// WRITEs costs no open/close per call. The thread runs as `id` again on return, so what the
+/// caller does with the descriptor is done as `id` (and clears set-id bits as it should).
 fn open_for_io(obj: &Object, id: &Identity, write: bool) -> io::Result<(Arc<OwnedFd>, Attr)> {
     let attr = getattr(obj)?;
     match attr.kind {
@@ -306,14 +313,13 @@ fn open_for_io(obj: &Object, id: &Identity, write: bool) -> io::Result<(Arc<Owne
     }
     let open = || -> io::Result<(Arc<OwnedFd>, bool)> {
         cred::become_root()?;
-        match sys::reopen(obj.fd.as_fd(), libc::O_RDWR) {
+        let opened = match sys::reopen(obj.fd.as_fd(), libc::O_RDWR) {
             Ok(fd) => Ok((Arc::new(fd), true)),
             Err(e) if write => Err(e),
-            Err(_) => Ok((
-                Arc::new(sys::reopen(obj.fd.as_fd(), libc::O_RDONLY)?),
-                false,
-            )),
-        }
+            Err(_) => sys::reopen(obj.fd.as_fd(), libc::O_RDONLY).map(|fd| (Arc::new(fd), false)),
+        };
+        cred::become_identity(id)?;
+        opened
     };
     let Some(entry) = &obj.entry else {
         return Ok((open()?.0, attr));
@@ -531,8 +537,9 @@ fn timespec(t: TimeSet) -> libc::timespec {
     }
 }
 
-/// Applies `set` to an object (owner, mode, size, times in that order: a chown clears
-/// setuid bits, so the mode comes after it) and makes the change durable.
+/// Applies `set` to an object (owner, size, mode, times in that order: a chown and a
+/// truncation by anyone but root clear set-id bits, so the mode comes after them, as knfsd
+/// changes the size before the other attributes) and makes the change durable.
 pub fn setattr(obj: &Object, id: &Identity, set: &SetAttr) -> io::Result<()> {
     check_writable(obj)?;
     let attr = getattr(obj)?;
@@ -549,12 +556,6 @@ pub fn setattr(obj: &Object, id: &Identity, set: &SetAttr) -> io::Result<()> {
                 libc::AT_EMPTY_PATH,
             )
         })?;
-    }
-    if let Some(mode) = set.mode
-        && attr.kind != NodeKind::Symlink
-    {
-        // SAFETY: valid C string.
-        cvt(unsafe { libc::chmod(path.as_ptr(), (mode & 0o7777) as libc::mode_t) })?;
     }
     if let Some(size) = set.size {
         match attr.kind {
@@ -574,7 +575,12 @@ pub fn setattr(obj: &Object, id: &Identity, set: &SetAttr) -> io::Result<()> {
             let q = &obj.volume.quota;
             q.charge(quota::growth(before.used, quota::allocated(&st)));
         }
-        cred::become_identity(id)?;
+    }
+    if let Some(mode) = set.mode
+        && attr.kind != NodeKind::Symlink
+    {
+        // SAFETY: valid C string.
+        cvt(unsafe { libc::chmod(path.as_ptr(), (mode & 0o7777) as libc::mode_t) })?;
     }
     if set.atime != TimeSet::Keep || set.mtime != TimeSet::Keep {
         let times = [timespec(set.atime), timespec(set.mtime)];
@@ -658,6 +664,12 @@ pub fn create(
     let mut new = true;
     cred::become_identity(id)?;
     let mode = |set: &SetAttr| set.mode.unwrap_or(0o644) & 0o7777;
+    // A new file is empty: truncating it to 0 would change nothing but clear the set-id bits
+    // its mode just gave it.
+    let fresh = |set: &SetAttr| SetAttr {
+        size: set.size.filter(|n| *n != 0),
+        ..*set
+    };
     // SAFETY (all mknodat calls): valid fd and C string.
     match how {
         CreateHow::Unchecked(set) => {
@@ -670,7 +682,7 @@ pub fn create(
                 )
             });
             match r {
-                Ok(_) => apply_initial(dir, &cname, id, &set)?,
+                Ok(_) => apply_initial(dir, &cname, id, &fresh(&set))?,
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                     // An existing file is kept; only a requested size applies (RFC 1813).
                     new = false;
@@ -698,7 +710,7 @@ pub fn create(
                     0,
                 )
             })?;
-            apply_initial(dir, &cname, id, &set)?;
+            apply_initial(dir, &cname, id, &fresh(&set))?;
         }
         CreateHow::Exclusive(verf) => {
             let (a, m) = (
@@ -1054,9 +1066,38 @@ pub fn allocate(obj: &Object, id: &Identity, offset: u64, len: u64, punch: bool)
     };
     // SAFETY: plain syscall on an open descriptor.
     let r = cvt(unsafe { libc::fallocate(fd.as_raw_fd(), mode, off, ilen) });
-    let after = sys::fstatat(fd.as_fd(), c"").map_or(before.used, |st| quota::allocated(&st));
-    quota.settle(reserved, quota::growth(before.used, after));
-    r.map(drop)
+    let after = sys::fstatat(fd.as_fd(), c"");
+    let used = after.as_ref().map_or(before.used, quota::allocated);
+    quota.settle(reserved, quota::growth(before.used, used));
+    r?;
+    // Each file system decides whether fallocate clears set-id bits (ext4, xfs and btrfs
+    // do, as for a write); where one does not, they are cleared here.
+    let after = Attr::from_stat(&after?, obj.volume.id() as u64);
+    let kill = set_id_bits_to_clear(&after, id);
+    if kill != 0 {
+        cred::become_root()?;
+        // SAFETY: plain syscall on an open descriptor.
+        let r = cvt(unsafe { libc::fchmod(fd.as_raw_fd(), (after.mode & !kill) as libc::mode_t) });
+        cred::become_identity(id)?;
+        r?;
+    }
+    Ok(())
+}
+
+/// The set-id bits that a change of a file's data by `id` clears on Linux
+/// (`setattr_should_drop_suidgid`): none for root (`CAP_FSETID`) or for anything but a
+/// regular file; else setuid, and setgid when group-exec is set or `id` is not in the
+/// file's group.
+fn set_id_bits_to_clear(attr: &Attr, id: &Identity) -> u32 {
+    if id.is_root() || attr.kind != NodeKind::Regular {
+        return 0;
+    }
+    let mut kill = attr.mode & libc::S_ISUID;
+    if attr.mode & libc::S_ISGID != 0 && (attr.mode & libc::S_IXGRP != 0 || !id.in_group(attr.gid))
+    {
+        kill |= libc::S_ISGID;
+    }
+    kill
 }
 
 /// SEEK (NFSv4.2): the next data (or hole) at or after `offset`; `None` past the last one.
@@ -1088,4 +1129,38 @@ pub fn stat_entry(dir: &Object, name: &[u8], id: &Identity) -> io::Result<Attr> 
     cred::become_identity(id)?;
     let st = sys::fstatat(dir.fd.as_fd(), &cname)?;
     Ok(Attr::from_stat(&st, dir.volume.id() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_id_bits_cleared_by_a_data_change_follow_linux() {
+        let attr = |kind: u32, mode: u32| {
+            // SAFETY: a zeroed stat is a valid value of the plain C struct.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            st.st_mode = kind | mode;
+            st.st_gid = 50;
+            Attr::from_stat(&st, 1)
+        };
+        let file = |mode| attr(libc::S_IFREG, mode);
+        let user = Identity {
+            uid: 1000,
+            gid: 1000,
+            groups: vec![],
+        };
+        let member = Identity {
+            groups: vec![50],
+            ..user.clone()
+        };
+        assert_eq!(set_id_bits_to_clear(&file(0o6755), &user), 0o6000);
+        assert_eq!(set_id_bits_to_clear(&file(0o4644), &member), 0o4000);
+        // Setgid without group-exec stays for a member of the file's group only.
+        assert_eq!(set_id_bits_to_clear(&file(0o2644), &member), 0);
+        assert_eq!(set_id_bits_to_clear(&file(0o2644), &user), 0o2000);
+        assert_eq!(set_id_bits_to_clear(&file(0o6755), &Identity::root()), 0);
+        let dir = attr(libc::S_IFDIR, 0o6755);
+        assert_eq!(set_id_bits_to_clear(&dir, &user), 0);
+    }
 }

@@ -1,6 +1,11 @@
 //! MOUNT v3 (RFC 1813 appendix I): maps `/export/<volume>` to the volume's root handle and
 //! keeps the (advisory) list of who mounted what.
+//!
+//! The list holds one entry per client address and export, under the export's normal path
+//! (`/export//vol/./` is `/export/vol`), and at most [`MAX_MOUNTS`] entries (the oldest go
+//! first), so DUMP replies stay small whatever clients send.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -16,30 +21,91 @@ use crate::{EXPORT_PREFIX, MOUNT_PROGRAM};
 
 const MNTPATHLEN: usize = 1024;
 const AUTH_UNIX: u32 = 1;
+/// Entries kept in the mount list.
+pub const MAX_MOUNTS: usize = 4096;
+
+/// Who mounted what: one entry per client address and normal path, the oldest first.
+#[derive(Debug)]
+struct MountList {
+    entries: VecDeque<(IpAddr, String)>,
+    cap: usize,
+}
+
+impl MountList {
+    fn new(cap: usize) -> Self {
+        Self {
+            entries: VecDeque::new(),
+            cap,
+        }
+    }
+
+    /// Records a mount; when the list is full, the oldest entry makes room.
+    fn add(&mut self, peer: IpAddr, normal: String) {
+        if self.entries.iter().any(|(p, d)| *p == peer && *d == normal) {
+            return;
+        }
+        if self.entries.len() >= self.cap {
+            self.entries.pop_front();
+        }
+        self.entries.push_back((peer, normal));
+    }
+
+    fn remove(&mut self, peer: IpAddr, normal: &str) {
+        self.entries.retain(|(p, d)| !(*p == peer && d == normal));
+    }
+
+    fn remove_all(&mut self, peer: IpAddr) {
+        self.entries.retain(|(p, _)| *p != peer);
+    }
+}
 
 /// The MOUNT program.
 pub struct MountService {
     store: Arc<ExportStore>,
-    mounts: Arc<Mutex<Vec<(IpAddr, String)>>>,
+    mounts: Mutex<MountList>,
 }
 
 impl MountService {
     pub fn new(store: Arc<ExportStore>) -> Self {
         Self {
             store,
-            mounts: Arc::new(Mutex::new(Vec::new())),
+            mounts: Mutex::new(MountList::new(MAX_MOUNTS)),
         }
     }
 
-    /// The volume a MOUNT path names: `/export/<volume>` (trailing slashes ignored).
-    pub fn volume_name(path: &[u8]) -> Option<&str> {
-        let path = std::str::from_utf8(path).ok()?.trim_end_matches('/');
-        let name = path.strip_prefix(EXPORT_PREFIX)?.strip_prefix('/')?;
+    /// The normal form of an absolute MOUNT path: empty and `.` components dropped (so
+    /// repeated and trailing slashes too). `None` for a path that is not UTF-8, not absolute,
+    /// or has a `..` component.
+    pub fn normal_path(path: &[u8]) -> Option<String> {
+        let path = std::str::from_utf8(path).ok()?;
+        if !path.starts_with('/') {
+            return None;
+        }
+        let mut normal = String::with_capacity(path.len());
+        for component in path.split('/') {
+            match component {
+                "" | "." => {}
+                ".." => return None,
+                c => {
+                    normal.push('/');
+                    normal.push_str(c);
+                }
+            }
+        }
+        if normal.is_empty() {
+            normal.push('/');
+        }
+        Some(normal)
+    }
+
+    /// The volume a normal MOUNT path names: `/export/<volume>`.
+    fn volume_name(normal: &str) -> Option<&str> {
+        let name = normal.strip_prefix(EXPORT_PREFIX)?.strip_prefix('/')?;
         (!name.is_empty() && !name.contains('/')).then_some(name)
     }
 
     fn answer(&self, ctx: &CallContext, args: &[u8]) -> Reply {
-        let peer = ctx.peer.ip();
+        let peer = ctx.peer.ip().to_canonical();
         let mut mounts = self.mounts.lock().unwrap_or_else(|e| e.into_inner());
         match ctx.proc_ {
             0 => Reply::Success(Vec::new()),
@@ -50,15 +116,16 @@ impl MountService {
                 if path.len() > MNTPATHLEN {
                     return encode(&mountres3::Err(mountstat3::MNT3ERR_NAMETOOLONG));
                 }
-                let volume = Self::volume_name(&path).and_then(|n| self.store.volume_by_name(n));
-                let Some(volume) = volume else {
+                let normal = Self::normal_path(&path);
+                let volume = normal
+                    .as_deref()
+                    .and_then(Self::volume_name)
+                    .and_then(|n| self.store.volume_by_name(n));
+                let (Some(volume), Some(normal)) = (volume, normal) else {
                     return encode(&mountres3::Err(mountstat3::MNT3ERR_NOENT));
                 };
-                let shown = String::from_utf8_lossy(&path).into_owned();
-                info!(%peer, path = %shown, "mount");
-                if !mounts.iter().any(|(p, d)| *p == peer && *d == shown) {
-                    mounts.push((peer, shown));
-                }
+                info!(%peer, path = %normal, "mount");
+                mounts.add(peer, normal);
                 encode(&mountres3::Ok(mountres3_ok {
                     fhandle: fhandle3(Opaque::borrowed(volume.root_handle())),
                     auth_flavors: vec![AUTH_UNIX],
@@ -66,6 +133,7 @@ impl MountService {
             }
             2 => {
                 let hosts: Vec<(String, String)> = mounts
+                    .entries
                     .iter()
                     .map(|(p, d)| (p.to_string(), d.clone()))
                     .collect();
@@ -84,12 +152,14 @@ impl MountService {
                 let Some(path) = decode_path(args) else {
                     return Reply::GarbageArgs;
                 };
-                let shown = String::from_utf8_lossy(&path).into_owned();
-                mounts.retain(|(p, d)| !(*p == peer && *d == shown));
+                // Only normal paths are listed: another one was never mounted.
+                if let Some(normal) = Self::normal_path(&path) {
+                    mounts.remove(peer, &normal);
+                }
                 Reply::Success(Vec::new())
             }
             4 => {
-                mounts.retain(|(p, _)| *p != peer);
+                mounts.remove_all(peer);
                 Reply::Success(Vec::new())
             }
             5 => {
@@ -161,15 +231,58 @@ impl RpcService for MountService {
 
 #[cfg(test)]
 mod tests {
-    use super::MountService;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::{MAX_MOUNTS, MountList, MountService};
+
+    #[test]
+    fn the_mount_list_keeps_one_entry_per_client_and_path_and_drops_the_oldest() {
+        let ip = |n: u32| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n));
+        let mut list = MountList::new(MAX_MOUNTS);
+        for _ in 0..3 {
+            list.add(ip(1), "/export/a".into());
+        }
+        list.add(ip(1), "/export/b".into());
+        list.add(ip(2), "/export/a".into());
+        assert_eq!(list.entries.len(), 3);
+        for n in 3..=MAX_MOUNTS as u32 + 1 {
+            list.add(ip(n), "/export/a".into());
+        }
+        assert_eq!(list.entries.len(), MAX_MOUNTS);
+        // The first two entries (client 1) went; client 2's is now the oldest.
+        assert_eq!(list.entries.front(), Some(&(ip(2), "/export/a".into())));
+        list.remove(ip(2), "/export/a");
+        list.remove_all(ip(3));
+        assert_eq!(list.entries.len(), MAX_MOUNTS - 2);
+        assert!(list.entries.iter().all(|(p, _)| *p != ip(2) && *p != ip(3)));
+    }
+
+    fn volume(path: &[u8]) -> Option<String> {
+        let normal = MountService::normal_path(path)?;
+        MountService::volume_name(&normal).map(str::to_owned)
+    }
 
     #[test]
     fn mount_paths_name_exactly_one_volume() {
-        assert_eq!(MountService::volume_name(b"/export/vol"), Some("vol"));
-        assert_eq!(MountService::volume_name(b"/export/vol/"), Some("vol"));
-        assert_eq!(MountService::volume_name(b"/export"), None);
-        assert_eq!(MountService::volume_name(b"/export/a/b"), None);
-        assert_eq!(MountService::volume_name(b"/exportx/vol"), None);
-        assert_eq!(MountService::volume_name(b"/srv/vol"), None);
+        assert_eq!(volume(b"/export/vol").as_deref(), Some("vol"));
+        assert_eq!(volume(b"/export/vol/").as_deref(), Some("vol"));
+        assert_eq!(volume(b"//export/./vol//.").as_deref(), Some("vol"));
+        assert_eq!(volume(b"/export"), None);
+        assert_eq!(volume(b"/export/a/b"), None);
+        assert_eq!(volume(b"/exportx/vol"), None);
+        assert_eq!(volume(b"/srv/vol"), None);
+        assert_eq!(volume(b"/export/../export/vol"), None);
+        assert_eq!(volume(b"export/vol"), None);
+    }
+
+    #[test]
+    fn paths_are_normalised_component_by_component() {
+        let n = |p: &[u8]| MountService::normal_path(p);
+        assert_eq!(n(b"/export/vol///").as_deref(), Some("/export/vol"));
+        assert_eq!(n(b"/./").as_deref(), Some("/"));
+        assert_eq!(n(b"/a/.b/c.").as_deref(), Some("/a/.b/c."));
+        assert_eq!(n(b""), None);
+        assert_eq!(n(b"/a/../b"), None);
+        assert_eq!(n(&[b'/', 0xff]), None);
     }
 }

@@ -9,7 +9,9 @@
 //!   of them SM_NOTIFY, so they reclaim their locks during the grace period;
 //! - the NSM service: SM_STAT, SM_MON, SM_UNMON, SM_UNMON_ALL, SM_SIMU_CRASH and SM_NOTIFY,
 //!   where SM_NOTIFY (a client rebooted) releases everything that client held, via
-//!   [`crate::nlm::NlmState::host_rebooted`].
+//!   [`crate::nlm::NlmState::host_rebooted`], if it comes from where that client's lock
+//!   requests came from; SM_SIMU_CRASH is taken only from a local peer
+//!   ([`crate::nlm::peers`]). Both are answered either way (their replies carry nothing).
 //!
 //! It does not know about locks themselves (that is [`crate::nlm`] over [`crate::locks`]).
 
@@ -25,8 +27,9 @@ use oncrpc::client::{self, Call, CallCred, Transport};
 use oncrpc::{CallArgs, CallContext, CallNames, Reply, ReplySender, RpcService};
 use tracing::{debug, info, warn};
 
-use crate::nlm::NlmState;
+use crate::nlm::peers::{self, LogLimit};
 use crate::nlm::wire::{Dec, Enc, SM_MAXSTRLEN};
+use crate::nlm::{NlmState, Notified};
 
 /// NSM's RPC program number.
 pub const NSM_PROGRAM: u32 = 100_024;
@@ -258,11 +261,16 @@ async fn notify_once(
 pub struct NsmService {
     nsm: Arc<Nsm>,
     nlm: Arc<NlmState>,
+    ignored_crash: LogLimit,
 }
 
 impl NsmService {
     pub fn new(nsm: Arc<Nsm>, nlm: Arc<NlmState>) -> Self {
-        Self { nsm, nlm }
+        Self {
+            nsm,
+            nlm,
+            ignored_crash: LogLimit::new(peers::LOG_EVERY),
+        }
     }
 
     fn sm_stat_res(&self, ok: bool) -> Reply {
@@ -364,6 +372,17 @@ impl RpcService for NsmService {
                 None => Reply::GarbageArgs,
             },
             // SM_SIMU_CRASH: as if we had restarted: a new (odd) state number.
+            5 if !self.nlm.is_local(ctx.peer.ip()) => {
+                if let Some((held_back, total)) = self.ignored_crash.hit() {
+                    warn!(
+                        peer = %ctx.peer,
+                        held_back,
+                        total,
+                        "SM_SIMU_CRASH ignored: only the local lock manager may send it"
+                    );
+                }
+                Reply::Success(Vec::new())
+            }
             5 => {
                 let state = self.nsm.state.fetch_add(2, Ordering::Relaxed) + 2;
                 let path = self.nsm.dir.join(STATE_FILE);
@@ -380,14 +399,17 @@ impl RpcService for NsmService {
                     let nlm = Arc::clone(&self.nlm);
                     let peer = ctx.peer.ip();
                     tokio::task::spawn_blocking(move || {
-                        let released = nlm.host_rebooted(&name, peer);
-                        info!(
-                            host = %String::from_utf8_lossy(&name),
-                            %peer,
-                            state,
-                            released,
-                            "SM_NOTIFY: the host restarted; its locks are released"
-                        );
+                        match nlm.host_rebooted(&name, peer) {
+                            Notified::Released(released) => info!(
+                                host = %String::from_utf8_lossy(&name),
+                                %peer,
+                                state,
+                                released,
+                                "SM_NOTIFY: the host restarted; its locks are released"
+                            ),
+                            // Logged (at a bounded rate) by host_rebooted.
+                            Notified::Ignored => {}
+                        }
                         reply.send(Reply::Success(Vec::new()));
                     });
                     return;

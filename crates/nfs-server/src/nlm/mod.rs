@@ -6,6 +6,9 @@
 //! lock manager), CANCEL, UNLOCK, the DOS share reservations of SHARE/UNSHARE, NM_LOCK and
 //! FREE_ALL, the grace period after a restart (only reclaims are granted), and releasing all
 //! of a host's state when it reboots ([`NlmState::host_rebooted`], called by [`crate::nsm`]).
+//! Releasing another host's locks is guarded ([`peers`]): FREE_ALL only from a local peer,
+//! SM_NOTIFY only from an address that host's lock requests came from (or a local peer), so
+//! the addresses each host's requests came from are kept while it holds anything.
 //! The wire format lives in [`wire`]; file handles are our NFSv3 handles, resolved through the
 //! export store, and the caller must be able to read (shared lock) or write (exclusive lock)
 //! the file with its credential squashed per the volume's options (as Linux knfsd checks).
@@ -16,6 +19,7 @@
 //! Linux and the BSDs use the synchronous ones with NLM v4; our GRANTED callback is the
 //! synchronous one too (a client answering NLM4_DENIED no longer wants the lock: released).
 
+pub mod peers;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -32,6 +36,7 @@ use tracing::{debug, info, warn};
 use crate::grace::Grace;
 use crate::locks::{Lock, LockTable, Owner};
 use crate::nsm::Nsm;
+use peers::{LocalPeers, LogLimit};
 use wire::{CancelArgs, Holder, LockArgs, NotifyArgs, ShareArgs, TestArgs, UnlockArgs, stat};
 
 /// NLM's RPC program number.
@@ -41,6 +46,8 @@ pub const NLM_VERSION: u32 = 4;
 const PROC_GRANTED: u32 = 5;
 /// How long a blocked request waits between checks when no release wakes it.
 const BLOCKED_RECHECK: Duration = Duration::from_secs(30);
+/// Addresses kept per host (a multi-homed client may use several; the oldest goes first).
+const MAX_PEERS_PER_HOST: usize = 8;
 
 const PROC_NAMES: [&str; 24] = [
     "NULL",
@@ -77,6 +84,9 @@ pub struct NlmConfig {
     pub callback_portmap_port: u16,
     /// Our name in callbacks and SM_NOTIFY.
     pub our_name: Vec<u8>,
+    /// The address the server listens on: calls from it, as from 127.0.0.1 and ::1, are
+    /// local (see [`peers`]).
+    pub bind: IpAddr,
 }
 
 /// A DOS share reservation.
@@ -109,7 +119,22 @@ pub struct NlmState {
     config: NlmConfig,
     shares: Mutex<HashMap<Vec<u8>, Vec<Share>>>,
     blocked: Mutex<Vec<Arc<Blocked>>>,
+    /// The addresses each host's granted or waiting requests came from (canonical form),
+    /// kept while the host holds anything.
+    peers: Mutex<HashMap<Vec<u8>, Vec<IpAddr>>>,
+    local: LocalPeers,
+    ignored_notify: LogLimit,
+    ignored_free_all: LogLimit,
     runtime: tokio::runtime::Handle,
+}
+
+/// What an SM_NOTIFY did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notified {
+    /// The hosts it named (or that used its address) lost this many locks and shares.
+    Released(usize),
+    /// It named hosts holding state, none of which sent requests from its address.
+    Ignored,
 }
 
 fn owner(l: &wire::NlmLock) -> Owner {
@@ -163,6 +188,7 @@ impl NlmState {
         nsm: Arc<Nsm>,
         config: NlmConfig,
     ) -> Arc<Self> {
+        let local = LocalPeers::new(config.bind);
         Arc::new(Self {
             store,
             locks,
@@ -171,8 +197,36 @@ impl NlmState {
             config,
             shares: Mutex::new(HashMap::new()),
             blocked: Mutex::new(Vec::new()),
+            peers: Mutex::new(HashMap::new()),
+            local,
+            ignored_notify: LogLimit::new(peers::LOG_EVERY),
+            ignored_free_all: LogLimit::new(peers::LOG_EVERY),
             runtime: tokio::runtime::Handle::current(),
         })
+    }
+
+    /// Whether `peer` is this machine (see [`peers`]).
+    pub fn is_local(&self, peer: IpAddr) -> bool {
+        self.local.contains(peer)
+    }
+
+    fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Vec<IpAddr>>> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that a request of `host` that now holds (or waits for) something came from
+    /// `addr`. Called after the lock, share or waiting request is in place, so that
+    /// [`Self::forget_if_idle`] either sees it or runs wholly before this.
+    fn note_peer(&self, host: &[u8], addr: IpAddr) {
+        let addr = peers::canonical(addr);
+        let mut peers = self.peers();
+        let known = peers.entry(host.to_vec()).or_default();
+        if !known.contains(&addr) {
+            if known.len() >= MAX_PEERS_PER_HOST {
+                known.remove(0);
+            }
+            known.push(addr);
+        }
     }
 
     fn blocked(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Blocked>>> {
@@ -242,6 +296,7 @@ impl NlmState {
                     keep
                 });
                 drop(blocked);
+                self.note_peer(&a.lock.caller_name, ctx.peer.ip());
                 if monitored {
                     self.nsm.note(&a.lock.caller_name, ctx.peer.ip());
                 }
@@ -265,6 +320,8 @@ impl NlmState {
                     self.runtime
                         .spawn(Arc::clone(self).wait_and_grant(b, monitored));
                 }
+                drop(blocked);
+                self.note_peer(&a.lock.caller_name, ctx.peer.ip());
                 stat::BLOCKED
             }
         }
@@ -383,6 +440,7 @@ impl NlmState {
         let want = wanted(&a.lock, a.exclusive);
         let n = self.cancel_blocked(|b| b.fh == a.lock.fh && b.lock == want);
         debug!(cancelled = n, "CANCEL");
+        self.forget_if_idle(&a.lock.caller_name);
         // As Linux: a CANCEL of nothing (already granted or never blocked) still succeeds.
         stat::GRANTED
     }
@@ -420,6 +478,7 @@ impl NlmState {
         held.retain(|s| !mine(s));
         held.push(new);
         drop(shares);
+        self.note_peer(&a.caller_name, ctx.peer.ip());
         self.nsm.note(&a.caller_name, ctx.peer.ip());
         stat::GRANTED
     }
@@ -452,9 +511,13 @@ impl NlmState {
                 .any(|b| b.lock.owner.is_nlm_host(host))
     }
 
-    /// Takes `host` off the restart-notification list once it holds nothing. Blocking.
+    /// Takes `host` off the restart-notification list, and forgets its addresses, once it
+    /// holds nothing. Blocking.
     fn forget_if_idle(&self, host: &[u8]) {
+        let mut peers = self.peers();
         if !self.holds_anything(host) {
+            peers.remove(host);
+            drop(peers);
             self.nsm.forget(host);
         }
     }
@@ -480,49 +543,76 @@ impl NlmState {
             !held.is_empty()
         });
         drop(shares);
-        self.nsm.forget(host);
+        self.forget_if_idle(host);
         n
     }
 
     /// A host's statd said it restarted (SM_NOTIFY `mon_name` from `peer`): release what it
     /// held. Hosts are matched by name, ignoring ASCII case (statd sends the host name the
-    /// kernel also puts in `caller_name`, but case and domain may differ); when no host of
-    /// that name is known, by the address its locks came from. Returns how many locks and
-    /// shares went. Blocking.
-    pub fn host_rebooted(&self, mon_name: &[u8], peer: IpAddr) -> usize {
+    /// kernel also puts in `caller_name`, but case and domain may differ), and a host matched
+    /// by name is released only if its requests came from `peer` (or `peer` is local); when
+    /// no host of that name is known, the hosts whose requests came from `peer` are. Blocking.
+    pub fn host_rebooted(&self, mon_name: &[u8], peer: IpAddr) -> Notified {
         if mon_name.eq_ignore_ascii_case(&self.config.our_name) {
             // Our own restart notice come back to us (clients behind our own address, as in
             // a test that forwards everything through loopback): nothing of ours rebooted.
-            return 0;
+            return Notified::Released(0);
         }
-        let known = self.nsm.hosts();
-        let short = |n: &[u8]| -> Vec<u8> {
-            n.split(|b| *b == b'.')
-                .next()
-                .unwrap_or(&[])
-                .to_ascii_lowercase()
-        };
-        let by_name: Vec<Vec<u8>> = known
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(mon_name) || short(n) == short(mon_name))
-            .map(|(n, _)| n.clone())
-            .collect();
-        let hosts = if !by_name.is_empty() {
-            by_name
-        } else {
-            let by_addr: Vec<Vec<u8>> = known
-                .iter()
-                .filter(|(_, a)| *a == peer)
-                .map(|(n, _)| n.clone())
-                .collect();
-            if by_addr.is_empty() {
-                // Locks not on the list (NM_LOCK) are matched by the exact name only.
-                vec![mon_name.to_vec()]
-            } else {
-                by_addr
+        let peer = peers::canonical(peer);
+        let local = self.is_local(peer);
+        // Every host holding something, or listed from before our restart, with the
+        // addresses its requests came from.
+        let mut known: HashMap<Vec<u8>, Vec<IpAddr>> = self.peers().clone();
+        for (name, addr) in self.nsm.hosts() {
+            let addrs = known.entry(name).or_default();
+            let addr = peers::canonical(addr);
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
             }
+        }
+        // The first label of a host name (an address is kept whole: 10.0.0.1 is not 10.0.0.2).
+        let short = |n: &[u8]| -> Vec<u8> {
+            let is_addr = std::str::from_utf8(n).is_ok_and(|t| t.parse::<IpAddr>().is_ok());
+            let label = if is_addr {
+                n
+            } else {
+                n.split(|b| *b == b'.').next().unwrap_or(&[])
+            };
+            label.to_ascii_lowercase()
         };
-        hosts.iter().map(|h| self.free_all(h)).sum()
+        let by_name: Vec<(&Vec<u8>, &Vec<IpAddr>)> = known
+            .iter()
+            .filter(|(n, _)| short(n) == short(mon_name))
+            .collect();
+        let hosts: Vec<&Vec<u8>> = if by_name.is_empty() {
+            known
+                .iter()
+                .filter(|(_, addrs)| addrs.contains(&peer))
+                .map(|(n, _)| n)
+                .collect()
+        } else {
+            let allowed: Vec<&Vec<u8>> = by_name
+                .iter()
+                .filter(|(_, addrs)| local || addrs.contains(&peer))
+                .map(|(n, _)| *n)
+                .collect();
+            if allowed.is_empty() {
+                // Logged at most once a minute.
+                if let Some((held_back, total)) = self.ignored_notify.hit() {
+                    warn!(
+                        host = %String::from_utf8_lossy(mon_name),
+                        %peer,
+                        hosts = by_name.len(),
+                        held_back,
+                        total,
+                        "SM_NOTIFY ignored: the host's lock requests never came from this address"
+                    );
+                }
+                return Notified::Ignored;
+            }
+            allowed
+        };
+        Notified::Released(hosts.iter().map(|h| self.free_all(h)).sum())
     }
 
     /// Answers one call; runs on a blocking worker (it may touch the file system).
@@ -568,8 +658,19 @@ impl NlmState {
             }
             23 => {
                 let a = args!(NotifyArgs);
-                let n = self.free_all(&a.name);
-                info!(host = %String::from_utf8_lossy(&a.name), released = n, "FREE_ALL");
+                let host = String::from_utf8_lossy(&a.name);
+                if self.is_local(ctx.peer.ip()) {
+                    let n = self.free_all(&a.name);
+                    info!(%host, released = n, "FREE_ALL");
+                } else if let Some((held_back, total)) = self.ignored_free_all.hit() {
+                    warn!(
+                        %host,
+                        peer = %ctx.peer,
+                        held_back,
+                        total,
+                        "FREE_ALL ignored: only the local statd may send it"
+                    );
+                }
                 Vec::new()
             }
             _ => return Reply::ProcUnavail,
