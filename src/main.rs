@@ -322,6 +322,15 @@ enum VolumeCommand {
         /// limit of its own (only the export root's file system's free space).
         #[arg(long, value_parser = parse_size)]
         size: Option<u64>,
+        /// Address ranges of the clients that may use the volume, comma-separated
+        /// (`10.0.0.0/8,192.168.1.7`); others get "access denied" and do not see it in the
+        /// export list. Default: every client.
+        #[arg(long, value_name = "CIDRS", value_parser = parse_clients)]
+        clients: Option<ClientList>,
+        /// Calls must come from reserved source ports (below 1024), as only root on a client
+        /// can send (clients must not mount with `noresvport`).
+        #[arg(long)]
+        secure: bool,
     },
     /// Grow a volume's size limit (takes effect at once, also while `serve` runs; never shrinks).
     Resize {
@@ -627,6 +636,8 @@ fn volume(command: VolumeCommand) -> anyhow::Result<()> {
             anonuid,
             anongid,
             size,
+            clients,
+            secure,
         } => {
             let squash: Squash = squash.parse().map_err(anyhow::Error::msg)?;
             std::fs::create_dir_all(&export_root)
@@ -640,6 +651,8 @@ fn volume(command: VolumeCommand) -> anyhow::Result<()> {
                     anonuid,
                     anongid,
                     size,
+                    clients: clients.map(|c| c.0).unwrap_or_default(),
+                    secure,
                 },
             )?;
             println!(
@@ -700,6 +713,14 @@ fn volume(command: VolumeCommand) -> anyhow::Result<()> {
 /// A volume size for `volume add` and `volume resize`: a Kubernetes quantity of at least one
 /// byte (a volume of size 0 could not hold a single block). Sizes above 2^63 - 1 bytes are
 /// taken as 2^63 - 1, as Kubernetes does.
+/// `--clients`: one value holding a list.
+#[derive(Clone, Debug)]
+struct ClientList(Vec<export_store::access::Cidr>);
+
+fn parse_clients(s: &str) -> Result<ClientList, String> {
+    export_store::access::parse_clients(s).map(ClientList)
+}
+
 fn parse_size(s: &str) -> Result<u64, String> {
     match provisioner::quantity::bytes(s) {
         Ok(0) => Err(format!(

@@ -608,6 +608,12 @@ pub struct Raw {
 }
 
 impl Raw {
+    /// Speaks over a connection made by the caller (from a chosen source address or port).
+    pub fn from_stream(stream: TcpStream) -> Self {
+        stream.set_nodelay(true).expect("nodelay");
+        Self { stream }
+    }
+
     pub async fn connect(addr: SocketAddr) -> Self {
         let stream = TcpStream::connect(addr).await.expect("connect");
         stream.set_nodelay(true).expect("nodelay");

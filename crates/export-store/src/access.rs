@@ -21,7 +21,9 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, canonical(ip)) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
@@ -128,7 +130,10 @@ mod tests {
         let c: Cidr = "10.1.0.0/16".parse().unwrap();
         assert!(c.contains("10.1.200.3".parse().unwrap()));
         assert!(!c.contains("10.2.0.1".parse().unwrap()));
-        assert!(c.contains("::ffff:10.1.0.9".parse().unwrap()), "IPv4-mapped");
+        assert!(
+            c.contains("::ffff:10.1.0.9".parse().unwrap()),
+            "IPv4-mapped"
+        );
         let one: Cidr = "192.168.1.7".parse().unwrap();
         assert_eq!(one.to_string(), "192.168.1.7/32");
         assert!(one.contains("192.168.1.7".parse().unwrap()));
@@ -142,7 +147,9 @@ mod tests {
             assert!(bad.parse::<Cidr>().is_err(), "{bad} accepted");
         }
         assert_eq!(
-            parse_clients("10.0.0.0/8, 192.168.1.7 fd00::/8").unwrap().len(),
+            parse_clients("10.0.0.0/8, 192.168.1.7 fd00::/8")
+                .unwrap()
+                .len(),
             3
         );
         assert!(parse_clients("10.0.0.0/8,nonsense").is_err());

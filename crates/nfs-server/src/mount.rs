@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use export_store::ExportStore;
+use export_store::access::Refused;
 use nfs3_types::mount::{
     dirpath, export_node, exports, fhandle3, mountbody, mountres3, mountres3_ok, mountstat3,
 };
@@ -124,6 +125,13 @@ impl MountService {
                 let (Some(volume), Some(normal)) = (volume, normal) else {
                     return encode(&mountres3::Err(mountstat3::MNT3ERR_NOENT));
                 };
+                if let Err(refused) = volume.options().admits(ctx.peer) {
+                    crate::access_refused(&volume, ctx.peer, refused);
+                    return encode(&mountres3::Err(match refused {
+                        Refused::Client => mountstat3::MNT3ERR_ACCES,
+                        Refused::InsecurePort => mountstat3::MNT3ERR_PERM,
+                    }));
+                }
                 info!(%peer, path = %normal, "mount");
                 mounts.add(peer, normal);
                 encode(&mountres3::Ok(mountres3_ok {
@@ -167,6 +175,9 @@ impl MountService {
                     .store
                     .volumes()
                     .iter()
+                    // Only what this address may mount (a `secure` volume is listed to a
+                    // caller on any port: showmount runs unprivileged).
+                    .filter(|v| v.options().admits(ctx.peer) != Err(Refused::Client))
                     .map(|v| format!("{EXPORT_PREFIX}/{}", v.name()))
                     .collect();
                 let list: exports = List(

@@ -594,7 +594,9 @@ impl Compound<'_> {
                     vec![(b"export".to_vec(), Fh::Export)]
                 } else {
                     let mut v = self.inner.store.volumes();
-                    v.retain(|v| v.options().admits(self.ctx.peer).is_ok());
+                    // As MOUNT EXPORT: only what this address may use (a `secure` volume is
+                    // listed on any port; using it takes a reserved one).
+                    v.retain(|v| v.options().admits(self.ctx.peer) != Err(Refused::Client));
                     v.sort_by_key(|v| v.id());
                     v.iter()
                         .map(|v| {

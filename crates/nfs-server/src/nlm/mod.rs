@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use export_store::{ExportStore, ops};
 use oncrpc::client::{self, Call, CallCred, Transport};
-use oncrpc::{CallArgs, CallContext, CallNames, Credential, Reply, ReplySender, RpcService};
+use oncrpc::{CallArgs, CallContext, CallNames, Reply, ReplySender, RpcService};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
@@ -238,7 +238,8 @@ impl NlmState {
     }
 
     /// Checks that `fh` is a live file of a volume the caller may read (or write).
-    fn check_file(&self, cred: &Credential, fh: &[u8], write: bool) -> Result<(), u32> {
+    fn check_file(&self, ctx: &CallContext, fh: &[u8], write: bool) -> Result<(), u32> {
+        let cred = &ctx.credential;
         let obj = self
             .store
             .resolve(fh, libc::O_PATH)
@@ -246,6 +247,11 @@ impl NlmState {
                 Some(libc::ESTALE | export_store::store::EBADHANDLE) => stat::STALE_FH,
                 _ => stat::FAILED,
             })?;
+        // The caller must be one the volume admits (NLM has no "access denied": FAILED).
+        if let Err(refused) = obj.volume.options().admits(ctx.peer) {
+            crate::access_refused(&obj.volume, ctx.peer, refused);
+            return Err(stat::FAILED);
+        }
         if write && obj.volume.options().read_only {
             return Err(stat::ROFS);
         }
@@ -266,7 +272,7 @@ impl NlmState {
         if self.grace.active() {
             return (stat::DENIED_GRACE_PERIOD, None);
         }
-        if let Err(s) = self.check_file(&ctx.credential, &a.lock.fh, a.exclusive) {
+        if let Err(s) = self.check_file(ctx, &a.lock.fh, a.exclusive) {
             return (s, None);
         }
         match self.locks.test(&a.lock.fh, &wanted(&a.lock, a.exclusive)) {
@@ -279,7 +285,7 @@ impl NlmState {
         if self.grace.active() && !a.reclaim {
             return stat::DENIED_GRACE_PERIOD;
         }
-        if let Err(s) = self.check_file(&ctx.credential, &a.lock.fh, a.exclusive) {
+        if let Err(s) = self.check_file(ctx, &a.lock.fh, a.exclusive) {
             return s;
         }
         let want = wanted(&a.lock, a.exclusive);
@@ -460,7 +466,7 @@ impl NlmState {
         if self.grace.active() && !a.reclaim {
             return stat::DENIED_GRACE_PERIOD;
         }
-        if let Err(s) = self.check_file(&ctx.credential, &a.fh, a.access & 2 != 0) {
+        if let Err(s) = self.check_file(ctx, &a.fh, a.access & 2 != 0) {
             return s;
         }
         let new = Share {
