@@ -368,3 +368,41 @@ async fn mnt_of_path_variants_is_listed_once_under_the_normal_path() {
     m.umnt(path("/export//./vol///")).await.expect("UMNT");
     assert!(dump(&mut m).await.is_empty());
 }
+
+/// `volume add` while the server runs: a mount right after the command returns works (the
+/// server re-reads the registry when asked for a name it does not know), over MOUNT and over
+/// NFSv4, long before the periodic reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_added_by_the_cli_mounts_at_once() {
+    let s = Server::configured(&[(VOL, VolumeOptions::default())], |c| {
+        c.reload_interval = std::time::Duration::from_secs(3600)
+    })
+    .await;
+    // The interval's first tick is at once: let it pass.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for name in ["fresh", "fresh4"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nfs-server-provisioner"))
+            .args(["volume", "add", name, "--export-root"])
+            .arg(s.export_root())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut m = s.mounter().await;
+    let ok = m
+        .mnt(dirpath(Opaque::borrowed(b"/export/fresh")))
+        .await
+        .expect("MNT of a volume added a moment ago");
+    assert!(!ok.fhandle.0.is_empty());
+    let url = format!(
+        "nfs://127.0.0.1/export/fresh4?version=4.1&nfsport={}&noresvport=true&uid=0&gid=0",
+        s.running.nfs.port()
+    );
+    nfs_rs::parse_url_and_mount(&url)
+        .await
+        .expect("NFSv4 mount of a volume added a moment ago");
+}

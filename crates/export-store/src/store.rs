@@ -448,6 +448,21 @@ impl ExportStore {
         self.snapshot().values().find(|v| v.name() == name).cloned()
     }
 
+    /// [`Self::volume_by_name`], re-reading the registry first when the name is unknown and
+    /// the registry changed since it was last read: a volume added a moment ago (`volume add`
+    /// while `serve` runs) can be mounted at once, not only after the next periodic reload.
+    /// An unknown name costs one `stat` of the registry.
+    pub fn volume_by_name_fresh(&self, name: &str) -> Option<Arc<Volume>> {
+        self.volume_by_name(name).or_else(|| match self.reload() {
+            Ok(true) => self.volume_by_name(name),
+            Ok(false) => None,
+            Err(e) => {
+                warn!(error = %e, "cannot reload the registry");
+                None
+            }
+        })
+    }
+
     /// Registers a volume and creates its directory (mode 0777, like the provisioner's
     /// volumes) if it does not exist; a running server picks it up from the registry.
     pub fn add_volume(

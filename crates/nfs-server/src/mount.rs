@@ -121,7 +121,7 @@ impl MountService {
                 let volume = normal
                     .as_deref()
                     .and_then(Self::volume_name)
-                    .and_then(|n| self.store.volume_by_name(n));
+                    .and_then(|n| self.store.volume_by_name_fresh(n));
                 let (Some(volume), Some(normal)) = (volume, normal) else {
                     return encode(&mountres3::Err(mountstat3::MNT3ERR_NOENT));
                 };

@@ -280,7 +280,7 @@ impl Compound<'_> {
             Some(Fh::Export) => {
                 let Some(v) = std::str::from_utf8(name)
                     .ok()
-                    .and_then(|n| self.inner.store.volume_by_name(n))
+                    .and_then(|n| self.inner.store.volume_by_name_fresh(n))
                 else {
                     return Ok(st::NOENT);
                 };
