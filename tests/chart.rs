@@ -682,6 +682,68 @@ fn a_service_monitor_scrapes_the_http_port_when_enabled() {
     }
 }
 
+#[test]
+fn a_network_policy_admits_nfs_only_from_the_given_ranges_when_enabled() {
+    for (major, helm) in helms() {
+        let off = Manifests::parse(&template(&helm, "nfs", "default", &[]));
+        assert!(off.find("NetworkPolicy").is_empty(), "helm {major}");
+        let values = std::env::temp_dir().join(format!("np-values-{major}.yaml"));
+        std::fs::write(
+            &values,
+            "networkPolicy:\n  enabled: true\n  from: [10.0.0.0/16, 192.168.7.0/24]\n",
+        )
+        .unwrap();
+        let on = Manifests::parse(&template(
+            &helm,
+            "nfs",
+            "default",
+            &[values.to_str().unwrap()],
+        ));
+        let np = on.find("NetworkPolicy")[0].clone();
+        let rules = np["spec"]["ingress"].as_array().unwrap();
+        assert_eq!(rules.len(), 2, "{np}");
+        let cidrs: Vec<&str> = rules[0]["from"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["ipBlock"]["cidr"].as_str().unwrap())
+            .collect();
+        assert_eq!(cidrs, ["10.0.0.0/16", "192.168.7.0/24"]);
+        let ports: Vec<(String, i64)> = rules[0]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["protocol"].as_str().unwrap().to_owned(),
+                    p["port"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        // Every port the server's container listens on for clients, TCP and UDP as served.
+        let sts: StatefulSet = on.one("StatefulSet");
+        for port in container(&sts).ports.unwrap() {
+            let proto = port.protocol.unwrap_or_else(|| "TCP".into());
+            if port.name.as_deref() == Some("http") {
+                continue;
+            }
+            assert!(
+                ports.contains(&(proto.clone(), i64::from(port.container_port))),
+                "{proto} {} not in the policy",
+                port.container_port
+            );
+        }
+        // The http port is open to all (probes, Prometheus).
+        assert!(rules[1].get("from").is_none());
+        assert_eq!(rules[1]["ports"][0]["port"], 8080);
+        // It selects the server pod.
+        let svc: Service = on.one("Service");
+        for (k, v) in svc.spec.unwrap().selector.unwrap() {
+            assert_eq!(np["spec"]["podSelector"]["matchLabels"][&k], v.as_str());
+        }
+    }
+}
+
 /// The image a values file (over the chart's defaults, or over the 1.x chart's) renders.
 fn image_for(helm: &std::path::Path, base: Option<&str>, values: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
