@@ -168,7 +168,7 @@ async fn client(
         }
         let Some(s) = conn.as_mut() else { continue };
         xid = xid.wrapping_add(1);
-        let msg = if xid % 2 == 0 {
+        let msg = if xid.is_multiple_of(2) {
             call(xid, NFS, 3, 1, &opaque(&root))
         } else {
             call(
@@ -202,7 +202,7 @@ async fn client(
 }
 
 fn rand_fraction(source: Ipv4Addr, salt: u16) -> f64 {
-    let mut x = u64::from(u32::from(source)) * 0x9e37_79b9_7f4a_7c15 ^ u64::from(salt);
+    let mut x = (u64::from(u32::from(source)) * 0x9e37_79b9_7f4a_7c15) ^ u64::from(salt);
     x ^= x >> 29;
     x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     (x >> 11) as f64 / (1u64 << 53) as f64
@@ -276,13 +276,9 @@ async fn attacker(
                 let mut junk = (2u32 | 0x8000_0000).to_be_bytes().to_vec();
                 junk.extend([0xffu8; 2]);
                 let unknown = call(2, 300_000, 1, 0, &[]);
-                while !stop.load(Ordering::Relaxed) {
-                    if s.write_all(&unknown).await.is_err() || s.write_all(&junk).await.is_err() {
-                        break;
-                    }
+                if s.write_all(&unknown).await.is_ok() && s.write_all(&junk).await.is_ok() {
                     let _ =
                         tokio::time::timeout(Duration::from_millis(50), s.read(&mut sink)).await;
-                    break;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -422,7 +418,7 @@ async fn main() -> anyhow::Result<()> {
         let rss = rss_kib(pid);
         peak = peak.max(rss);
         let t = started.elapsed().as_secs();
-        if t % 30 == 0 || t <= 10 && t % 5 == 0 {
+        if t.is_multiple_of(30) || (t <= 10 && t.is_multiple_of(5)) {
             samples.push((t, rss));
             eprintln!(
                 "{t:>4} s  rss {:>7} KiB  calls {:>8}  errors {:>5}",
