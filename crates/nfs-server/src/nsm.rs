@@ -27,7 +27,6 @@ use oncrpc::client::{self, Call, CallCred, Transport};
 use oncrpc::{CallArgs, CallContext, CallNames, Reply, ReplySender, RpcService};
 use tracing::{debug, info, warn};
 
-use crate::nlm::peers::{self, LogLimit};
 use crate::nlm::wire::{Dec, Enc, SM_MAXSTRLEN};
 use crate::nlm::{NlmState, Notified};
 
@@ -261,16 +260,11 @@ async fn notify_once(
 pub struct NsmService {
     nsm: Arc<Nsm>,
     nlm: Arc<NlmState>,
-    ignored_crash: LogLimit,
 }
 
 impl NsmService {
     pub fn new(nsm: Arc<Nsm>, nlm: Arc<NlmState>) -> Self {
-        Self {
-            nsm,
-            nlm,
-            ignored_crash: LogLimit::new(peers::LOG_EVERY),
-        }
+        Self { nsm, nlm }
     }
 
     fn sm_stat_res(&self, ok: bool) -> Reply {
@@ -373,11 +367,10 @@ impl RpcService for NsmService {
             },
             // SM_SIMU_CRASH: as if we had restarted: a new (odd) state number.
             5 if !self.nlm.is_local(ctx.peer.ip()) => {
-                if let Some((held_back, total)) = self.ignored_crash.hit() {
+                if let Some(suppressed) = oncrpc::throttle::allow("nsm_simu_crash_ignored") {
                     warn!(
                         peer = %ctx.peer,
-                        held_back,
-                        total,
+                        suppressed,
                         "SM_SIMU_CRASH ignored: only the local lock manager may send it"
                     );
                 }

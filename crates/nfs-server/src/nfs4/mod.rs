@@ -647,7 +647,7 @@ impl Compound<'_> {
             None if update => return Ok(st::NOENT),
             // 3: another principal presents a live client's owner. Its state stays.
             Some((id, _, false, true, _)) => {
-                if state::warning_due(&mut t.last_principal_warning) {
+                if oncrpc::throttle::allow("nfs4_foreign_principal").is_some() {
                     warn!(
                         clientid = id,
                         peer = %self.ctx.peer,
@@ -671,7 +671,7 @@ impl Compound<'_> {
                     state.expire(&mut t, id);
                 }
                 if !state.make_room(&mut t) {
-                    if !state::warning_due(&mut t.last_full_warning) {
+                    if oncrpc::throttle::allow("nfs4_client_table_full").is_none() {
                         return Ok(st::DELAY);
                     }
                     warn!(
@@ -715,7 +715,7 @@ impl Compound<'_> {
         // Only the principal that created the record may make it a session (RFC 8881
         // section 18.36.4).
         if client.principal != state::Principal::of(&self.ctx.credential) {
-            if state::warning_due(&mut t.last_principal_warning) {
+            if oncrpc::throttle::allow("nfs4_foreign_principal").is_some() {
                 warn!(
                     clientid,
                     peer = %self.ctx.peer,

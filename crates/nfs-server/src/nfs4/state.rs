@@ -162,20 +162,6 @@ pub struct Tables {
     /// Owners written in the records file.
     recorded: HashSet<Vec<u8>>,
     last_sweep: Option<Instant>,
-    /// When a full client table, or a principal presenting another's owner, was last
-    /// logged: refusals answer network input, their warnings are rate-limited.
-    pub last_full_warning: Option<Instant>,
-    pub last_principal_warning: Option<Instant>,
-}
-
-/// Whether a rate-limited warning last given at `last` is due again (at most once a minute).
-pub fn warning_due(last: &mut Option<Instant>) -> bool {
-    let now = Instant::now();
-    if last.is_some_and(|l| now.duration_since(l) < Duration::from_secs(60)) {
-        return false;
-    }
-    *last = Some(now);
-    true
 }
 
 /// The NFSv4.1 state of this server.

@@ -36,7 +36,7 @@ use tracing::{debug, info, warn};
 use crate::grace::Grace;
 use crate::locks::{Lock, LockTable, Owner};
 use crate::nsm::Nsm;
-use peers::{LocalPeers, LogLimit};
+use peers::LocalPeers;
 use wire::{CancelArgs, Holder, LockArgs, NotifyArgs, ShareArgs, TestArgs, UnlockArgs, stat};
 
 /// NLM's RPC program number.
@@ -123,8 +123,6 @@ pub struct NlmState {
     /// kept while the host holds anything.
     peers: Mutex<HashMap<Vec<u8>, Vec<IpAddr>>>,
     local: LocalPeers,
-    ignored_notify: LogLimit,
-    ignored_free_all: LogLimit,
     runtime: tokio::runtime::Handle,
 }
 
@@ -199,8 +197,6 @@ impl NlmState {
             blocked: Mutex::new(Vec::new()),
             peers: Mutex::new(HashMap::new()),
             local,
-            ignored_notify: LogLimit::new(peers::LOG_EVERY),
-            ignored_free_all: LogLimit::new(peers::LOG_EVERY),
             runtime: tokio::runtime::Handle::current(),
         })
     }
@@ -603,14 +599,13 @@ impl NlmState {
                 .map(|(n, _)| *n)
                 .collect();
             if allowed.is_empty() {
-                // Logged at most once a minute.
-                if let Some((held_back, total)) = self.ignored_notify.hit() {
+                // Logged at a limited rate.
+                if let Some(suppressed) = oncrpc::throttle::allow("nlm_sm_notify_ignored") {
                     warn!(
                         host = %String::from_utf8_lossy(mon_name),
                         %peer,
                         hosts = by_name.len(),
-                        held_back,
-                        total,
+                        suppressed,
                         "SM_NOTIFY ignored: the host's lock requests never came from this address"
                     );
                 }
@@ -668,12 +663,11 @@ impl NlmState {
                 if self.is_local(ctx.peer.ip()) {
                     let n = self.free_all(&a.name);
                     info!(%host, released = n, "FREE_ALL");
-                } else if let Some((held_back, total)) = self.ignored_free_all.hit() {
+                } else if let Some(suppressed) = oncrpc::throttle::allow("nlm_free_all_ignored") {
                     warn!(
                         %host,
                         peer = %ctx.peer,
-                        held_back,
-                        total,
+                        suppressed,
                         "FREE_ALL ignored: only the local statd may send it"
                     );
                 }
