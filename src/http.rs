@@ -58,6 +58,11 @@ impl Health {
         self.ready.load(Ordering::Acquire)
     }
 
+    /// Readiness fails from now on: the process is shutting down.
+    pub fn stopping(&self) {
+        self.ready.store(false, Ordering::Release);
+    }
+
     /// Makes the probes check `server`'s listeners.
     pub fn watch(&self, server: Arc<oncrpc::Server>) {
         let _ = self.rpc.set(server);

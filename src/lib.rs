@@ -98,6 +98,17 @@ pub struct Running {
     pub health: Arc<http::Health>,
     /// What `/metrics` shows; the provisioner registers its metrics here too.
     pub registry: Arc<Mutex<Registry>>,
+    /// The RPC server of every listener.
+    pub rpc: Arc<Server>,
+}
+
+impl Running {
+    /// Stops serving gracefully: listeners close, connections stop reading, calls already
+    /// read are answered, for at most `grace`. Returns the connections still open then.
+    pub async fn shutdown(&self, grace: Duration) -> usize {
+        self.health.stopping();
+        self.rpc.shutdown(grace).await
+    }
 }
 
 /// Opens the export store, binds every port and starts serving in the background.
@@ -315,6 +326,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         registry,
         locks: Arc::clone(&shared.locks),
         grace: Arc::clone(&shared.grace),
+        rpc: server,
     })
 }
 

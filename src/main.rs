@@ -582,6 +582,10 @@ fn cluster_config(name: &str) -> provisioner::controller::Config {
     }
 }
 
+/// How long a stopping server keeps answering the calls it already received (within the
+/// chart's terminationGracePeriodSeconds of 30).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 fn serve(config: ServeConfig, kube: KubeArgs) -> anyhow::Result<()> {
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 {
@@ -601,14 +605,18 @@ fn serve(config: ServeConfig, kube: KubeArgs) -> anyhow::Result<()> {
         if kube.no_controller {
             running.health.set_ready();
         } else {
-            start_provisioner(kube, export_root, running).await;
+            start_provisioner(kube, export_root, running.clone()).await;
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        tracing::info!("shutting down");
+        tracing::info!("shutting down: answering the calls already received");
+        let left = running.shutdown(SHUTDOWN_GRACE).await;
+        if left > 0 {
+            tracing::warn!(connections = left, "stopped with calls unanswered");
+        }
         Ok(())
     })
 }

@@ -473,3 +473,41 @@ fn the_listener_survives_file_descriptor_exhaustion() {
     });
     assert!(child.0.try_wait().unwrap().is_none(), "the server exited");
 }
+
+/// A stopping server (SIGTERM) closes its listeners, reads no new calls, and answers every
+/// call it already received before the connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_the_calls_already_received_then_closes() {
+    let s = Server::start().await;
+    std::fs::write(s.vol_path(VOL).join("big"), vec![3u8; 1 << 20]).unwrap();
+    let mut c = s.client().await;
+    let root = s.root_fh(VOL).await;
+    let (big, _) = lookup(&mut c, &root, "big").await.unwrap();
+    let mut raw = TcpStream::connect(s.running.nfs).await.unwrap();
+    raw.write_all(&reads(&big.data, 1 << 20, 32)).await.unwrap();
+    // Let the server read the 32 calls (a few KiB) before it is told to stop.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reader = tokio::spawn(async move {
+        let mut replies = 0;
+        let mut raw = Raw::from_stream(raw);
+        while let Some(r) = raw.recv_record().await {
+            // RPC header (24), status, post_op_attr (4 + 84), count, eof, data length, data.
+            assert_eq!(r.len(), 24 + 4 + 88 + 12 + (1 << 20), "a whole READ reply");
+            replies += 1;
+        }
+        replies
+    });
+    let left = s.running.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(left, 0, "connections still open after the grace period");
+    assert_eq!(
+        reader.await.unwrap(),
+        32,
+        "every call received was answered"
+    );
+    assert!(
+        TcpStream::connect(s.running.nfs).await.is_err(),
+        "the listener still accepts"
+    );
+    let (status, body) = http_get(s.running.http.unwrap(), "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+}

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
@@ -176,6 +176,10 @@ pub struct Server {
     /// Made on first use, from the final limits and metrics.
     admission: OnceLock<Arc<Admission>>,
     listeners: Mutex<Vec<Arc<ListenerHealth>>>,
+    /// The tasks of the listeners started with `spawn_*`, awaited on shutdown.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Set once on shutdown: listeners stop accepting, connections stop reading.
+    stopping: watch::Sender<bool>,
 }
 
 /// Counts a connection as open for as long as it lives.
@@ -201,6 +205,8 @@ enum Ended {
     /// A record too large, cut short, or without an RPC header.
     Bad(String),
     Io(std::io::Error),
+    /// The server is shutting down (between records).
+    Shutdown,
 }
 
 impl Server {
@@ -221,7 +227,35 @@ impl Server {
             metrics: None,
             admission: OnceLock::new(),
             listeners: Mutex::new(Vec::new()),
+            tasks: Mutex::new(Vec::new()),
+            stopping: watch::channel(false).0,
         }
+    }
+
+    /// Stops gracefully: every listener stops accepting (its socket is closed, so new
+    /// connections are refused), every connection stops reading new calls, and the calls
+    /// already read are answered and their replies written, for at most `grace`. Returns
+    /// how many connections were still open when it gave up.
+    pub async fn shutdown(&self, grace: Duration) -> usize {
+        self.stopping.send_replace(true);
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let deadline = tokio::time::Instant::now() + grace;
+        for t in tasks {
+            let _ = tokio::time::timeout_at(deadline, t).await;
+        }
+        loop {
+            let open = self.admission().open();
+            if open == 0 || tokio::time::Instant::now() >= deadline {
+                return open;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub(crate) async fn stopped(&self) {
+        let mut rx = self.stopping.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
     }
 
     /// Replaces every limit.
@@ -288,13 +322,23 @@ impl Server {
         self: &Arc<Self>,
         name: &'static str,
         listener: TcpListener,
-    ) -> std::io::Result<JoinHandle<()>> {
+    ) -> std::io::Result<()> {
         let health = self.watch(name, listener.local_addr()?);
         let server = Arc::clone(self);
-        Ok(tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let guard = EndGuard(health);
             server.accept_loop(listener, &guard.0).await;
-        }))
+        });
+        self.keep(task);
+        Ok(())
+    }
+
+    /// Keeps a listener's task, awaited on shutdown.
+    fn keep(&self, task: JoinHandle<()>) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task);
     }
 
     /// Serves `socket` in a task whose health [`Server::listeners`] reports as `name`.
@@ -302,13 +346,15 @@ impl Server {
         self: &Arc<Self>,
         name: &'static str,
         socket: UdpSocket,
-    ) -> std::io::Result<JoinHandle<()>> {
+    ) -> std::io::Result<()> {
         let health = self.watch(name, socket.local_addr()?);
         let server = Arc::clone(self);
-        Ok(tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let guard = EndGuard(health);
             server.receive_loop(socket, &guard.0).await;
-        }))
+        });
+        self.keep(task);
+        Ok(())
     }
 
     /// Accepts connections for as long as the task runs (errors are retried with back-off).
@@ -324,7 +370,11 @@ impl Server {
     async fn accept_loop(self: Arc<Self>, listener: TcpListener, health: &ListenerHealth) {
         let mut pause = ACCEPT_PAUSE_MIN;
         loop {
-            let (stream, peer) = match listener.accept().await {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = self.stopped() => return,
+            };
+            let (stream, peer) = match accepted {
                 Ok(s) => s,
                 Err(e) => {
                     health.failing(&e);
@@ -401,7 +451,7 @@ impl Server {
             }
         };
         match ended {
-            Some(Ended::Eof) | None => {}
+            Some(Ended::Eof | Ended::Shutdown) | None => {}
             Some(Ended::Idle) => {
                 self.closed("idle");
                 debug!(%peer, "closing an idle connection");
@@ -458,6 +508,8 @@ impl Server {
                             return Ended::Idle;
                         }
                     }
+                    // Shutting down: no new calls; those read are answered.
+                    () = self.stopped() => return Ended::Shutdown,
                 }
             };
             let mut charge = Charge::none();

@@ -44,7 +44,11 @@ impl Server {
                 return;
             };
             let mut buf = vec![0u8; MAX_DATAGRAM];
-            let (len, peer) = match socket.recv_from(&mut buf).await {
+            let received = tokio::select! {
+                received = socket.recv_from(&mut buf) => received,
+                () = self.stopped() => return,
+            };
+            let (len, peer) = match received {
                 Ok(r) => r,
                 Err(e) => {
                     health.failing(&e);
