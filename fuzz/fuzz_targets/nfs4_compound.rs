@@ -29,6 +29,8 @@ struct Session {
     sid: [u8; 16],
     /// Each slot's last sequence id.
     slots: Vec<u32>,
+    /// Other sessions fuzzed CREATE_SESSIONs gave the client: destroyed with it.
+    extra: Vec<[u8; 16]>,
     /// Clients made so far (each has its own owner).
     made: u32,
 }
@@ -89,13 +91,17 @@ fn create_session_op(clientid: u64, seq: u32) -> Vec<u8> {
 }
 
 impl Session {
-    /// A new client and session, after getting rid of the old ones.
+    /// A new client and session, after getting rid of the old ones. If the server refuses
+    /// (its client table is full of live clients: DELAY), the session is a dead one and the
+    /// next sequenced compound tries again.
     fn establish(service: &Nfs4Service, old: Option<&Session>) -> Session {
         let made = old.map_or(0, |s| s.made + 1);
         if let Some(s) = old {
-            let mut x = Xdr::default();
-            x.u32(OP_DESTROY_SESSION).fixed(&s.sid);
-            call(service, &root(), &compound(1, &[x.0]));
+            for sid in std::iter::once(&s.sid).chain(&s.extra) {
+                let mut x = Xdr::default();
+                x.u32(OP_DESTROY_SESSION).fixed(sid);
+                call(service, &root(), &compound(1, &[x.0]));
+            }
             let mut x = Xdr::default();
             x.u32(OP_DESTROY_CLIENTID).u64(s.clientid);
             call(service, &root(), &compound(1, &[x.0]));
@@ -108,24 +114,30 @@ impl Session {
             .u32(0)
             .u32(0);
         let r = call(service, &root(), &compound(1, &[x.0]));
-        assert_eq!(first_status(&r), Some(0), "EXCHANGE_ID refused");
-        let clientid = u64::from(word(&r, 20).expect("clientid")) << 32
-            | u64::from(word(&r, 24).expect("clientid"));
-        let seq = word(&r, 28).expect("sequence id");
+        let mut s = Session {
+            clientid: 0,
+            cs_seq: 0,
+            sid: [0; 16],
+            slots: vec![0; SLOTS as usize],
+            extra: Vec::new(),
+            made,
+        };
+        let (Some(0), Some(hi), Some(lo), Some(seq)) =
+            (first_status(&r), word(&r, 20), word(&r, 24), word(&r, 28))
+        else {
+            return s;
+        };
+        s.clientid = u64::from(hi) << 32 | u64::from(lo);
         let r = call(
             service,
             &root(),
-            &compound(1, &[create_session_op(clientid, seq)]),
+            &compound(1, &[create_session_op(s.clientid, seq)]),
         );
-        assert_eq!(first_status(&r), Some(0), "CREATE_SESSION refused");
-        let sid: [u8; 16] = r[20..36].try_into().expect("session id");
-        Session {
-            clientid,
-            cs_seq: seq,
-            sid,
-            slots: vec![0; SLOTS as usize],
-            made,
+        if let (Some(0), Some(sid)) = (first_status(&r), r.get(20..36)) {
+            s.sid.copy_from_slice(sid);
+            s.cs_seq = seq;
         }
+        s
     }
 }
 
@@ -137,7 +149,8 @@ fn target() -> &'static Target {
         let grace = Arc::new(Grace::none());
         let state = Arc::new(State::new(
             StateConfig {
-                lease: Duration::from_secs(90),
+                // Short, so clients the fuzzer abandons go soon.
+                lease: Duration::from_secs(5),
                 grace: Duration::from_secs(90),
                 records: None,
             },
@@ -641,9 +654,7 @@ fn encode_op(op: &Op, s: &Session, handles: &[Vec<u8>]) -> Vec<u8> {
                 } => {
                     x.bool(true).u32(*open_seqid);
                     open.put(&mut x);
-                    x.u32(*lock_seqid)
-                        .u64(clientid.get(s))
-                        .opaque(&owner(*o));
+                    x.u32(*lock_seqid).u64(clientid.get(s)).opaque(&owner(*o));
                 }
                 Locker::Existing { lock, seqid } => {
                     x.bool(false);
@@ -833,6 +844,12 @@ fuzz_target!(|compounds: Vec<Compound>| {
                     && first_status(&r) == Some(0)
                 {
                     s.cs_seq = s.cs_seq.wrapping_add(u32::from(*seq_delta % 4));
+                    if let Some(sid) = r.get(20..36).and_then(|b| <[u8; 16]>::try_from(b).ok())
+                        && *seq_delta % 4 == 1
+                        && s.extra.len() < 256
+                    {
+                        s.extra.push(sid);
+                    }
                 }
             }
             Compound::Raw(bytes) => {

@@ -82,9 +82,7 @@ impl Fixture {
     /// modes back. Returns the handles of the volume root and of [`OBJECTS`].
     pub fn begin(&self) -> Vec<Vec<u8>> {
         export_store::cred::become_root().expect("back to root");
-        let runs = self
-            .runs
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let runs = self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let root = &self.volume.path;
         if runs % RESET_EVERY == RESET_EVERY - 1 {
             empty(root);
@@ -288,8 +286,8 @@ pub enum Name {
 }
 
 const NAMES: [&[u8]; 14] = [
-    b"file", b"dir", b"inner", b"link", b"fifo", b"private", b"new", b"new2", b"sub", b".",
-    b"..", b"", b"a/b", b"x\0y",
+    b"file", b"dir", b"inner", b"link", b"fifo", b"private", b"new", b"new2", b"sub", b".", b"..",
+    b"", b"a/b", b"x\0y",
 ];
 
 impl Name {
