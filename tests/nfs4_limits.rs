@@ -832,3 +832,20 @@ async fn amplifying_compounds_from_a_client_that_never_reads_keep_memory_bounded
         "the server held {grown} MiB for {CALLS} compounds of at most ~1 MiB replies each"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_hold_more_sessions_than_the_cap() {
+    const MAX_SESSIONS: u32 = 16;
+    let server = Server::start().await;
+    let mut c = V4::connect(&server, root_cred()).await;
+    assert_eq!(c.exchange([6; 8], b"many-sessions").await, OK);
+    // Each CREATE_SESSION of a client takes the next sequence number (RFC 8881 18.36.4).
+    for seq in 1..=MAX_SESSIONS {
+        let r = c.call(&[create_session(c.clientid, seq, GENEROUS)]).await;
+        assert_eq!(r.status, OK, "session {seq}");
+    }
+    let r = c
+        .call(&[create_session(c.clientid, MAX_SESSIONS + 1, GENEROUS)])
+        .await;
+    assert_eq!(r.status, DELAY, "one session too many");
+}

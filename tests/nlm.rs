@@ -21,6 +21,7 @@ const NSM: u32 = 100_024;
 
 const GRANTED: u32 = 0;
 const DENIED: u32 = 1;
+const DENIED_NOLOCKS: u32 = 2;
 const BLOCKED: u32 = 3;
 const DENIED_GRACE_PERIOD: u32 = 4;
 const STALE_FH: u32 = 7;
@@ -907,4 +908,36 @@ async fn free_all_and_sm_simu_crash_are_taken_only_from_a_local_peer() {
     assert_eq!((after - before, after % 2), (2, 1));
     assert!(n.body(FREE_ALL, &notify_args("host-a", 3)).await.is_empty());
     assert_eq!(n.test(true, &probe).await, Ok(()));
+}
+
+/// Waiting (blocked) lock requests are bounded: beyond the cap, a blocking LOCK that cannot be
+/// granted is answered DENIED_NOLOCKS instead of queuing another waiter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_lock_requests_are_bounded() {
+    let s = Server::start().await;
+    let f = file(&s, "f", 0o644).await;
+    let mut n = Nlm::connect(&s).await;
+    assert_eq!(
+        n.lock(true, &Req::new("holder", 1, &f, 0, 0)).await,
+        GRANTED
+    );
+    let max = nfs_server::nlm::MAX_BLOCKED as u32;
+    for svid in 0..max {
+        // Distinct owners, each waiting for the whole file.
+        let r = Req::new("waiter", 10 + svid, &f, 0, 0);
+        assert_eq!(
+            n.status(LOCK, &lock_args(b"ck", true, true, &r, false))
+                .await,
+            BLOCKED,
+            "waiter {svid}"
+        );
+    }
+    let r = Req::new("waiter", 10 + max, &f, 0, 0);
+    assert_eq!(
+        n.status(LOCK, &lock_args(b"ck", true, true, &r, false))
+            .await,
+        DENIED_NOLOCKS
+    );
+    // A non-blocking request is still answered as before.
+    assert_eq!(n.lock(true, &r).await, DENIED);
 }

@@ -755,6 +755,16 @@ impl Compound<'_> {
             max_requests: back.max_requests.clamp(1, 4),
             ..back
         };
+        if t.clients
+            .get(&clientid)
+            .is_some_and(|c| c.sessions.len() >= state::MAX_SESSIONS_PER_CLIENT)
+        {
+            if let Some(suppressed) = oncrpc::throttle::allow("nfs4_too_many_sessions") {
+                warn!(clientid, peer = %self.ctx.peer, suppressed,
+                    max = state::MAX_SESSIONS_PER_CLIENT, "NFSv4 client asks for too many sessions");
+            }
+            return Ok(st::DELAY);
+        }
         let sid = state.new_sessionid(&mut t, clientid);
         t.sessions.insert(
             sid,

@@ -36,6 +36,10 @@ const COURTESY: Duration = Duration::from_secs(15);
 /// unconfirmed record makes room, then any whose lease ran out; otherwise a new client is
 /// told to retry later (see [`State::make_room`]).
 pub const MAX_CLIENTS: usize = 1024;
+/// Sessions one client may hold at once (each keeps up to [`MAX_SLOTS`] cached replies); a
+/// client that asks for more is told to retry later (NFS4ERR_DELAY), as knfsd does when its
+/// reply cache is spent. Linux uses one.
+pub const MAX_SESSIONS_PER_CLIENT: usize = 16;
 
 pub type SessionId = [u8; 16];
 

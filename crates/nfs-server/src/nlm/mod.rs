@@ -44,6 +44,9 @@ pub const NLM_PROGRAM: u32 = 100_021;
 /// The version served (64-bit offsets, NFSv3 handles).
 pub const NLM_VERSION: u32 = 4;
 const PROC_GRANTED: u32 = 5;
+/// Waiting (blocked) lock requests kept at most, all hosts together.
+pub const MAX_BLOCKED: usize = 4096;
+
 /// How long a blocked request waits between checks when no release wakes it.
 const BLOCKED_RECHECK: Duration = Duration::from_secs(30);
 /// Addresses kept per host (a multi-homed client may use several; the oldest goes first).
@@ -305,6 +308,15 @@ impl NlmState {
                 stat::GRANTED
             }
             Err(_) if !a.block => stat::DENIED,
+            // Each waiting request holds a task: beyond the cap, the client is told no lock
+            // can be queued now (it retries as for a non-blocking request).
+            Err(_) if blocked.len() >= MAX_BLOCKED && !blocked.iter().any(|b| same(b)) => {
+                if let Some(suppressed) = oncrpc::throttle::allow("nlm_too_many_blocked") {
+                    warn!(peer = %ctx.peer, suppressed, max = MAX_BLOCKED,
+                        "NLM: too many waiting lock requests; refused with DENIED_NOLOCKS");
+                }
+                stat::DENIED_NOLOCKS
+            }
             Err(_) => {
                 if !blocked.iter().any(|b| same(b)) {
                     let b = Arc::new(Blocked {
