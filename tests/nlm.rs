@@ -941,3 +941,31 @@ async fn waiting_lock_requests_are_bounded() {
     // A non-blocking request is still answered as before.
     assert_eq!(n.lock(true, &r).await, DENIED);
 }
+
+/// One owner taking countless disjoint ranges of one file cannot make the table grow without
+/// bound (or every lock on the file slower): beyond the cap, DENIED_NOLOCKS; unlocking makes
+/// room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_ranges_on_a_file_are_bounded() {
+    let s = Server::start().await;
+    let f = file(&s, "f", 0o644).await;
+    let mut n = Nlm::connect(&s).await;
+    let max = nfs_server::locks::MAX_RANGES_PER_FILE as u64;
+    let mut granted = 0;
+    for i in 0..max {
+        match n.lock(true, &Req::new("greedy", 1, &f, i * 2, 1)).await {
+            GRANTED => granted += 1,
+            DENIED_NOLOCKS => break,
+            other => panic!("lock {i}: status {other}"),
+        }
+    }
+    assert!(
+        granted < max && granted + 2 >= max,
+        "{granted} ranges granted with a cap of {max}"
+    );
+    assert_eq!(n.unlock(&Req::new("greedy", 1, &f, 0, 0)).await, GRANTED);
+    assert_eq!(
+        n.lock(true, &Req::new("greedy", 1, &f, 0, 1)).await,
+        GRANTED
+    );
+}

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 
@@ -65,16 +66,60 @@ impl Lock {
     }
 }
 
+/// Lock ranges kept on one file at most: each lock is checked against every range of its
+/// file, so a client taking countless small ranges must not make every lock slow.
+pub const MAX_RANGES_PER_FILE: usize = 4096;
+/// Lock ranges kept at most, all files and owners together (about 100 bytes each).
+pub const MAX_RANGES: usize = 262_144;
+
+/// Why a lock was not taken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LockError {
+    /// Another owner holds this conflicting lock.
+    Conflict(Lock),
+    /// The table holds as many ranges as it may (on this file or in all).
+    Full,
+}
+
 /// The lock table.
-#[derive(Default)]
 pub struct LockTable {
     files: Mutex<HashMap<Vec<u8>, Vec<Lock>>>,
+    /// Ranges held in all files (changed under the `files` lock).
+    ranges: AtomicUsize,
+    max_per_file: usize,
+    max_ranges: usize,
     released: Notify,
+}
+
+impl Default for LockTable {
+    fn default() -> Self {
+        Self::with_limits(MAX_RANGES_PER_FILE, MAX_RANGES)
+    }
 }
 
 impl LockTable {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A table holding at most `per_file` ranges on a file and `total` in all.
+    pub fn with_limits(per_file: usize, total: usize) -> Self {
+        Self {
+            files: Mutex::new(HashMap::new()),
+            ranges: AtomicUsize::new(0),
+            max_per_file: per_file,
+            max_ranges: total,
+            released: Notify::new(),
+        }
+    }
+
+    /// Records that a file went from `before` to `after` ranges.
+    fn counted(&self, before: usize, after: usize) {
+        if after >= before {
+            self.ranges.fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.ranges.fetch_sub(before - after, Ordering::Relaxed);
+        }
     }
 
     /// Notified (all waiters) whenever locks are released or downgraded, so blocked lock
@@ -94,19 +139,29 @@ impl LockTable {
         conflict(files.get(file).map(Vec::as_slice).unwrap_or(&[]), want).cloned()
     }
 
-    /// Takes `want` unless another owner holds a conflicting lock, which is returned. The
-    /// owner's own locks in the range are replaced (a write lock over its read lock upgrades
-    /// it; POSIX semantics: ranges merge and split as needed).
-    pub fn lock(&self, file: &[u8], want: Lock) -> Result<(), Lock> {
+    /// Takes `want` unless another owner holds a conflicting lock (returned), or the table is
+    /// full. The owner's own locks in the range are replaced (a write lock over its read lock
+    /// upgrades it; POSIX semantics: ranges merge and split as needed).
+    pub fn lock(&self, file: &[u8], want: Lock) -> Result<(), LockError> {
         let mut files = self.files();
-        let held = files.entry(file.to_vec()).or_default();
-        if let Some(c) = conflict(held, &want) {
-            return Err(c.clone());
+        let before = files.get(file).map_or(0, Vec::len);
+        if let Some(c) = files.get(file).and_then(|held| conflict(held, &want)) {
+            return Err(LockError::Conflict(c.clone()));
         }
+        // A lock may add at most two ranges (splitting one of the owner's own): refuse it
+        // when that could pass a cap.
+        if before + 2 > self.max_per_file
+            || self.ranges.load(Ordering::Relaxed) + 2 > self.max_ranges
+        {
+            return Err(LockError::Full);
+        }
+        let held = files.entry(file.to_vec()).or_default();
         let downgrade = !want.write;
         carve(held, &want.owner, want.start, want.end);
         held.push(want);
         coalesce(held);
+        let after = held.len();
+        self.counted(before, after);
         drop(files);
         if downgrade {
             self.released.notify_waiters();
@@ -118,7 +173,9 @@ impl LockTable {
     pub fn unlock(&self, file: &[u8], owner: &Owner, start: u64, end: u64) {
         let mut files = self.files();
         if let Some(held) = files.get_mut(file) {
+            let before = held.len();
             carve(held, owner, start, end);
+            self.counted(before, held.len());
             if held.is_empty() {
                 files.remove(file);
             }
@@ -145,6 +202,7 @@ impl LockTable {
             released += before - held.len();
             !held.is_empty()
         });
+        self.ranges.fetch_sub(released, Ordering::Relaxed);
         drop(files);
         if released > 0 {
             self.released.notify_waiters();
@@ -193,19 +251,26 @@ fn carve(held: &mut Vec<Lock>, owner: &Owner, start: u64, end: u64) {
     *held = kept;
 }
 
-/// Merges adjacent or overlapping locks of one owner and mode.
+/// Merges adjacent or overlapping locks of one owner and mode. Sorted by start, the ranges of
+/// one owner and mode already merged are disjoint, so only the last of them can meet the next
+/// range: one pass, not a search through everything kept so far per range.
 fn coalesce(held: &mut Vec<Lock>) {
+    use std::hash::{BuildHasher, RandomState};
     held.sort_by_key(|l| (l.start, l.end));
+    let hasher = RandomState::new();
     let mut out: Vec<Lock> = Vec::with_capacity(held.len());
+    // (hash of owner, mode) -> index in `out` of that owner's last range in that mode.
+    let mut last: HashMap<(u64, bool), usize> = HashMap::new();
     for l in held.drain(..) {
-        if let Some(prev) = out
-            .iter_mut()
-            .rev()
-            .find(|p| p.owner == l.owner && p.write == l.write && p.end >= l.start)
+        let key = (hasher.hash_one(&l.owner), l.write);
+        if let Some(&i) = last.get(&key)
+            && out[i].owner == l.owner
+            && out[i].end >= l.start
         {
-            prev.end = prev.end.max(l.end);
+            out[i].end = out[i].end.max(l.end);
             continue;
         }
+        last.insert(key, out.len());
         out.push(l);
     }
     *held = out;
@@ -236,7 +301,9 @@ mod tests {
         let t = LockTable::new();
         t.lock(b"f", lock(v4(1), 0, 10, false)).unwrap();
         t.lock(b"f", lock(v4(2), 5, 15, false)).unwrap();
-        let c = t.lock(b"f", lock(v4(3), 9, 10, true)).unwrap_err();
+        let Err(LockError::Conflict(c)) = t.lock(b"f", lock(v4(3), 9, 10, true)) else {
+            panic!("no conflict");
+        };
         assert!(c.owner == v4(1) || c.owner == v4(2));
         t.lock(b"f", lock(v4(3), 15, u64::MAX, true)).unwrap();
         assert!(t.test(b"g", &lock(v4(9), 0, u64::MAX, true)).is_none());
@@ -269,9 +336,44 @@ mod tests {
         let (s, e) = Lock::range(0, 0);
         t.lock(b"f", lock(nlm.clone(), s, e, true)).unwrap();
         let c = t.lock(b"f", lock(v4(1), 1 << 40, u64::MAX, false));
-        assert_eq!(c.unwrap_err().owner, nlm);
+        assert!(matches!(c, Err(LockError::Conflict(l)) if l.owner == nlm));
         assert_eq!(t.release_all(|o| o.is_nlm_host(b"guest")), 1);
         t.lock(b"f", lock(v4(1), 1 << 40, u64::MAX, false)).unwrap();
+    }
+
+    #[test]
+    fn ranges_are_capped_per_file_and_in_all_and_freed_by_unlock() {
+        // A lock is refused when it could pass a cap (it may add two ranges).
+        let t = LockTable::with_limits(10, 16);
+        // Disjoint ranges of one owner do not merge: each is one range.
+        for i in 0..9 {
+            t.lock(b"f", lock(v4(1), i * 10, i * 10 + 1, true)).unwrap();
+        }
+        assert_eq!(
+            t.lock(b"f", lock(v4(1), 100, 101, true)),
+            Err(LockError::Full),
+            "a tenth range on one file"
+        );
+        for i in 0..6 {
+            t.lock(b"g", lock(v4(2), i * 10, i * 10 + 1, true)).unwrap();
+        }
+        assert_eq!(
+            t.lock(b"h", lock(v4(3), 0, 1, true)),
+            Err(LockError::Full),
+            "a sixteenth in all"
+        );
+        assert!(
+            t.snapshot().iter().all(|(f, _)| f != b"h"),
+            "no empty entry kept"
+        );
+        // Freed ranges make room again, whichever way they are freed.
+        t.unlock(b"f", &v4(1), 0, u64::MAX);
+        t.lock(b"h", lock(v4(3), 0, 1, true)).unwrap();
+        assert_eq!(t.release_all(|o| o == &v4(2)), 6);
+        assert_eq!(t.count(), 1);
+        for i in 0..9 {
+            t.lock(b"f", lock(v4(1), i * 10, i * 10 + 1, true)).unwrap();
+        }
     }
 
     #[test]

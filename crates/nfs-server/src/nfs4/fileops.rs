@@ -14,7 +14,7 @@ use super::state::{State, Stateful};
 use super::xdr::*;
 use super::{Compound, Fh, mountpoint_fileid};
 use crate::MAX_IO;
-use crate::locks::{Lock, Owner};
+use crate::locks::{Lock, LockError, Owner};
 
 const ACCESS_READ: u32 = 1;
 const ACCESS_LOOKUP: u32 = 2;
@@ -1066,10 +1066,20 @@ impl Compound<'_> {
             end,
             write,
         };
-        if let Err(c) = state.locks.lock(&file, want) {
-            self.keep_body = true;
-            denied(out, &c);
-            return Ok(st::DENIED);
+        match state.locks.lock(&file, want) {
+            Ok(()) => {}
+            Err(LockError::Conflict(c)) => {
+                self.keep_body = true;
+                denied(out, &c);
+                return Ok(st::DENIED);
+            }
+            // No room for another range: the client is asked to retry later.
+            Err(LockError::Full) => {
+                if let Some(suppressed) = oncrpc::throttle::allow("lock_table_full") {
+                    tracing::warn!(peer = %self.ctx.peer, suppressed, "lock table full: NFSv4 LOCK refused");
+                }
+                return Ok(st::DELAY);
+            }
         }
         let mut t = state.lock();
         let sid = match t.states.get_mut(&lock_other) {

@@ -34,7 +34,7 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::grace::Grace;
-use crate::locks::{Lock, LockTable, Owner};
+use crate::locks::{Lock, LockError, LockTable, Owner};
 use crate::nsm::Nsm;
 use peers::LocalPeers;
 use wire::{CancelArgs, Holder, LockArgs, NotifyArgs, ShareArgs, TestArgs, UnlockArgs, stat};
@@ -306,6 +306,12 @@ impl NlmState {
                     self.nsm.note(&a.lock.caller_name, ctx.peer.ip());
                 }
                 stat::GRANTED
+            }
+            Err(LockError::Full) => {
+                if let Some(suppressed) = oncrpc::throttle::allow("lock_table_full") {
+                    warn!(peer = %ctx.peer, suppressed, "lock table full: NLM lock refused");
+                }
+                stat::DENIED_NOLOCKS
             }
             Err(_) if !a.block => stat::DENIED,
             // Each waiting request holds a task: beyond the cap, the client is told no lock
