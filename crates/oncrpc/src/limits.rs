@@ -325,9 +325,10 @@ impl Drop for Slot {
             .unwrap_or_else(|e| e.into_inner());
         if let Some(p) = peers.get_mut(&self.addr) {
             p.connections -= 1;
-            // Forget the address once nothing of it is left (its budget may still be
-            // charged by calls finishing; they hold their own reference).
-            if p.connections == 0 && p.budget.used() == 0 {
+            // Forget the address with its last connection, so the table holds only addresses
+            // connected now. Calls still finishing keep their own reference to its budget; a
+            // new connection meanwhile starts a fresh one.
+            if p.connections == 0 {
                 peers.remove(&self.addr);
             }
         }
@@ -365,6 +366,22 @@ mod tests {
         drop(s1);
         assert_eq!(a.open(), 2);
         assert!(a.admit(one).is_ok());
+    }
+
+    #[test]
+    fn an_address_is_forgotten_with_its_last_connection() {
+        let a = Arc::new(Admission::new(limits(10, 10), None));
+        for i in 0..100u8 {
+            let slot = a.admit(IpAddr::from([10, 0, 1, i])).unwrap();
+            // A charge outlives its connection.
+            slot.budget.force(10);
+            drop(slot);
+        }
+        assert_eq!(
+            a.peers.lock().unwrap().len(),
+            0,
+            "one entry per address ever seen"
+        );
     }
 
     #[tokio::test]
