@@ -48,6 +48,7 @@ fn target() -> &'static Target {
                     // Nothing listens there: GRANTED callbacks fail at once.
                     callback_portmap_port: 9,
                     our_name: b"fuzz-server".to_vec(),
+                    bind: std::net::Ipv4Addr::UNSPECIFIED.into(),
                 },
             )
         };

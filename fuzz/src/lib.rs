@@ -247,7 +247,17 @@ impl Cred {
             vers,
             proc_,
             credential: self.credential(),
-            peer: "127.0.0.1:1".parse().expect("address"),
+            // Local and foreign peers, reserved and unreserved ports, so the sender checks
+            // (SM_NOTIFY, FREE_ALL, SM_SIMU_CRASH) and access checks take both ways.
+            peer: match self {
+                Cred::Root => "127.0.0.1:700",
+                Cred::Owner => "127.0.0.2:40000",
+                Cred::Other => "10.0.0.5:1000",
+                Cred::None => "127.0.0.1:40001",
+                Cred::Sys { .. } => "[::ffff:10.1.2.3]:50000",
+            }
+            .parse()
+            .expect("address"),
         }
     }
 }
