@@ -19,7 +19,7 @@ pub struct Cidr {
 impl Cidr {
     /// Whether `ip` is inside the range (an IPv4-mapped IPv6 address is its IPv4 address).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, canonical(ip)) {
+        match (self.addr, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 let mask = u32::MAX
                     .checked_shl(32 - u32::from(self.prefix))
@@ -37,13 +37,6 @@ impl Cidr {
     }
 }
 
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 impl FromStr for Cidr {
     type Err = String;
 
@@ -56,7 +49,7 @@ impl FromStr for Cidr {
         let addr: IpAddr = addr
             .parse()
             .map_err(|_| format!("{s:?} is not an address or address/prefix (e.g. 10.0.0.0/8)"))?;
-        let addr = canonical(addr);
+        let addr = addr.to_canonical();
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,

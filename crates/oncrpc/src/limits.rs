@@ -274,7 +274,8 @@ impl Admission {
 
     /// Counts a new connection from `addr`, or says why it is refused.
     pub fn admit(self: &Arc<Self>, addr: IpAddr) -> Result<Slot, Refusal> {
-        let addr = canonical(addr);
+        // An IPv4-mapped IPv6 address is its IPv4 address.
+        let addr = addr.to_canonical();
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         if self.total.load(Ordering::Acquire) >= self.limits.max_connections {
             return Err(Refusal::MaxConnections);
@@ -298,14 +299,6 @@ impl Admission {
     /// Open connections now.
     pub fn open(&self) -> usize {
         self.total.load(Ordering::Acquire)
-    }
-}
-
-/// IPv4-mapped IPv6 addresses are their IPv4 address.
-fn canonical(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
-        v4 => v4,
     }
 }
 
