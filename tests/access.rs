@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use common::*;
 use export_store::access::parse_clients;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 
 const ACCES: u32 = 13;
 const PERM: u32 = 1;
@@ -47,13 +47,9 @@ fn root_handle(s: &Server, vol: &str) -> Vec<u8> {
         .to_vec()
 }
 
-/// A raw connection from `source` (address and port; port 0: any).
+/// A raw connection from the address `source` (any port).
 async fn raw_from(source: &str, to: SocketAddr) -> Raw {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_reuseaddr(true).unwrap();
-    socket.bind(source.parse().unwrap()).unwrap();
-    let stream: TcpStream = socket.connect(to).await.unwrap();
-    Raw::from_stream(stream)
+    Raw::from_stream(connect_from(source, to).await)
 }
 
 fn status_of(kind: ReplyKind) -> (u32, Vec<u8>) {
@@ -106,8 +102,8 @@ async fn every_nfsv3_procedure_refuses_a_caller_outside_the_volumes_clients() {
     let s = server().await;
     let far = root_handle(&s, "far");
     let mine = root_handle(&s, "mine");
-    let mut from_one = raw_from("127.0.0.1:0", s.running.nfs).await;
-    let mut from_two = raw_from("127.0.0.2:0", s.running.nfs).await;
+    let mut from_one = raw_from("127.0.0.1", s.running.nfs).await;
+    let mut from_two = raw_from("127.0.0.2", s.running.nfs).await;
     for proc_ in 1..=21u32 {
         let sattr_fix = if proc_ == 11 {
             // MKNOD of a socket carries a sattr3 after the type.
@@ -195,8 +191,8 @@ async fn exports(raw: &mut Raw) -> Vec<String> {
 #[tokio::test]
 async fn mount_refuses_and_export_hides_what_the_caller_may_not_use() {
     let s = server().await;
-    let mut one = raw_from("127.0.0.1:0", s.running.mount).await;
-    let mut two = raw_from("127.0.0.2:0", s.running.mount).await;
+    let mut one = raw_from("127.0.0.1", s.running.mount).await;
+    let mut two = raw_from("127.0.0.2", s.running.mount).await;
     assert_eq!(mnt(&mut one, 1, "/export/far").await, ACCES);
     assert_eq!(mnt(&mut one, 2, "/export/mine").await, 0);
     assert_eq!(mnt(&mut two, 3, "/export/mine").await, ACCES);
@@ -217,14 +213,14 @@ async fn a_secure_volume_needs_a_reserved_source_port() {
     }
     let s = server().await;
     let guarded = root_handle(&s, "guarded");
-    let mut unprivileged = raw_from("127.0.0.1:0", s.running.nfs).await;
+    let mut unprivileged = raw_from("127.0.0.1", s.running.nfs).await;
     let (status, _) = status_of(
         unprivileged
             .call(1, NFS_PROGRAM, 3, 1, &xdr_opaque(&guarded))
             .await,
     );
     assert_eq!(status, PERM);
-    let mut m = raw_from("127.0.0.1:0", s.running.mount).await;
+    let mut m = raw_from("127.0.0.1", s.running.mount).await;
     assert_eq!(mnt(&mut m, 2, "/export/guarded").await, PERM);
     // From a reserved port (as the kernel client sends by default), it works.
     let mut served = false;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::*;
 use nfs_server_provisioner::ServeConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 const READ: u32 = 6;
 
@@ -95,12 +95,6 @@ async fn null_works(addr: SocketAddr) -> bool {
         tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut reply)).await,
         Ok(Ok(_))
     )
-}
-
-async fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-    socket.connect(to).await.unwrap()
 }
 
 #[tokio::test]

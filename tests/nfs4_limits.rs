@@ -792,16 +792,6 @@ async fn read_only_volume_refuses_write_access_with_rofs() {
     );
 }
 
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kb * 1024
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amplifying_compounds_from_a_client_that_never_reads_keep_memory_bounded() {
     const CALLS: u32 = 40;

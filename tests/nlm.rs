@@ -13,7 +13,7 @@ use nfs_server::locks::{Lock, Owner};
 use nfs_server_provisioner::LockingConfig;
 use oncrpc::portmap::{IPPROTO_TCP, IPPROTO_UDP, Mapping, Portmapper};
 use oncrpc::{CallArgs, CallContext, Reply, ReplySender, RpcService};
-use tokio::net::{TcpListener, TcpSocket, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
 const NLM: u32 = 100_021;
@@ -148,7 +148,7 @@ impl Nlm {
     /// 127.0.0.1), as from another machine.
     async fn connect_from(server: &Server, local: &str) -> Self {
         Self {
-            raw: connect_from(local, server.running.nlm).await,
+            raw: raw_from(local, server.running.nlm).await,
             xid: 1,
         }
     }
@@ -197,12 +197,8 @@ impl Nlm {
 }
 
 /// A TCP connection to `to` from the loopback address `local`.
-async fn connect_from(local: &str, to: SocketAddr) -> Raw {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
-    let stream = socket.connect(to).await.expect("connect");
-    stream.set_nodelay(true).unwrap();
-    Raw { stream }
+async fn raw_from(local: &str, to: SocketAddr) -> Raw {
+    Raw::from_stream(connect_from(local, to).await)
 }
 
 /// `stat_chge`: SM_NOTIFY's arguments.
@@ -850,7 +846,7 @@ async fn sm_notify_is_honoured_only_from_the_address_the_holders_locks_came_from
 
     // Naming host-a from elsewhere: answered, but the lock stays (UDP and TCP alike).
     notify_over_udp(&s, "127.0.0.2", "host-a").await;
-    let mut foreign = connect_from("127.0.0.2", s.running.statd).await;
+    let mut foreign = raw_from("127.0.0.2", s.running.statd).await;
     assert_eq!(
         foreign
             .call(41, NSM, 1, 6, &notify_args("HOST-A.example.com", 7))
@@ -892,7 +888,7 @@ async fn free_all_and_sm_simu_crash_are_taken_only_from_a_local_peer() {
     assert_eq!(n.test(true, &probe).await, Err((true, 1, 0, 0)));
     let mut statd = Raw::connect(s.running.statd).await;
     let before = nsm_state(&mut statd).await;
-    let mut foreign_statd = connect_from("127.0.0.2", s.running.statd).await;
+    let mut foreign_statd = raw_from("127.0.0.2", s.running.statd).await;
     assert_eq!(
         foreign_statd.call(50, NSM, 1, 5, &[]).await,
         ReplyKind::Success(vec![])

@@ -598,17 +598,6 @@ fn huge_declared_opaque_length_is_refused_without_allocating_it() {
     );
 }
 
-/// Resident memory of this process (server and test client share it).
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kb * 1024
-}
-
 #[tokio::test]
 async fn client_that_never_reads_replies_cannot_make_the_server_buffer_without_bound() {
     const MIB: usize = 1 << 20;

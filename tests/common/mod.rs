@@ -230,6 +230,25 @@ impl Server {
     }
 }
 
+/// Resident memory of this process (server and test client share it).
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kb * 1024
+}
+
+/// A TCP connection to `to` from the source address `source` (any port): all of 127/8 is
+/// loopback on Linux, so 127.0.0.2 is a real second client address.
+pub async fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(to).await.expect("connect")
+}
+
 pub async fn connect(addr: SocketAddr) -> Io {
     TokioIo::new(TcpStream::connect(addr).await.expect("connect"))
 }
