@@ -5,6 +5,8 @@
 //! Every test binary uses only part of this module.
 #![allow(dead_code)]
 
+pub mod nfs4;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

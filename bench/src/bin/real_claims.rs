@@ -44,7 +44,6 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use futures::{StreamExt, future::join_all};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::PostParams;
 use kube::runtime::watcher;
@@ -357,10 +356,8 @@ fn kcm_log_lines(cp: &ControlPlane) -> usize {
 }
 
 struct Phase {
-    /// Per claim: annotated -> the provisioner's "Provisioning" Event (its eventTime), and
-    /// "Provisioning" -> "ProvisioningSucceeded".
-    to_start: Vec<Duration>,
-    start_to_done: Vec<Duration>,
+    /// Per claim: when the controller-manager's annotation was seen (wall clock).
+    annotated_at: HashMap<String, SystemTime>,
     /// Per claim: annotated -> PV first seen.
     latencies: Vec<Duration>,
     /// Per claim: PV first seen -> claim Bound.
@@ -371,6 +368,68 @@ struct Phase {
     kcm: (f64, f64),
     ours: (f64, f64),
     throttled: usize,
+}
+
+/// The provisioner's own timings of each claim, from its "provisioned" log lines
+/// (`claim=NS/NAME ... disk_ms=.. pv_ms=.. total_ms=..`, stamped when it finished).
+#[derive(Default)]
+struct Steps {
+    to_start: Vec<Duration>,
+    disk: Vec<Duration>,
+    pv: Vec<Duration>,
+    total: Vec<Duration>,
+}
+
+impl Steps {
+    fn from_log(log: &str, annotated: &HashMap<String, SystemTime>) -> Steps {
+        let mut steps = Steps::default();
+        for line in log.lines().filter(|l| l.contains(" provisioned ")) {
+            let field = |key: &str| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(key))
+                    .map(|v| v.trim_matches('"'))
+            };
+            let millis = |key: &str| {
+                field(key)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .map(|v| Duration::from_secs_f64(v / 1000.0))
+            };
+            let claim = field("claim=").and_then(|c| c.split('/').nth(1));
+            let at = line
+                .split_whitespace()
+                .next()
+                .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+                .map(SystemTime::from);
+            let (Some(claim), Some(at), Some(disk), Some(pv), Some(total)) = (
+                claim,
+                at,
+                millis("disk_ms="),
+                millis("pv_ms="),
+                millis("total_ms="),
+            ) else {
+                continue;
+            };
+            let Some(annotated) = annotated.get(claim) else {
+                continue;
+            };
+            let start = at - total;
+            steps
+                .to_start
+                .push(start.duration_since(*annotated).unwrap_or_default());
+            steps.disk.push(disk);
+            steps.pv.push(pv);
+            steps.total.push(total);
+        }
+        for v in [
+            &mut steps.to_start,
+            &mut steps.disk,
+            &mut steps.pv,
+            &mut steps.total,
+        ] {
+            v.sort();
+        }
+        steps
+    }
 }
 
 fn last_after(t0: Instant, m: &HashMap<String, Instant>) -> Duration {
@@ -415,40 +474,15 @@ async fn dynamic(
     }
     latencies.sort();
     pv_to_bound.sort();
-    // The provisioner's Events, by claim: when it started and finished each.
+    // Wall-clock annotation times, to line up with the server's log.
     let (i0, w0) = (Instant::now(), SystemTime::now());
-    let wall = |t: Instant| w0 - i0.saturating_duration_since(t);
-    let mut started = HashMap::new();
-    let mut done = HashMap::new();
-    for e in Api::<Event>::namespaced(admin.clone(), ns)
-        .list(&Default::default())
-        .await?
-        .items
-    {
-        let (Some(name), Some(at)) = (e.regarding.and_then(|r| r.name), e.event_time) else {
-            continue;
-        };
-        let at = SystemTime::from(at.0);
-        match e.reason.as_deref() {
-            Some("Provisioning") => started.insert(name, at),
-            Some("ProvisioningSucceeded") => done.insert(name, at),
-            _ => None,
-        };
-    }
-    let mut to_start = Vec::new();
-    let mut start_to_done = Vec::new();
-    for (claim, at) in &started {
-        let annotated = wall(s.annotated[claim]);
-        to_start.push(at.duration_since(annotated).unwrap_or_default());
-        if let Some(d) = done.get(claim) {
-            start_to_done.push(d.duration_since(*at).unwrap_or_default());
-        }
-    }
-    to_start.sort();
-    start_to_done.sort();
+    let annotated_at = s
+        .annotated
+        .iter()
+        .map(|(claim, t)| (claim.clone(), w0 - i0.saturating_duration_since(*t)))
+        .collect();
     Ok(Phase {
-        to_start,
-        start_to_done,
+        annotated_at,
         latencies,
         pv_to_bound,
         all_annotated: last_after(t0, &s.annotated),
@@ -527,8 +561,7 @@ async fn pre_bound(
     }
     let s = seen.lock().unwrap();
     Ok(Phase {
-        to_start: Vec::new(),
-        start_to_done: Vec::new(),
+        annotated_at: HashMap::new(),
         latencies: Vec::new(),
         pv_to_bound: Vec::new(),
         all_annotated: Duration::ZERO,
@@ -635,11 +668,15 @@ async fn run_once(args: &Args, helm: &Path, run: usize) -> anyhow::Result<(Phase
             .map(|l| format!(", first: {l}"))
             .unwrap_or_default()
     );
+    let steps = Steps::from_log(&pod.log_text(), &a.annotated_at);
     eprintln!(
-        "[bench] run {run}: dynamic, per claim (p50 / p90 / p99 / max ms): annotated -> \
-         \"Provisioning\" Event {}; \"Provisioning\" -> \"ProvisioningSucceeded\" {}",
-        dist(&a.to_start),
-        dist(&a.start_to_done)
+        "[bench] run {run}: dynamic, per claim from the server's \"provisioned\" lines \
+         (p50 / p90 / p99 / max ms): annotated -> reconcile start {}; directory and registry {}; \
+         PV create request {}; reconcile start -> provisioned {}",
+        dist(&steps.to_start),
+        dist(&steps.disk),
+        dist(&steps.pv),
+        dist(&steps.total)
     );
     eprintln!(
         "[bench] run {run}: dynamic: all annotated {} s, all PVs {} s, PV -> Bound p50 {} ms \

@@ -120,7 +120,14 @@ pub struct Context {
     /// The server address and when it was read (the Service is read at most every
     /// `address_check`, not once per claim).
     address: Mutex<Option<(Instant, String, bool)>>,
+    /// PV creates in flight at once. The API client speaks HTTP/1.1, one request per
+    /// connection: a burst of claims would otherwise open (and TLS-handshake) a connection
+    /// per claim; a few connections carry the burst as fast (the API server is the limit).
+    pv_writes: tokio::sync::Semaphore,
 }
+
+/// PV creates in flight at once (see [`Context`]).
+const PV_WRITES: usize = 4;
 
 /// Local copies of what the controllers watch, so a reconcile reads them without a request.
 /// A miss (not synced yet, or just created) falls back to the API where it matters.
@@ -175,6 +182,7 @@ impl Context {
             provisional: Mutex::new(HashMap::new()),
             caches: Mutex::new(None),
             address: Mutex::new(None),
+            pv_writes: tokio::sync::Semaphore::new(PV_WRITES),
         }
     }
 
@@ -386,15 +394,24 @@ pub async fn reconcile_claim(
         &format!("External provisioner is provisioning volume for claim \"{claim}\""),
     );
     let started = std::time::Instant::now();
-    let result = provision(&pvc, &class, &params, &name, &ctx).await;
+    let mut steps = Steps::default();
+    let result = provision(&pvc, &class, &params, &name, &ctx, &mut steps).await;
     match &result {
         Ok(true) => {
+            let total = started.elapsed();
             ctx.config
                 .metrics
                 .provision_seconds
-                .observe(started.elapsed().as_secs_f64());
+                .observe(total.as_secs_f64());
             ctx.succeeded(&name);
-            info!(%claim, volume = %name, "provisioned");
+            info!(
+                %claim,
+                volume = %name,
+                disk_ms = ms(steps.disk),
+                pv_ms = ms(steps.pv),
+                total_ms = ms(total),
+                "provisioned"
+            );
             ctx.recorder.record_detached(
                 pvc.as_ref(),
                 Kind::Normal,
@@ -417,6 +434,19 @@ pub async fn reconcile_claim(
     result.map(|_| Action::await_change())
 }
 
+/// How long provisioning's two slow steps took, for the "provisioned" log line.
+#[derive(Default)]
+struct Steps {
+    /// Directory and registry (blocking, with fsyncs).
+    disk: std::time::Duration,
+    /// The PV create request.
+    pv: std::time::Duration,
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
+}
+
 /// Directory, export, PV. Returns false when the claim vanished meanwhile (then nothing is
 /// left behind).
 async fn provision(
@@ -425,6 +455,7 @@ async fn provision(
     params: &params::Params,
     name: &str,
     ctx: &Context,
+    steps: &mut Steps,
 ) -> Result<bool, Error> {
     if let Some(max) = ctx.config.max_exports {
         let held = ctx.store.volumes();
@@ -440,8 +471,10 @@ async fn provision(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(name.to_owned(), (ns.clone(), pvc.name_any()));
+    let t = std::time::Instant::now();
     tokio::task::spawn_blocking(move || volumes::provision(&store, &vol, &p, ro, Some(size)))
         .await??;
+    steps.disk = t.elapsed();
     let server = ctx.server_address().await?;
     // The claim may have been deleted while its directory was made: the watched copy says
     // so without a request (a deletion the watch has not delivered yet leaves a PV that
@@ -472,11 +505,16 @@ async fn provision(
         pod: ctx.config.pod_name.as_deref(),
     })?;
     let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
-    match pvs.create(&PostParams::default(), &volume).await {
+    let t = std::time::Instant::now();
+    let permit = ctx.pv_writes.acquire().await;
+    let created = pvs.create(&PostParams::default(), &volume).await;
+    drop(permit);
+    match created {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => return Err(e.into()),
     }
+    steps.pv = t.elapsed();
     ctx.provisional
         .lock()
         .unwrap_or_else(|e| e.into_inner())
