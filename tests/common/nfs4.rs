@@ -11,16 +11,22 @@ pub const OP_GETATTR: u32 = 9;
 pub const OP_GETFH: u32 = 10;
 pub const OP_LOCK: u32 = 12;
 pub const OP_LOCKT: u32 = 13;
+pub const OP_LOOKUPP: u32 = 16;
 pub const OP_OPEN: u32 = 18;
 pub const OP_PUTFH: u32 = 22;
+pub const OP_PUTROOTFH: u32 = 24;
 pub const OP_READ: u32 = 25;
 pub const OP_REMOVE: u32 = 28;
 pub const OP_SETATTR: u32 = 34;
 pub const OP_WRITE: u32 = 38;
+pub const OP_BIND_CONN_TO_SESSION: u32 = 41;
 pub const OP_EXCHANGE_ID: u32 = 42;
 pub const OP_CREATE_SESSION: u32 = 43;
+pub const OP_SECINFO_NO_NAME: u32 = 52;
 pub const OP_SEQUENCE: u32 = 53;
 pub const OP_TEST_STATEID: u32 = 55;
+pub const OP_DESTROY_CLIENTID: u32 = 57;
+pub const OP_RECLAIM_COMPLETE: u32 = 58;
 
 pub const OK: u32 = 0;
 pub const ROFS: u32 = 30;
@@ -139,14 +145,55 @@ pub fn test_stateid(sids: &[&[u8]]) -> Vec<u8> {
     v
 }
 
+/// RECLAIM_COMPLETE for the whole server (rca_one_fs false).
+pub fn reclaim_complete() -> Vec<u8> {
+    words(&[OP_RECLAIM_COMPLETE, 0])
+}
+
 pub fn exchange_id(verifier: [u8; 8], owner: &[u8]) -> Vec<u8> {
+    exchange_id_flags(verifier, owner, 0)
+}
+
+/// EXCHANGE_ID with `flags`, SP4_NONE and no implementation id.
+pub fn exchange_id_flags(verifier: [u8; 8], owner: &[u8], flags: u32) -> Vec<u8> {
     [
         words(&[OP_EXCHANGE_ID]),
         verifier.to_vec(),
         opaque(owner),
-        words(&[0, 0, 0]),
+        words(&[flags, 0, 0]),
     ]
     .concat()
+}
+
+pub fn destroy_clientid(clientid: u64) -> Vec<u8> {
+    [
+        words(&[OP_DESTROY_CLIENTID]),
+        clientid.to_be_bytes().to_vec(),
+    ]
+    .concat()
+}
+
+/// BIND_CONN_TO_SESSION in both directions, without RDMA mode.
+pub fn bind_conn_to_session(sid: &[u8; 16]) -> Vec<u8> {
+    [
+        words(&[OP_BIND_CONN_TO_SESSION]),
+        sid.to_vec(),
+        words(&[3, 0]),
+    ]
+    .concat()
+}
+
+/// SECINFO_NO_NAME: style 0 the current object, 1 its parent.
+pub fn secinfo_no_name(style: u32) -> Vec<u8> {
+    words(&[OP_SECINFO_NO_NAME, style])
+}
+
+pub fn putrootfh() -> Vec<u8> {
+    words(&[OP_PUTROOTFH])
+}
+
+pub fn lookupp() -> Vec<u8> {
+    words(&[OP_LOOKUPP])
 }
 
 /// The fore channel a test asks for: max request, max response, max cached, max ops, slots.
@@ -168,10 +215,15 @@ pub const GENEROUS: Fore = Fore {
 };
 
 pub fn create_session(clientid: u64, seq: u32, fore: Fore) -> Vec<u8> {
+    create_session_flags(clientid, seq, 0, fore)
+}
+
+/// CREATE_SESSION with `flags` (csa_flags), no back channel security.
+pub fn create_session_flags(clientid: u64, seq: u32, flags: u32, fore: Fore) -> Vec<u8> {
     [
         words(&[OP_CREATE_SESSION]),
         clientid.to_be_bytes().to_vec(),
-        words(&[seq, 0]),
+        words(&[seq, flags]),
         words(&[
             0,
             fore.request,
@@ -266,6 +318,16 @@ impl Compound {
                         assert_eq!(c.u32(), 0, "no delegation");
                     }
                     OP_LOCK | OP_CLOSE => drop(c.take(16)),
+                    OP_BIND_CONN_TO_SESSION => drop(c.take(24)),
+                    OP_SECINFO_NO_NAME => {
+                        for _ in 0..c.u32() {
+                            // RPCSEC_GSS carries an OID, a QOP and a service.
+                            if c.u32() == 6 {
+                                c.opaque();
+                                c.take(8);
+                            }
+                        }
+                    }
                     OP_TEST_STATEID => {
                         let n = c.u32() as usize;
                         c.take(4 * n);
@@ -415,10 +477,13 @@ impl V4 {
         c.status
     }
 
+    /// A client with a session that has sent RECLAIM_COMPLETE (so it may open and lock).
     pub async fn mount(server: &Server, cred: Vec<u8>, owner: &[u8], fore: Fore) -> Self {
         let mut c = Self::connect(server, cred).await;
         assert_eq!(c.exchange([1; 8], owner).await, OK);
         assert_eq!(c.create_session(fore).await, OK);
+        let (_, r) = c.seq(false, &[reclaim_complete()]).await;
+        assert_eq!(r.status, OK, "RECLAIM_COMPLETE: {:?}", r.statuses());
         c
     }
 }

@@ -315,8 +315,11 @@ impl Compound<'_> {
                     Fh::Export
                 } else {
                     let attr = io!(ops::getattr(&dir));
-                    if attr.kind != NodeKind::Directory {
-                        return Ok(st::NOTDIR);
+                    match attr.kind {
+                        NodeKind::Directory => {}
+                        // RFC 8881 section 18.14.3.
+                        NodeKind::Symlink => return Ok(st::SYMLINK),
+                        _ => return Ok(st::NOTDIR),
                     }
                     let id = self.inner.identity(self.ctx, &dir);
                     let (h, _) = io!(ops::lookup(&self.inner.store, &dir, b"..", &id));
@@ -778,7 +781,9 @@ impl Compound<'_> {
         let reclaim = matches!(claim, Claim::Previous);
         if reclaim {
             tri!(state.check_reclaim(&state.lock(), clientid));
-        } else if state.grace.active() {
+        } else if state.grace.active() || !state.reclaim_done(&state.lock(), clientid) {
+            // Non-reclaim locking waits for the grace period, and for the client's own
+            // RECLAIM_COMPLETE (RFC 8881 section 18.51.3).
             return Ok(st::GRACE);
         }
         let mut created = false;
@@ -1019,7 +1024,9 @@ impl Compound<'_> {
         let state = &self.inner.state;
         if reclaim {
             tri!(state.check_reclaim(&state.lock(), clientid));
-        } else if state.grace.active() {
+        } else if state.grace.active() || !state.reclaim_done(&state.lock(), clientid) {
+            // Non-reclaim locking waits for the grace period, and for the client's own
+            // RECLAIM_COMPLETE (RFC 8881 section 18.51.3).
             return Ok(st::GRACE);
         }
         let file = self.cur_bytes();

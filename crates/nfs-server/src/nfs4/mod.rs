@@ -279,20 +279,7 @@ fn status_name(proc_: u32, body: &[u8]) -> &'static str {
     };
     match u32::from_be_bytes([w[0], w[1], w[2], w[3]]) {
         st::OK => "OK",
-        st::NOENT => "NFS4ERR_NOENT",
-        st::ACCESS => "NFS4ERR_ACCESS",
-        st::EXIST => "NFS4ERR_EXIST",
-        st::STALE => "NFS4ERR_STALE",
-        st::BADHANDLE => "NFS4ERR_BADHANDLE",
-        st::DENIED => "NFS4ERR_DENIED",
-        st::GRACE => "NFS4ERR_GRACE",
-        st::BADSESSION => "NFS4ERR_BADSESSION",
-        st::STALE_CLIENTID => "NFS4ERR_STALE_CLIENTID",
-        st::BAD_STATEID => "NFS4ERR_BAD_STATEID",
-        st::NOTSUPP => "NFS4ERR_NOTSUPP",
-        st::DQUOT => "NFS4ERR_DQUOT",
-        st::NOSPC => "NFS4ERR_NOSPC",
-        _ => "NFS4ERR_OTHER",
+        status => st::name(status),
     }
 }
 
@@ -304,7 +291,8 @@ fn v40_only(op: u32) -> bool {
     )
 }
 
-/// Ops that may (must) stand alone, without SEQUENCE.
+/// Ops that may come without SEQUENCE, as the only op of their COMPOUND (or after a
+/// SEQUENCE).
 fn sessionless(op: u32) -> bool {
     matches!(
         op,
@@ -404,12 +392,12 @@ impl Inner {
                 st::OP_NOT_IN_SESSION
             } else if i == 0 && sessionless(op) && nops != 1 {
                 st::NOT_ONLY_OP
-            } else if i > 0 && (op == OP_SEQUENCE || sessionless(op)) {
-                if op == OP_SEQUENCE {
-                    st::SEQUENCE_POS
-                } else {
-                    st::NOT_ONLY_OP
-                }
+            } else if i > 0 && op == OP_SEQUENCE {
+                st::SEQUENCE_POS
+            } else if i > 0 && sessionless(op) && c.slot.is_none() {
+                // They stand alone unless a SEQUENCE comes first (RFC 8881 sections
+                // 18.34.3, 18.35.4, 18.36.4, 18.37.3, 18.50.3); then they run in its session.
+                st::NOT_ONLY_OP
             } else if let Some(s) = c
                 .budget
                 .check(c.reply_len(&out) + result_reserve(op), c.last)
@@ -495,10 +483,12 @@ impl Compound<'_> {
             OP_BIND_CONN_TO_SESSION => self.bind_conn(d, out),
             OP_SEQUENCE => self.sequence(d, out),
             OP_RECLAIM_COMPLETE => self.reclaim_complete(d),
-            OP_SECINFO_NO_NAME => {
-                d.u32()?;
-                self.secinfo(out)
-            }
+            OP_SECINFO_NO_NAME => match d.u32()? {
+                // The pseudo-root has no parent (RFC 8881 section 18.45.3).
+                1 if matches!(self.cur, Some(Fh::Root)) => Ok(st::NOENT),
+                0 | 1 => self.secinfo(out),
+                _ => Ok(st::INVAL),
+            },
             OP_SECINFO => {
                 d.opaque(1024)?;
                 self.secinfo(out)
@@ -597,9 +587,13 @@ impl Compound<'_> {
         const USE_NON_PNFS: u32 = 0x0001_0000;
         const UPD_CONFIRMED_REC_A: u32 = 0x4000_0000;
         const CONFIRMED_R: u32 = 0x8000_0000;
+        /// The flags a client may set (RFC 8881 section 18.35.1, EXCHGID4_FLAG_MASK_A).
+        const CLIENT_FLAGS: u32 = 0x4007_0103;
         let verifier = d.fixed::<8>()?;
         let owner = d.opaque(1024)?.to_vec();
         let flags = d.u32()?;
+        // Undefined bits, and CONFIRMED_R (the server's to set), are INVAL (section 18.35.3).
+        let bad_flags = flags & !CLIENT_FLAGS != 0;
         match d.u32()? {
             0 => {}
             1 => {
@@ -615,6 +609,9 @@ impl Compound<'_> {
             d.opaque(1024)?;
             d.opaque(1024)?;
             d.time()?;
+        }
+        if bad_flags {
+            return Ok(st::INVAL);
         }
         let principal = state::Principal::of(&self.ctx.credential);
         let update = flags & UPD_CONFIRMED_REC_A != 0;
@@ -732,6 +729,10 @@ impl Compound<'_> {
         }
         if seq != client.cs_seq.wrapping_add(1) {
             return Ok(st::SEQ_MISORDERED);
+        }
+        // PERSIST, CONN_BACK_CHAN and CONN_RDMA are the only flags (section 18.36.1).
+        if flags & !0x7 != 0 {
+            return Ok(st::INVAL);
         }
         if fore.max_request < MIN_MSG || fore.max_response < MIN_MSG {
             return Ok(st::TOOSMALL);
@@ -1046,6 +1047,20 @@ mod tests {
     use crate::locks::LockTable;
     use oncrpc::Credential;
     use std::net::{Ipv4Addr, SocketAddr};
+
+    #[test]
+    fn every_status_is_named_in_metrics() {
+        let name = |s: u32| status_name(1, &s.to_be_bytes());
+        assert_eq!(name(st::OK), "OK");
+        assert_eq!(name(st::NOT_ONLY_OP), "NFS4ERR_NOT_ONLY_OP");
+        assert_eq!(
+            name(st::REP_TOO_BIG_TO_CACHE),
+            "NFS4ERR_REP_TOO_BIG_TO_CACHE"
+        );
+        assert_eq!(name(st::NOXATTR), "NFS4ERR_NOXATTR");
+        assert_eq!(name(st::SEQ_MISORDERED), "NFS4ERR_SEQ_MISORDERED");
+        assert_eq!(name(10073), "NFS4ERR_UNKNOWN");
+    }
 
     fn service() -> (tempfile::TempDir, Nfs4Service) {
         let dir = tempfile::tempdir().unwrap();

@@ -267,6 +267,12 @@ impl State {
         }
     }
 
+    /// Whether the client sent RECLAIM_COMPLETE for the whole server: until then it may not
+    /// take new locks or opens (RFC 8881 section 18.51.3).
+    pub fn reclaim_done(&self, t: &Tables, clientid: u64) -> bool {
+        t.clients.get(&clientid).is_some_and(|c| c.reclaim_complete)
+    }
+
     /// Confirms a client: drops other records of the same owner and writes it to disk.
     pub fn confirm(&self, t: &mut Tables, clientid: u64) {
         let Some(owner) = t.clients.get(&clientid).map(|c| c.owner.clone()) else {

@@ -343,111 +343,142 @@ pub const OP_GETXATTR: u32 = 72;
 pub const OP_LISTXATTRS: u32 = 75;
 pub const OP_ILLEGAL: u32 = 10044;
 
-/// nfsstat4 values (RFC 8881 section 15.1).
+/// Defines the nfsstat4 constants and [`st::name`], so every status has its name.
+macro_rules! statuses {
+    ($($name:ident = $value:literal,)*) => {
+        $(pub const $name: u32 = $value;)*
+
+        /// The status's name as the RFC spells it (`NFS4_OK`, `NFS4ERR_...`), for metrics
+        /// and logs; statuses this server never sends are `NFS4ERR_UNKNOWN`.
+        pub fn name(status: u32) -> &'static str {
+            match status {
+                OK => "NFS4_OK",
+                $($value => concat!("NFS4ERR_", stringify!($name)),)*
+                _ => "NFS4ERR_UNKNOWN",
+            }
+        }
+    };
+}
+
+/// nfsstat4 values (RFC 8881 section 15.1, RFC 8276 section 8.1).
 #[allow(dead_code)]
 pub mod st {
     pub const OK: u32 = 0;
-    pub const PERM: u32 = 1;
-    pub const NOENT: u32 = 2;
-    pub const IO: u32 = 5;
-    pub const NXIO: u32 = 6;
-    pub const ACCESS: u32 = 13;
-    pub const EXIST: u32 = 17;
-    pub const XDEV: u32 = 18;
-    pub const NOTDIR: u32 = 20;
-    pub const ISDIR: u32 = 21;
-    pub const INVAL: u32 = 22;
-    pub const FBIG: u32 = 27;
-    pub const NOSPC: u32 = 28;
-    pub const ROFS: u32 = 30;
-    pub const MLINK: u32 = 31;
-    pub const NAMETOOLONG: u32 = 63;
-    pub const NOTEMPTY: u32 = 66;
-    pub const DQUOT: u32 = 69;
-    pub const STALE: u32 = 70;
-    pub const BADHANDLE: u32 = 10001;
-    pub const BAD_COOKIE: u32 = 10003;
-    pub const NOTSUPP: u32 = 10004;
-    pub const TOOSMALL: u32 = 10005;
-    pub const SERVERFAULT: u32 = 10006;
-    pub const BADTYPE: u32 = 10007;
-    pub const DELAY: u32 = 10008;
-    pub const SAME: u32 = 10009;
-    pub const DENIED: u32 = 10010;
-    pub const EXPIRED: u32 = 10011;
-    pub const LOCKED: u32 = 10012;
-    pub const GRACE: u32 = 10013;
-    pub const FHEXPIRED: u32 = 10014;
-    pub const SHARE_DENIED: u32 = 10015;
-    pub const WRONGSEC: u32 = 10016;
-    pub const CLID_INUSE: u32 = 10017;
-    pub const MOVED: u32 = 10019;
-    pub const NOFILEHANDLE: u32 = 10020;
-    pub const MINOR_VERS_MISMATCH: u32 = 10021;
-    pub const STALE_CLIENTID: u32 = 10022;
-    pub const STALE_STATEID: u32 = 10023;
-    pub const OLD_STATEID: u32 = 10024;
-    pub const BAD_STATEID: u32 = 10025;
-    pub const BAD_SEQID: u32 = 10026;
-    pub const NOT_SAME: u32 = 10027;
-    pub const LOCK_RANGE: u32 = 10028;
-    pub const SYMLINK: u32 = 10029;
-    pub const RESTOREFH: u32 = 10030;
-    pub const ATTRNOTSUPP: u32 = 10032;
-    pub const NO_GRACE: u32 = 10033;
-    pub const RECLAIM_BAD: u32 = 10034;
-    pub const RECLAIM_CONFLICT: u32 = 10035;
-    pub const BADXDR: u32 = 10036;
-    pub const LOCKS_HELD: u32 = 10037;
-    pub const OPENMODE: u32 = 10038;
-    pub const BADOWNER: u32 = 10039;
-    pub const BADCHAR: u32 = 10040;
-    pub const BADNAME: u32 = 10041;
-    pub const BAD_RANGE: u32 = 10042;
-    pub const LOCK_NOTSUPP: u32 = 10043;
-    pub const OP_ILLEGAL: u32 = 10044;
-    pub const DEADLOCK: u32 = 10045;
-    pub const FILE_OPEN: u32 = 10046;
-    pub const ADMIN_REVOKED: u32 = 10047;
-    pub const CB_PATH_DOWN: u32 = 10048;
-    pub const BADIOMODE: u32 = 10049;
-    pub const BADLAYOUT: u32 = 10050;
-    pub const BAD_SESSION_DIGEST: u32 = 10051;
-    pub const BADSESSION: u32 = 10052;
-    pub const BADSLOT: u32 = 10053;
-    pub const COMPLETE_ALREADY: u32 = 10054;
-    pub const CONN_NOT_BOUND_TO_SESSION: u32 = 10055;
-    pub const DELEG_ALREADY_WANTED: u32 = 10056;
-    pub const BACK_CHAN_BUSY: u32 = 10057;
-    pub const LAYOUTTRYLATER: u32 = 10058;
-    pub const LAYOUTUNAVAILABLE: u32 = 10059;
-    pub const NOMATCHING_LAYOUT: u32 = 10060;
-    pub const RECALLCONFLICT: u32 = 10061;
-    pub const UNKNOWN_LAYOUTTYPE: u32 = 10062;
-    pub const SEQ_MISORDERED: u32 = 10063;
-    pub const SEQUENCE_POS: u32 = 10064;
-    pub const REQ_TOO_BIG: u32 = 10065;
-    pub const REP_TOO_BIG: u32 = 10066;
-    pub const REP_TOO_BIG_TO_CACHE: u32 = 10067;
-    pub const RETRY_UNCACHED_REP: u32 = 10068;
-    pub const UNSAFE_COMPOUND: u32 = 10069;
-    pub const TOO_MANY_OPS: u32 = 10070;
-    pub const OP_NOT_IN_SESSION: u32 = 10071;
-    pub const HASH_ALG_UNSUPP: u32 = 10072;
-    pub const CLIENTID_BUSY: u32 = 10074;
-    pub const PNFS_IO_HOLE: u32 = 10075;
-    pub const SEQ_FALSE_RETRY: u32 = 10076;
-    pub const BAD_HIGH_SLOT: u32 = 10077;
-    pub const DEADSESSION: u32 = 10078;
-    pub const ENCR_ALG_UNSUPP: u32 = 10079;
-    pub const PNFS_NO_LAYOUT: u32 = 10080;
-    pub const NOT_ONLY_OP: u32 = 10081;
-    pub const WRONG_CRED: u32 = 10082;
-    pub const WRONG_TYPE: u32 = 10083;
-    pub const DIRDELEG_UNAVAIL: u32 = 10084;
-    pub const REJECT_DELEG: u32 = 10085;
-    pub const RETURNCONFLICT: u32 = 10086;
-    pub const DELEG_REVOKED: u32 = 10087;
+
+    statuses! {
+        PERM = 1,
+        NOENT = 2,
+        IO = 5,
+        NXIO = 6,
+        ACCESS = 13,
+        EXIST = 17,
+        XDEV = 18,
+        NOTDIR = 20,
+        ISDIR = 21,
+        INVAL = 22,
+        FBIG = 27,
+        NOSPC = 28,
+        ROFS = 30,
+        MLINK = 31,
+        NAMETOOLONG = 63,
+        NOTEMPTY = 66,
+        DQUOT = 69,
+        STALE = 70,
+        BADHANDLE = 10001,
+        BAD_COOKIE = 10003,
+        NOTSUPP = 10004,
+        TOOSMALL = 10005,
+        SERVERFAULT = 10006,
+        BADTYPE = 10007,
+        DELAY = 10008,
+        SAME = 10009,
+        DENIED = 10010,
+        EXPIRED = 10011,
+        LOCKED = 10012,
+        GRACE = 10013,
+        FHEXPIRED = 10014,
+        SHARE_DENIED = 10015,
+        WRONGSEC = 10016,
+        CLID_INUSE = 10017,
+        RESOURCE = 10018,
+        MOVED = 10019,
+        NOFILEHANDLE = 10020,
+        MINOR_VERS_MISMATCH = 10021,
+        STALE_CLIENTID = 10022,
+        STALE_STATEID = 10023,
+        OLD_STATEID = 10024,
+        BAD_STATEID = 10025,
+        BAD_SEQID = 10026,
+        NOT_SAME = 10027,
+        LOCK_RANGE = 10028,
+        SYMLINK = 10029,
+        RESTOREFH = 10030,
+        LEASE_MOVED = 10031,
+        ATTRNOTSUPP = 10032,
+        NO_GRACE = 10033,
+        RECLAIM_BAD = 10034,
+        RECLAIM_CONFLICT = 10035,
+        BADXDR = 10036,
+        LOCKS_HELD = 10037,
+        OPENMODE = 10038,
+        BADOWNER = 10039,
+        BADCHAR = 10040,
+        BADNAME = 10041,
+        BAD_RANGE = 10042,
+        LOCK_NOTSUPP = 10043,
+        OP_ILLEGAL = 10044,
+        DEADLOCK = 10045,
+        FILE_OPEN = 10046,
+        ADMIN_REVOKED = 10047,
+        CB_PATH_DOWN = 10048,
+        BADIOMODE = 10049,
+        BADLAYOUT = 10050,
+        BAD_SESSION_DIGEST = 10051,
+        BADSESSION = 10052,
+        BADSLOT = 10053,
+        COMPLETE_ALREADY = 10054,
+        CONN_NOT_BOUND_TO_SESSION = 10055,
+        DELEG_ALREADY_WANTED = 10056,
+        BACK_CHAN_BUSY = 10057,
+        LAYOUTTRYLATER = 10058,
+        LAYOUTUNAVAILABLE = 10059,
+        NOMATCHING_LAYOUT = 10060,
+        RECALLCONFLICT = 10061,
+        UNKNOWN_LAYOUTTYPE = 10062,
+        SEQ_MISORDERED = 10063,
+        SEQUENCE_POS = 10064,
+        REQ_TOO_BIG = 10065,
+        REP_TOO_BIG = 10066,
+        REP_TOO_BIG_TO_CACHE = 10067,
+        RETRY_UNCACHED_REP = 10068,
+        UNSAFE_COMPOUND = 10069,
+        TOO_MANY_OPS = 10070,
+        OP_NOT_IN_SESSION = 10071,
+        HASH_ALG_UNSUPP = 10072,
+        CLIENTID_BUSY = 10074,
+        PNFS_IO_HOLE = 10075,
+        SEQ_FALSE_RETRY = 10076,
+        BAD_HIGH_SLOT = 10077,
+        DEADSESSION = 10078,
+        ENCR_ALG_UNSUPP = 10079,
+        PNFS_NO_LAYOUT = 10080,
+        NOT_ONLY_OP = 10081,
+        WRONG_CRED = 10082,
+        WRONG_TYPE = 10083,
+        DIRDELEG_UNAVAIL = 10084,
+        REJECT_DELEG = 10085,
+        RETURNCONFLICT = 10086,
+        DELEG_REVOKED = 10087,
+        PARTNER_NOTSUPP = 10088,
+        PARTNER_NO_AUTH = 10089,
+        UNION_NOTSUPP = 10090,
+        OFFLOAD_DENIED = 10091,
+        WRONG_LFS = 10092,
+        BADLABEL = 10093,
+        OFFLOAD_NO_REQS = 10094,
+        NOXATTR = 10095,
+        XATTR2BIG = 10096,
+    }
 }
 
 /// Maps a file-system error to nfsstat4.
