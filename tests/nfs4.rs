@@ -1,6 +1,6 @@
-//! NFSv4.1 against the whole in-process server, driven by the independent `nfs-rs` client:
-//! file operations through the pseudo-root path `/export/<volume>`, the same handles as v3,
-//! byte-range locks between two clients, and the grace period after a restart.
+//! NFSv4.0 and NFSv4.1 against the whole in-process server, driven by the independent
+//! `nfs-rs` client: file operations through the pseudo-root path `/export/<volume>`, the same
+//! handles as v3, byte-range locks between two clients, and the grace period after a restart.
 
 mod common;
 
@@ -11,40 +11,53 @@ use common::*;
 use nfs_rs::{Mount, OPEN_BOTH, parse_url_and_mount};
 
 fn url(server: &Server, path: &str) -> String {
+    url_of(server, path, "4.1")
+}
+
+fn url_of(server: &Server, path: &str, version: &str) -> String {
     format!(
-        "nfs://127.0.0.1{path}?version=4.1&nfsport={}&noresvport=true&uid=0&gid=0",
+        "nfs://127.0.0.1{path}?version={version}&nfsport={}&noresvport=true&uid=0&gid=0",
         server.running.nfs.port()
     )
 }
 
 async fn mount(server: &Server) -> Box<dyn Mount> {
-    parse_url_and_mount(&url(server, "/export/vol"))
+    mount_version(server, "4.1").await
+}
+
+async fn mount_version(server: &Server, version: &str) -> Box<dyn Mount> {
+    parse_url_and_mount(&url_of(server, "/export/vol", version))
         .await
-        .expect("NFSv4.1 mount of /export/vol")
+        .unwrap_or_else(|e| panic!("NFSv{version} mount of /export/vol: {e:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_operations_over_v40() {
+    file_operations("4.0").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_operations_over_v41() {
+    file_operations("4.1").await;
+}
+
+async fn file_operations(version: &str) {
     let server = Server::start().await;
-    let m = mount(&server).await;
+    let m = mount_version(&server, version).await;
 
     // Create, write, read back; the bytes are in the real file.
     let created = m.create_path("hello.txt", Some(0o640)).await.unwrap();
-    m.write(
-        created.fh.clone(),
-        0,
-        Bytes::from_static(b"hello over v4.1"),
-    )
-    .await
-    .unwrap();
+    m.write(created.fh.clone(), 0, Bytes::from_static(b"hello over v4"))
+        .await
+        .unwrap();
     m.commit(created.fh.clone(), 0, 0).await.unwrap();
     m.close(created.fh.clone()).await.unwrap();
     let on_disk = std::fs::read(server.vol_path(VOL).join("hello.txt")).unwrap();
-    assert_eq!(on_disk, b"hello over v4.1");
+    assert_eq!(on_disk, b"hello over v4");
     let back = m.read_path("hello.txt", 0, 100).await.unwrap();
-    assert_eq!(&back[..], b"hello over v4.1");
+    assert_eq!(&back[..], b"hello over v4");
     let attr = m.getattr_path("hello.txt").await.unwrap();
-    assert_eq!(attr.filesize, 15);
+    assert_eq!(attr.filesize, 13);
     assert_eq!(attr.file_mode & 0o777, 0o640);
 
     // Directories, rename, hard and symbolic links, chmod, truncate.
@@ -166,10 +179,20 @@ fn denied(r: &nfs_rs::Result<impl std::fmt::Debug>) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn locks_conflict_between_clients() {
+async fn locks_conflict_between_v41_clients() {
+    locks_conflict_between_clients("4.1", "4.1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_conflict_between_v40_and_v41_clients() {
+    locks_conflict_between_clients("4.0", "4.1").await;
+    locks_conflict_between_clients("4.1", "4.0").await;
+}
+
+async fn locks_conflict_between_clients(va: &str, vb: &str) {
     let server = Server::start().await;
-    let a = mount(&server).await;
-    let b = mount(&server).await;
+    let a = mount_version(&server, va).await;
+    let b = mount_version(&server, vb).await;
     let created = a.create_path("locked", Some(0o666)).await.unwrap();
     a.close(created.fh).await.unwrap();
     let fa = a.open_path("locked", OPEN_BOTH).await.unwrap();

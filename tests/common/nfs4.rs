@@ -11,14 +11,20 @@ pub const OP_GETATTR: u32 = 9;
 pub const OP_GETFH: u32 = 10;
 pub const OP_LOCK: u32 = 12;
 pub const OP_LOCKT: u32 = 13;
+pub const OP_LOCKU: u32 = 14;
 pub const OP_LOOKUPP: u32 = 16;
 pub const OP_OPEN: u32 = 18;
+pub const OP_OPEN_CONFIRM: u32 = 20;
 pub const OP_PUTFH: u32 = 22;
 pub const OP_PUTROOTFH: u32 = 24;
 pub const OP_READ: u32 = 25;
 pub const OP_REMOVE: u32 = 28;
+pub const OP_RENEW: u32 = 30;
 pub const OP_SETATTR: u32 = 34;
+pub const OP_SETCLIENTID: u32 = 35;
+pub const OP_SETCLIENTID_CONFIRM: u32 = 36;
 pub const OP_WRITE: u32 = 38;
+pub const OP_RELEASE_LOCKOWNER: u32 = 39;
 pub const OP_BIND_CONN_TO_SESSION: u32 = 41;
 pub const OP_EXCHANGE_ID: u32 = 42;
 pub const OP_CREATE_SESSION: u32 = 43;
@@ -95,13 +101,25 @@ pub fn getattr() -> Vec<u8> {
 
 /// OPEN by name in the current directory; `create`: UNCHECKED with no attributes.
 pub fn open(clientid: u64, owner: &[u8], access: u32, create: bool, name: &str) -> Vec<u8> {
+    open_seq(0, clientid, owner, access, create, name)
+}
+
+/// OPEN with an owner seqid (minor version 0).
+pub fn open_seq(
+    seqid: u32,
+    clientid: u64,
+    owner: &[u8],
+    access: u32,
+    create: bool,
+    name: &str,
+) -> Vec<u8> {
     let how = if create {
         words(&[1, 0, 0, 0])
     } else {
         words(&[0])
     };
     [
-        words(&[OP_OPEN, 0, access, 0]),
+        words(&[OP_OPEN, seqid, access, 0]),
         clientid.to_be_bytes().to_vec(),
         opaque(owner),
         how,
@@ -145,6 +163,95 @@ pub fn test_stateid(sids: &[&[u8]]) -> Vec<u8> {
     v
 }
 
+/// LOCK (write, from 0) by a new lock owner, with the open owner's and the lock owner's
+/// seqids (minor version 0).
+pub fn lock_new_owner(
+    open_seqid: u32,
+    open_sid: &[u8],
+    lock_seqid: u32,
+    clientid: u64,
+    owner: &[u8],
+    len: u64,
+) -> Vec<u8> {
+    [
+        words(&[OP_LOCK, 2, 0]),
+        0u64.to_be_bytes().to_vec(),
+        len.to_be_bytes().to_vec(),
+        words(&[1, open_seqid]),
+        open_sid.to_vec(),
+        words(&[lock_seqid]),
+        clientid.to_be_bytes().to_vec(),
+        opaque(owner),
+    ]
+    .concat()
+}
+
+/// LOCKU (write, from 0) of `len` bytes.
+pub fn locku(seqid: u32, lock_sid: &[u8], len: u64) -> Vec<u8> {
+    [
+        words(&[OP_LOCKU, 2, seqid]),
+        lock_sid.to_vec(),
+        0u64.to_be_bytes().to_vec(),
+        len.to_be_bytes().to_vec(),
+    ]
+    .concat()
+}
+
+pub fn close(seqid: u32, sid: &[u8]) -> Vec<u8> {
+    [words(&[OP_CLOSE, seqid]), sid.to_vec()].concat()
+}
+
+pub fn open_confirm(sid: &[u8], seqid: u32) -> Vec<u8> {
+    [words(&[OP_OPEN_CONFIRM]), sid.to_vec(), words(&[seqid])].concat()
+}
+
+/// SETCLIENTID with a TCP callback at `addr` ("h1.h2.h3.h4.p1.p2").
+pub fn setclientid(verifier: [u8; 8], id: &[u8], program: u32, addr: &str) -> Vec<u8> {
+    [
+        words(&[OP_SETCLIENTID]),
+        verifier.to_vec(),
+        opaque(id),
+        words(&[program]),
+        opaque(b"tcp"),
+        opaque(addr.as_bytes()),
+        words(&[1]),
+    ]
+    .concat()
+}
+
+pub fn setclientid_confirm(clientid: u64, confirm: &[u8]) -> Vec<u8> {
+    [
+        words(&[OP_SETCLIENTID_CONFIRM]),
+        clientid.to_be_bytes().to_vec(),
+        confirm.to_vec(),
+    ]
+    .concat()
+}
+
+pub fn renew(clientid: u64) -> Vec<u8> {
+    [words(&[OP_RENEW]), clientid.to_be_bytes().to_vec()].concat()
+}
+
+pub fn release_lockowner(clientid: u64, owner: &[u8]) -> Vec<u8> {
+    [
+        words(&[OP_RELEASE_LOCKOWNER]),
+        clientid.to_be_bytes().to_vec(),
+        opaque(owner),
+    ]
+    .concat()
+}
+
+/// READ through `sid`.
+pub fn read_sid(sid: &[u8], offset: u64, count: u32) -> Vec<u8> {
+    [
+        words(&[OP_READ]),
+        sid.to_vec(),
+        offset.to_be_bytes().to_vec(),
+        words(&[count]),
+    ]
+    .concat()
+}
+
 /// RECLAIM_COMPLETE for the whole server (rca_one_fs false).
 pub fn reclaim_complete() -> Vec<u8> {
     words(&[OP_RECLAIM_COMPLETE, 0])
@@ -186,6 +293,10 @@ pub fn bind_conn_to_session(sid: &[u8; 16]) -> Vec<u8> {
 /// SECINFO_NO_NAME: style 0 the current object, 1 its parent.
 pub fn secinfo_no_name(style: u32) -> Vec<u8> {
     words(&[OP_SECINFO_NO_NAME, style])
+}
+
+pub fn getfh() -> Vec<u8> {
+    words(&[OP_GETFH])
 }
 
 pub fn putrootfh() -> Vec<u8> {
@@ -317,7 +428,8 @@ impl Compound {
                         c.bitmap();
                         assert_eq!(c.u32(), 0, "no delegation");
                     }
-                    OP_LOCK | OP_CLOSE => drop(c.take(16)),
+                    OP_LOCK | OP_CLOSE | OP_LOCKU | OP_OPEN_CONFIRM => drop(c.take(16)),
+                    OP_SETCLIENTID => drop(c.take(16)),
                     OP_BIND_CONN_TO_SESSION => drop(c.take(24)),
                     OP_SECINFO_NO_NAME => {
                         for _ in 0..c.u32() {
@@ -393,6 +505,8 @@ pub struct V4 {
     /// Granted fore channel: max request, response, cached, ops, slots.
     pub granted: [u32; 5],
     pub seqid: u32,
+    /// The minor version of the COMPOUNDs it sends (1 unless a test says otherwise).
+    pub minor: u32,
 }
 
 impl V4 {
@@ -405,12 +519,13 @@ impl V4 {
             sid: [0; 16],
             granted: [0; 5],
             seqid: 0,
+            minor: 1,
         }
     }
 
     pub fn record(&mut self, ops: &[Vec<u8>]) -> Vec<u8> {
         self.xid += 1;
-        let mut args = [opaque(b"limits"), words(&[1, ops.len() as u32])].concat();
+        let mut args = [opaque(b"limits"), words(&[self.minor, ops.len() as u32])].concat();
         for op in ops {
             args.extend_from_slice(op);
         }

@@ -247,7 +247,7 @@ impl Compound<'_> {
         Ok(st::OK)
     }
 
-    fn cur_bytes(&self) -> Vec<u8> {
+    pub(super) fn cur_bytes(&self) -> Vec<u8> {
         self.cur.as_ref().map(Fh::bytes).unwrap_or_default()
     }
 
@@ -781,9 +781,11 @@ impl Compound<'_> {
         let reclaim = matches!(claim, Claim::Previous);
         if reclaim {
             tri!(state.check_reclaim(&state.lock(), clientid));
-        } else if state.grace.active() || !state.reclaim_done(&state.lock(), clientid) {
+        } else if state.grace.active()
+            || (self.minor > 0 && !state.reclaim_done(&state.lock(), clientid))
+        {
             // Non-reclaim locking waits for the grace period, and for the client's own
-            // RECLAIM_COMPLETE (RFC 8881 section 18.51.3).
+            // RECLAIM_COMPLETE (RFC 8881 section 18.51.3; minor version 0 has none).
             return Ok(st::GRACE);
         }
         let mut created = false;
@@ -1024,9 +1026,11 @@ impl Compound<'_> {
         let state = &self.inner.state;
         if reclaim {
             tri!(state.check_reclaim(&state.lock(), clientid));
-        } else if state.grace.active() || !state.reclaim_done(&state.lock(), clientid) {
+        } else if state.grace.active()
+            || (self.minor > 0 && !state.reclaim_done(&state.lock(), clientid))
+        {
             // Non-reclaim locking waits for the grace period, and for the client's own
-            // RECLAIM_COMPLETE (RFC 8881 section 18.51.3).
+            // RECLAIM_COMPLETE (RFC 8881 section 18.51.3; minor version 0 has none).
             return Ok(st::GRACE);
         }
         let file = self.cur_bytes();

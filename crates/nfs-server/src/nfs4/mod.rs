@@ -18,6 +18,7 @@
 mod attrs;
 mod fileops;
 pub mod state;
+mod v40;
 pub mod xdr;
 
 use std::os::fd::OwnedFd;
@@ -169,6 +170,8 @@ struct Inner {
     write_verifier: [u8; 8],
     metrics: Option<Arc<NfsMetrics>>,
     started: (i64, u32),
+    /// Minor version 0's client ids and owners.
+    v40: v40::V40,
 }
 
 impl Nfs4Service {
@@ -188,6 +191,7 @@ impl Nfs4Service {
                 write_verifier,
                 metrics,
                 started: (now.as_secs() as i64, now.subsec_nanos()),
+                v40: v40::V40::default(),
             }),
         }
     }
@@ -242,6 +246,10 @@ impl RpcService for Nfs4Service {
         let Some(tag) = word(0).filter(|n| *n <= 1024) else {
             return SMALL;
         };
+        // Minor version 0 has no session to say how large a reply may be: the largest.
+        if word(4 + tag + (4 - tag % 4) % 4) == Some(0) {
+            return MAX_MSG as usize;
+        }
         let first = 4 + tag + (4 - tag % 4) % 4 + 8;
         if word(first) != Some(OP_SEQUENCE as usize) {
             return SMALL;
@@ -308,6 +316,8 @@ fn sessionless(op: u32) -> bool {
 struct Compound<'a> {
     inner: &'a Inner,
     ctx: &'a CallContext,
+    /// The minor version: 0 has owners' seqids where 1 and 2 have sessions.
+    minor: u32,
     nops: u32,
     cur: Option<Fh>,
     saved: Option<Fh>,
@@ -343,13 +353,14 @@ impl Inner {
         let mut out = Enc::new();
         out.u32(st::OK).opaque(tag).u32(0);
         let count_at = out.len() - 4;
-        if !(1..=2).contains(&minor) {
+        if minor > 2 {
             out.buf[..4].copy_from_slice(&st::MINOR_VERS_MISMATCH.to_be_bytes());
             return Reply::Success(out.buf);
         }
         let mut c = Compound {
             inner: self,
             ctx,
+            minor,
             nops,
             cur: None,
             saved: None,
@@ -377,9 +388,17 @@ impl Inner {
                 }
             };
             let known = op >= OP_ACCESS
-                && (op <= OP_RECLAIM_COMPLETE || (minor >= 2 && op <= OP_LISTXATTRS))
-                && op != OP_GETXATTR + 1
-                && op != OP_GETXATTR + 2;
+                && match minor {
+                    // RFC 7530 section 16: the operations end with RELEASE_LOCKOWNER.
+                    0 => op <= OP_RELEASE_LOCKOWNER,
+                    1 => op <= OP_RECLAIM_COMPLETE,
+                    _ => {
+                        op <= OP_RECLAIM_COMPLETE
+                            || (op <= OP_LISTXATTRS
+                                && op != OP_GETXATTR + 1
+                                && op != OP_GETXATTR + 2)
+                    }
+                };
             let resop = if known { op } else { OP_ILLEGAL };
             out.u32(resop);
             let at = out.len();
@@ -388,6 +407,12 @@ impl Inner {
             c.last = i + 1 == nops;
             let s = if !known {
                 st::OP_ILLEGAL
+            } else if minor == 0 {
+                // No sessions: every op may come anywhere (RFC 7530 section 15.2).
+                match c.op(op, &mut d, &mut out) {
+                    Ok(s) => c.fit(s, at, &mut out),
+                    Err(BadXdr) => st::BADXDR,
+                }
             } else if i == 0 && op != OP_SEQUENCE && !sessionless(op) {
                 st::OP_NOT_IN_SESSION
             } else if i == 0 && sessionless(op) && nops != 1 {
@@ -472,9 +497,18 @@ impl Compound<'_> {
     }
 
     fn op(&mut self, op: u32, d: &mut Dec<'_>, out: &mut Enc) -> DResult<u32> {
+        if self.minor == 0 {
+            return self.op40(op, d, out);
+        }
         if v40_only(op) {
             return Ok(st::NOTSUPP);
         }
+        self.op_common(op, d, out)
+    }
+
+    /// The operations every minor version shares (and those of 4.1 and 4.2, which the
+    /// compound driver never lets a 4.0 COMPOUND reach).
+    fn op_common(&mut self, op: u32, d: &mut Dec<'_>, out: &mut Enc) -> DResult<u32> {
         match op {
             OP_EXCHANGE_ID => self.exchange_id(d, out),
             OP_CREATE_SESSION => self.create_session(d, out),

@@ -14,6 +14,7 @@ pub struct BadXdr;
 pub type DResult<T> = Result<T, BadXdr>;
 
 /// Reads XDR from a byte slice.
+#[derive(Clone)]
 pub struct Dec<'a> {
     buf: &'a [u8],
     pos: usize,
