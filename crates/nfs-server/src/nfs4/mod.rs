@@ -1,5 +1,5 @@
-//! NFSv4.1 (RFC 8881) and the cheap parts of 4.2 (RFC 7862: SEEK, ALLOCATE, DEALLOCATE) on
-//! the NFS program's version 4.
+//! NFSv4.1 (RFC 8881) and the cheap parts of 4.2 (RFC 7862: SEEK, ALLOCATE, DEALLOCATE;
+//! RFC 8276 extended attributes, in [`xattr`]) on the NFS program's version 4.
 //!
 //! A COMPOUND runs on one blocking worker thread, operation after operation, with a current
 //! and a saved file handle. Sessions give exactly-once semantics: SEQUENCE names a slot, a
@@ -18,6 +18,7 @@
 mod attrs;
 mod fileops;
 pub mod state;
+mod xattr;
 pub mod xdr;
 
 use std::os::fd::OwnedFd;
@@ -114,7 +115,7 @@ fn result_reserve(op: u32) -> usize {
         OP_OPEN => STATEID + CHANGE_INFO + 4 + BITMAP + 12,
         OP_CREATE => CHANGE_INFO + BITMAP,
         OP_SETATTR => BITMAP,
-        OP_REMOVE | OP_LINK => CHANGE_INFO,
+        OP_REMOVE | OP_LINK | OP_SETXATTR | OP_REMOVEXATTR => CHANGE_INFO,
         OP_RENAME => 2 * CHANGE_INFO,
         // count, committed, verifier.
         OP_WRITE => 4 + 4 + 8,
@@ -292,6 +293,8 @@ fn status_name(proc_: u32, body: &[u8]) -> &'static str {
         st::NOTSUPP => "NFS4ERR_NOTSUPP",
         st::DQUOT => "NFS4ERR_DQUOT",
         st::NOSPC => "NFS4ERR_NOSPC",
+        st::NOXATTR => "NFS4ERR_NOXATTR",
+        st::XATTR2BIG => "NFS4ERR_XATTR2BIG",
         _ => "NFS4ERR_OTHER",
     }
 }
@@ -320,6 +323,8 @@ fn sessionless(op: u32) -> bool {
 struct Compound<'a> {
     inner: &'a Inner,
     ctx: &'a CallContext,
+    /// The COMPOUND's minor version (1 or 2).
+    minor: u32,
     nops: u32,
     cur: Option<Fh>,
     saved: Option<Fh>,
@@ -362,6 +367,7 @@ impl Inner {
         let mut c = Compound {
             inner: self,
             ctx,
+            minor,
             nops,
             cur: None,
             saved: None,
@@ -389,9 +395,7 @@ impl Inner {
                 }
             };
             let known = op >= OP_ACCESS
-                && (op <= OP_RECLAIM_COMPLETE || (minor >= 2 && op <= OP_LISTXATTRS))
-                && op != OP_GETXATTR + 1
-                && op != OP_GETXATTR + 2;
+                && (op <= OP_RECLAIM_COMPLETE || (minor >= 2 && op <= OP_REMOVEXATTR));
             let resop = if known { op } else { OP_ILLEGAL };
             out.u32(resop);
             let at = out.len();
@@ -551,6 +555,7 @@ impl Compound<'_> {
             | OP_SET_SSV
             | OP_WANT_DELEGATION
             | OP_GET_DIR_DELEGATION => Ok(st::NOTSUPP),
+            OP_GETXATTR | OP_SETXATTR | OP_LISTXATTRS | OP_REMOVEXATTR => self.xattr_op(op, d, out),
             _ => self.file_op(op, d, out),
         }
     }

@@ -339,8 +339,11 @@ pub const OP_READ_PLUS: u32 = 68;
 pub const OP_SEEK: u32 = 69;
 pub const OP_WRITE_SAME: u32 = 70;
 pub const OP_CLONE: u32 = 71;
+// RFC 8276 section 8.4 (NFSv4.2 only).
 pub const OP_GETXATTR: u32 = 72;
-pub const OP_LISTXATTRS: u32 = 75;
+pub const OP_SETXATTR: u32 = 73;
+pub const OP_LISTXATTRS: u32 = 74;
+pub const OP_REMOVEXATTR: u32 = 75;
 pub const OP_ILLEGAL: u32 = 10044;
 
 /// nfsstat4 values (RFC 8881 section 15.1).
@@ -448,6 +451,9 @@ pub mod st {
     pub const REJECT_DELEG: u32 = 10085;
     pub const RETURNCONFLICT: u32 = 10086;
     pub const DELEG_REVOKED: u32 = 10087;
+    // RFC 8276 section 8.3.
+    pub const NOXATTR: u32 = 10095;
+    pub const XATTR2BIG: u32 = 10096;
 }
 
 /// Maps a file-system error to nfsstat4.
