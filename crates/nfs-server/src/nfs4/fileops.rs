@@ -259,7 +259,7 @@ impl Compound<'_> {
     }
 
     fn access(&mut self, d: &mut Dec<'_>, out: &mut Enc) -> DResult<u32> {
-        // 4.2 adds the xattr bits (RFC 8276 section 8.4.3).
+        // 4.2 adds the ACCESS4_XA* bits (RFC 8276).
         let want = d.u32()? & if self.minor >= 2 { 0x1ff } else { 0x3f };
         let granted = match &self.cur {
             None => return Ok(st::NOFILEHANDLE),

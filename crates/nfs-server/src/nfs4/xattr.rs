@@ -1,8 +1,9 @@
 //! NFSv4.2 extended attributes (RFC 8276): GETXATTR, SETXATTR, LISTXATTRS and REMOVEXATTR
-//! on the current object, and the xattr bits of ACCESS (section 8.4.3).
+//! (section 8.4) on the current object, and the ACCESS4_XA* bits of ACCESS.
 //!
-//! Clients name attributes without a namespace; the server keeps them in the file's `user.`
-//! namespace (section 8.3), so a client's `user.x` is `user.x` on the export's disk too.
+//! The protocol carries user attributes only, named without a namespace; the server keeps
+//! them in the file's `user.` namespace, so a client's `user.x` (as Linux clients send it,
+//! stripped) is `user.x` on the export's disk too.
 //! `export-store` adds the prefix, runs the file-system calls as the caller (squashing, the
 //! kernel's permission checks, read-only volumes, the volume's size) and makes changes
 //! durable. The pseudo file system has no extended attributes (its `xattr_support` is
