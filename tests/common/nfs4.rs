@@ -1,10 +1,11 @@
-//! A client speaking raw NFSv4.1 COMPOUNDs over TCP, for tests that need exact control of
+//! A client speaking raw NFSv4.1 (or 4.2) COMPOUNDs over TCP, for tests that need exact control of
 //! every operation and status (RFC 8881 sections 15 to 18): operation and status numbers,
 //! encoders for the operations the tests send, a reply parser, and a session-holding client.
 
 use super::*;
 
-// Operation numbers and statuses (RFC 8881 sections 15 and 16).
+// Operation numbers and statuses (RFC 8881 sections 15 and 16, RFC 8276 section 8).
+pub const OP_ACCESS: u32 = 3;
 pub const OP_CLOSE: u32 = 4;
 pub const OP_CREATE: u32 = 6;
 pub const OP_GETATTR: u32 = 9;
@@ -33,9 +34,20 @@ pub const OP_SEQUENCE: u32 = 53;
 pub const OP_TEST_STATEID: u32 = 55;
 pub const OP_DESTROY_CLIENTID: u32 = 57;
 pub const OP_RECLAIM_COMPLETE: u32 = 58;
+pub const OP_GETXATTR: u32 = 72;
+pub const OP_SETXATTR: u32 = 73;
+pub const OP_LISTXATTRS: u32 = 74;
+pub const OP_REMOVEXATTR: u32 = 75;
+/// Also the status of an op that does not exist.
+pub const OP_ILLEGAL: u32 = 10044;
 
 pub const OK: u32 = 0;
+pub const ACCESS: u32 = 13;
+pub const EXIST: u32 = 17;
 pub const ROFS: u32 = 30;
+pub const DQUOT: u32 = 69;
+pub const NOTSUPP: u32 = 10004;
+pub const TOOSMALL: u32 = 10005;
 pub const DELAY: u32 = 10008;
 pub const DENIED: u32 = 10010;
 pub const CLID_INUSE: u32 = 10017;
@@ -44,6 +56,8 @@ pub const REQ_TOO_BIG: u32 = 10065;
 pub const REP_TOO_BIG: u32 = 10066;
 pub const REP_TOO_BIG_TO_CACHE: u32 = 10067;
 pub const TOO_MANY_OPS: u32 = 10070;
+pub const NOXATTR: u32 = 10095;
+pub const XATTR2BIG: u32 = 10096;
 
 pub const MIB: u32 = 1 << 20;
 /// What the server grants at most as ca_maxresponsesize / ca_maxrequestsize.
@@ -155,6 +169,48 @@ pub fn lockt(clientid: u64, owner: &[u8], len: u64) -> Vec<u8> {
     .concat()
 }
 
+/// GETATTR of the given attribute numbers.
+pub fn getattr_of(bits: &[u32]) -> Vec<u8> {
+    let mut words_ = vec![0u32; bits.iter().map(|b| *b as usize / 32 + 1).max().unwrap_or(0)];
+    for b in bits {
+        words_[*b as usize / 32] |= 1 << (b % 32);
+    }
+    let mut v = words(&[OP_GETATTR, words_.len() as u32]);
+    v.extend(words(&words_));
+    v
+}
+
+pub fn access(bits: u32) -> Vec<u8> {
+    words(&[OP_ACCESS, bits])
+}
+
+/// RECLAIM_COMPLETE for all file systems (rca_one_fs false).
+pub fn reclaim_complete() -> Vec<u8> {
+    words(&[OP_RECLAIM_COMPLETE, 0])
+}
+
+pub fn getxattr(name: &[u8]) -> Vec<u8> {
+    [words(&[OP_GETXATTR]), opaque(name)].concat()
+}
+
+/// SETXATTR with option 0 (EITHER), 1 (CREATE) or 2 (REPLACE).
+pub fn setxattr(option: u32, name: &[u8], value: &[u8]) -> Vec<u8> {
+    [words(&[OP_SETXATTR, option]), opaque(name), opaque(value)].concat()
+}
+
+pub fn listxattrs(cookie: u64, maxcount: u32) -> Vec<u8> {
+    [
+        words(&[OP_LISTXATTRS]),
+        cookie.to_be_bytes().to_vec(),
+        words(&[maxcount]),
+    ]
+    .concat()
+}
+
+pub fn removexattr(name: &[u8]) -> Vec<u8> {
+    [words(&[OP_REMOVEXATTR]), opaque(name)].concat()
+}
+
 pub fn test_stateid(sids: &[&[u8]]) -> Vec<u8> {
     let mut v = words(&[OP_TEST_STATEID, sids.len() as u32]);
     for s in sids {
@@ -250,11 +306,6 @@ pub fn read_sid(sid: &[u8], offset: u64, count: u32) -> Vec<u8> {
         words(&[count]),
     ]
     .concat()
-}
-
-/// RECLAIM_COMPLETE for the whole server (rca_one_fs false).
-pub fn reclaim_complete() -> Vec<u8> {
-    words(&[OP_RECLAIM_COMPLETE, 0])
 }
 
 pub fn exchange_id(verifier: [u8; 8], owner: &[u8]) -> Vec<u8> {
@@ -440,6 +491,17 @@ impl Compound {
                             }
                         }
                     }
+                    OP_ACCESS => drop(c.take(8)),
+                    OP_GETXATTR => drop(c.opaque()),
+                    // change_info4.
+                    OP_SETXATTR | OP_REMOVEXATTR => drop(c.take(20)),
+                    OP_LISTXATTRS => {
+                        c.u64();
+                        for _ in 0..c.u32() {
+                            c.opaque();
+                        }
+                        c.u32();
+                    }
                     OP_TEST_STATEID => {
                         let n = c.u32() as usize;
                         c.take(4 * n);
@@ -594,7 +656,20 @@ impl V4 {
 
     /// A client with a session that has sent RECLAIM_COMPLETE (so it may open and lock).
     pub async fn mount(server: &Server, cred: Vec<u8>, owner: &[u8], fore: Fore) -> Self {
+        Self::mount_minor(server, cred, owner, fore, 1).await
+    }
+
+    /// A session of minor version `minor` whose client has sent RECLAIM_COMPLETE (RFC 8881
+    /// section 18.51.3: before any OPEN but a reclaim).
+    pub async fn mount_minor(
+        server: &Server,
+        cred: Vec<u8>,
+        owner: &[u8],
+        fore: Fore,
+        minor: u32,
+    ) -> Self {
         let mut c = Self::connect(server, cred).await;
+        c.minor = minor;
         assert_eq!(c.exchange([1; 8], owner).await, OK);
         assert_eq!(c.create_session(fore).await, OK);
         let (_, r) = c.seq(false, &[reclaim_complete()]).await;

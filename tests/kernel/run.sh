@@ -36,7 +36,7 @@ RUN=$CACHE/run
 ALL_CHECKS="mount mkdir write read append rename symlink hardlink chmod chown truncate utimes
             mkfifo readdir-2000 unlink big64 portmap nonroot nlm-fcntl quota expand fsx pjdfstest restart umount
             default-mount v4-mount v4-mkdir v4-write v4-read v4-append v4-rename v4-symlink
-            v4-hardlink v4-chmod v4-chown v4-truncate v4-utimes v4-mkfifo v4-unlink v4-nonroot
+            v4-hardlink v4-chmod v4-chown v4-truncate v4-utimes v4-mkfifo v4-unlink v4-nonroot v4-xattr
             v4-quota prjquota v4-fsx v4-pjdfstest v4-lock v4-restart v4-lock-restart v4-umount"
 VOL=vol
 PORTS="2049 20048 111"

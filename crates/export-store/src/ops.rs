@@ -1131,6 +1131,199 @@ pub fn stat_entry(dir: &Object, name: &[u8], id: &Identity) -> io::Result<Attr> 
     Ok(Attr::from_stat(&st, dir.volume.id() as u64))
 }
 
+// ---------------------------------------------------------------------------------------
+// Extended attributes in the `user.` namespace (NFSv4.2 xattrs, RFC 8276).
+//
+// Clients name them without the prefix; here they are `user.NAME`. Only regular files and
+// directories have them (as on Linux, whose answers for other types are kept: reading finds
+// nothing, writing is not permitted). The kernel checks the caller's permission: reading
+// needs read access, changing needs write access, listing needs none.
+
+/// Largest value of an extended attribute (Linux's `XATTR_SIZE_MAX`).
+pub const XATTR_SIZE_MAX: usize = 64 * 1024;
+/// Largest list of names `listxattr` returns (Linux's `XATTR_LIST_MAX`).
+const XATTR_LIST_MAX: usize = 64 * 1024;
+const USER_PREFIX: &[u8] = b"user.";
+/// Longest name a client may use: Linux's 255 bytes (`XATTR_NAME_MAX`) count the prefix.
+pub const XATTR_NAME_MAX: usize = 255 - USER_PREFIX.len();
+
+/// How SETXATTR treats an existing (or missing) attribute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XattrSet {
+    /// Create or replace.
+    Either,
+    /// Only create: `EEXIST` if it exists.
+    Create,
+    /// Only replace: `ENODATA` if it does not exist.
+    Replace,
+}
+
+/// `user.NAME` as a C string: `EINVAL` for an empty name or one with a NUL,
+/// `ENAMETOOLONG` past [`XATTR_NAME_MAX`].
+fn user_xattr(name: &[u8]) -> io::Result<CString> {
+    if name.is_empty() {
+        return Err(errno(libc::EINVAL));
+    }
+    if name.len() > XATTR_NAME_MAX {
+        return Err(errno(libc::ENAMETOOLONG));
+    }
+    CString::new([USER_PREFIX, name].concat()).map_err(|_| errno(libc::EINVAL))
+}
+
+fn has_xattrs(kind: NodeKind) -> bool {
+    matches!(kind, NodeKind::Regular | NodeKind::Directory)
+}
+
+fn cvt_size(ret: isize) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// Whether the volume's file system keeps `user.` attributes (asked once per volume).
+pub fn xattr_support(obj: &Object) -> bool {
+    *obj.volume.xattrs.get_or_init(|| {
+        if cred::become_root().is_err() {
+            return true;
+        }
+        let path = sys::proc_path(obj.volume.root_fd());
+        // SAFETY: valid C strings; a null buffer of size 0 only asks for the size.
+        let r = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                c"user.nfs-server-provisioner.probe".as_ptr(),
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        r >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EOPNOTSUPP)
+    })
+}
+
+/// GETXATTR: the value of `user.NAME` (`ENODATA` if there is none).
+pub fn getxattr(obj: &Object, id: &Identity, name: &[u8]) -> io::Result<Vec<u8>> {
+    let cname = user_xattr(name)?;
+    if !has_xattrs(getattr(obj)?.kind) {
+        return Err(errno(libc::ENODATA));
+    }
+    cred::become_identity(id)?;
+    let path = sys::proc_path(obj.fd.as_fd());
+    let mut value = vec![0u8; XATTR_SIZE_MAX];
+    // SAFETY: valid C strings; the buffer is writable for its length.
+    let n = cvt_size(unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            cname.as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    })?;
+    value.truncate(n);
+    Ok(value)
+}
+
+/// LISTXATTRS: the names of the object's `user.` attributes, without the prefix, in the
+/// file system's order.
+pub fn listxattr(obj: &Object, id: &Identity) -> io::Result<Vec<Vec<u8>>> {
+    if !has_xattrs(getattr(obj)?.kind) {
+        return Ok(Vec::new());
+    }
+    cred::become_identity(id)?;
+    let path = sys::proc_path(obj.fd.as_fd());
+    let mut list = vec![0u8; XATTR_LIST_MAX];
+    // SAFETY: valid C string; the buffer is writable for its length.
+    let n =
+        cvt_size(unsafe { libc::listxattr(path.as_ptr(), list.as_mut_ptr().cast(), list.len()) })?;
+    Ok(list[..n]
+        .split(|b| *b == 0)
+        .filter_map(|name| name.strip_prefix(USER_PREFIX))
+        .filter(|name| !name.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect())
+}
+
+/// SETXATTR: sets `user.NAME` to `value` as `how` says, and makes it durable. The bytes the
+/// file system allocates for it count against the volume's size: the value's length must
+/// still fit (else `EDQUOT`), and the object's allocation after the change is what is
+/// charged. Returns the attributes before and after.
+pub fn setxattr(
+    obj: &Object,
+    id: &Identity,
+    name: &[u8],
+    value: &[u8],
+    how: XattrSet,
+) -> io::Result<(Attr, Attr)> {
+    check_writable(obj)?;
+    let cname = user_xattr(name)?;
+    if value.len() > XATTR_SIZE_MAX {
+        return Err(errno(libc::E2BIG));
+    }
+    let _measured = alloc_lock(obj);
+    let before = getattr(obj)?;
+    if !has_xattrs(before.kind) {
+        return Err(errno(libc::EPERM));
+    }
+    let quota = &obj.volume.quota;
+    let want = (name.len() + value.len()) as u64;
+    let reserved = quota.reserve(want);
+    if reserved < want {
+        quota.settle(reserved, 0);
+        return Err(errno(libc::EDQUOT));
+    }
+    let flags = match how {
+        XattrSet::Either => 0,
+        XattrSet::Create => libc::XATTR_CREATE,
+        XattrSet::Replace => libc::XATTR_REPLACE,
+    };
+    let set = cred::become_identity(id).and_then(|()| {
+        let path = sys::proc_path(obj.fd.as_fd());
+        // SAFETY: valid C strings; the value is readable for its length.
+        cvt(unsafe {
+            libc::setxattr(
+                path.as_ptr(),
+                cname.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                flags,
+            )
+        })
+    });
+    let after = getattr(obj);
+    quota.settle(
+        reserved,
+        after
+            .as_ref()
+            .map_or(0, |a| quota::growth(before.used, a.used)),
+    );
+    set?;
+    sync_object(obj)?;
+    Ok((before, after?))
+}
+
+/// REMOVEXATTR: removes `user.NAME` (`ENODATA` if there is none) and makes it durable; the
+/// allocation it frees is credited to the volume. Returns the attributes before and after.
+pub fn removexattr(obj: &Object, id: &Identity, name: &[u8]) -> io::Result<(Attr, Attr)> {
+    check_writable(obj)?;
+    let cname = user_xattr(name)?;
+    let _measured = alloc_lock(obj);
+    let before = getattr(obj)?;
+    if !has_xattrs(before.kind) {
+        return Err(errno(libc::EPERM));
+    }
+    cred::become_identity(id)?;
+    let path = sys::proc_path(obj.fd.as_fd());
+    // SAFETY: valid C strings.
+    cvt(unsafe { libc::removexattr(path.as_ptr(), cname.as_ptr()) })?;
+    let after = getattr(obj)?;
+    obj.volume
+        .quota
+        .charge(quota::growth(before.used, after.used));
+    sync_object(obj)?;
+    Ok((before, after))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,6 +63,9 @@ pub struct Volume {
     pub quota: Arc<Quota>,
     /// The kernel project quota enforcing the size, if any (the project id).
     project: Option<u32>,
+    /// Whether the file system under the volume keeps `user.` extended attributes (asked
+    /// once, by [`crate::ops::xattr_support`]).
+    pub(crate) xattrs: std::sync::OnceLock<bool>,
 }
 
 impl Volume {
@@ -430,6 +433,7 @@ impl ExportStore {
             root_handle,
             quota,
             project,
+            xattrs: std::sync::OnceLock::new(),
         })
     }
 

@@ -691,6 +691,56 @@ chk_umount() {
     ! is_mounted $M || fail "still mounted"
 }
 
+# Extended attributes (NFSv4.2 only, RFC 8276): a user. attribute set, replaced, listed and
+# removed through the mount with host python3, read back through the noac mount (so from the
+# server); XATTR_CREATE/XATTR_REPLACE keep their meaning; uid 1000 may read but not change
+# attributes of a root-owned 0644 file.
+chk_xattr() {
+    host_bind
+    mkdir -p /host/tmp/nfs2
+    is_mounted /host/tmp/nfs2 || mount --bind $V /host/tmp/nfs2
+    D=${W##*/}
+    mkdir -p $W
+    : > $W/xattr
+    chmod 0644 $W/xattr
+    py="chroot /host /usr/bin/python3 -c"
+    $py 'import errno, os, sys, time
+p, v = sys.argv[1], sys.argv[2]
+def refused(f, code):
+    try:
+        f()
+    except OSError as e:
+        assert e.errno == code, e
+    else:
+        sys.exit("succeeded: %r" % f)
+os.setxattr(p, "user.kt", b"value 1")
+assert os.getxattr(p, "user.kt") == b"value 1"
+assert os.getxattr(v, "user.kt") == b"value 1", "through the noac mount"
+refused(lambda: os.setxattr(p, "user.kt", b"x", os.XATTR_CREATE), errno.EEXIST)
+refused(lambda: os.setxattr(p, "user.none", b"x", os.XATTR_REPLACE), errno.ENODATA)
+time.sleep(0.1)
+big = bytes(range(256)) * 8
+os.setxattr(p, "user.kt", big, os.XATTR_REPLACE)
+os.setxattr(p, "user.other", b"2", os.XATTR_CREATE)
+assert os.getxattr(v, "user.kt") == big, "the replaced value from the server"
+assert sorted(n for n in os.listxattr(v) if n.startswith("user.")) == ["user.kt", "user.other"], os.listxattr(v)
+refused(lambda: os.getxattr(p, "user.missing"), errno.ENODATA)
+time.sleep(0.1)
+os.removexattr(p, "user.kt")
+refused(lambda: os.removexattr(p, "user.kt"), errno.ENODATA)
+refused(lambda: os.getxattr(v, "user.kt"), errno.ENODATA)
+assert [n for n in os.listxattr(v) if n.startswith("user.")] == ["user.other"], os.listxattr(v)
+' /tmp/nfs/$D/xattr /tmp/nfs2/$D/xattr
+    as_user="chroot /host /usr/bin/setpriv --reuid 1000 --regid 1000 --clear-groups"
+    eq "$($as_user /usr/bin/python3 -c 'import os, sys; print(os.getxattr(sys.argv[1], "user.other").decode())' /tmp/nfs/$D/xattr)" 2 "uid 1000 reading"
+    if out=$($as_user /usr/bin/python3 -c 'import os, sys; os.setxattr(sys.argv[1], "user.mine", b"x")' /tmp/nfs/$D/xattr 2>&1); then
+        fail "uid 1000 set an attribute of a root 0644 file"
+    fi
+    echo "$out" | grep -q 'Permission denied' || fail "want EACCES, got: $out"
+    umount /host/tmp/nfs2
+    host_unbind
+}
+
 # The NFSv4 mount as a node mounts it: mount.nfs with no options negotiates the version
 # (4.2, else 4.1, ...), then the suite's own v4 mounts.
 chk_default_mount() {

@@ -53,6 +53,8 @@ pub const TIME_MODIFY: u32 = 53;
 pub const TIME_MODIFY_SET: u32 = 54;
 pub const MOUNTED_ON_FILEID: u32 = 55;
 pub const SUPPATTR_EXCLCREAT: u32 = 75;
+/// RFC 8276 section 8.2 (NFSv4.2).
+pub const XATTR_SUPPORT: u32 = 82;
 
 const SUPPORTED: &[u32] = &[
     SUPPORTED_ATTRS,
@@ -100,6 +102,7 @@ const SUPPORTED: &[u32] = &[
     TIME_MODIFY_SET,
     MOUNTED_ON_FILEID,
     SUPPATTR_EXCLCREAT,
+    XATTR_SUPPORT,
 ];
 
 /// Attributes a client may set, and those it may set with an EXCLUSIVE4_1 create (the
@@ -128,6 +131,9 @@ pub struct Node<'a> {
     pub fs: &'a dyn Fn() -> Option<libc::statvfs>,
     pub lease_s: u32,
     pub max_io: u64,
+    /// `xattr_support`: whether the file system keeps extended attributes; `None` in minor
+    /// version 1, which does not have the attribute.
+    pub xattr_support: Option<bool>,
 }
 
 /// The change attribute: ctime in nanoseconds.
@@ -151,7 +157,11 @@ fn ftype(k: NodeKind) -> u32 {
 
 /// Encodes fattr4 with the requested attributes we have.
 pub fn encode(req: &Bitmap, n: &Node<'_>, out: &mut Enc) {
-    let mut have = req.intersect(&supported());
+    let mut supported = supported();
+    if n.xattr_support.is_none() {
+        supported.0[(XATTR_SUPPORT / 32) as usize] &= !(1 << (XATTR_SUPPORT % 32));
+    }
+    let mut have = req.intersect(&supported);
     let space = [
         FILES_AVAIL,
         FILES_FREE,
@@ -183,7 +193,7 @@ pub fn encode(req: &Bitmap, n: &Node<'_>, out: &mut Enc) {
     for bit in have.bits() {
         match bit {
             SUPPORTED_ATTRS => {
-                v.bitmap(&supported());
+                v.bitmap(&supported);
             }
             TYPE => {
                 v.u32(ftype(a.kind));
@@ -266,6 +276,9 @@ pub fn encode(req: &Bitmap, n: &Node<'_>, out: &mut Enc) {
             }
             SUPPATTR_EXCLCREAT => {
                 v.bitmap(&Bitmap::from_bits(EXCLCREAT));
+            }
+            XATTR_SUPPORT => {
+                v.bool(n.xattr_support.unwrap_or(false));
             }
             FILES_AVAIL | FILES_FREE | FILES_TOTAL | SPACE_AVAIL | SPACE_FREE | SPACE_TOTAL => {
                 let s = fs.as_ref().map_or_else(
@@ -397,6 +410,7 @@ mod tests {
             fs: &fs,
             lease_s: 90,
             max_io: 1 << 20,
+            xattr_support: None,
         };
         // 12 (acl) is not supported; 42 (space_avail) has no statvfs here.
         let req = Bitmap::from_bits(&[TYPE, SIZE, 12, OWNER, SPACE_AVAIL, TIME_MODIFY]);

@@ -62,7 +62,7 @@ fn name_of(b: &[u8]) -> Result<&[u8], u32> {
     Ok(b)
 }
 
-fn cinfo(out: &mut Enc, before: Option<&Attr>, after: Option<&Attr>) {
+pub(super) fn cinfo(out: &mut Enc, before: Option<&Attr>, after: Option<&Attr>) {
     out.bool(false)
         .u64(before.map_or(0, attrs::change))
         .u64(after.map_or(0, attrs::change));
@@ -125,7 +125,14 @@ impl Compound<'_> {
             fs,
             lease_s: self.inner.state.config.lease.as_secs() as u32,
             max_io: u64::from(MAX_IO),
+            xattr_support: self.xattr_support(obj),
         }
+    }
+
+    /// `xattr_support` of the file system of `obj` (false for the pseudo file system, `obj`
+    /// `None`), or `None` in 4.1, which does not have the attribute.
+    fn xattr_support(&self, obj: Option<&Object>) -> Option<bool> {
+        (self.minor >= 2).then(|| obj.is_some_and(ops::xattr_support))
     }
 
     /// Encodes the attributes of the current object.
@@ -252,14 +259,17 @@ impl Compound<'_> {
     }
 
     fn access(&mut self, d: &mut Dec<'_>, out: &mut Enc) -> DResult<u32> {
-        let want = d.u32()? & 0x3f;
+        // 4.2 adds the ACCESS4_XA* bits (RFC 8276).
+        let want = d.u32()? & if self.minor >= 2 { 0x1ff } else { 0x3f };
         let granted = match &self.cur {
             None => return Ok(st::NOFILEHANDLE),
             Some(Fh::Root | Fh::Export) => want & (ACCESS_READ | ACCESS_LOOKUP),
             Some(Fh::Vol(_)) => {
                 let obj = tri!(self.vol_obj(st::INVAL));
                 let id = self.inner.identity(self.ctx, &obj);
-                io!(ops::access(&obj, &id, want)).0
+                let asked = (want & 0x3f) | ACCESS_READ | ACCESS_MODIFY;
+                let (granted, attr) = io!(ops::access(&obj, &id, asked));
+                (granted & want) | super::xattr::access_bits(want, granted, &attr, &obj)
             }
         };
         out.u32(want).u32(granted);
@@ -633,6 +643,8 @@ impl Compound<'_> {
                 let id = self.inner.identity(self.ctx, &dir);
                 let store = &self.inner.store;
                 let lease = self.inner.state.config.lease.as_secs() as u32;
+                // Asked before the listing runs as the caller (the first ask runs as root).
+                let xattr_support = self.xattr_support(Some(&dir));
                 let eof = io!(ops::readdir(&dir, &id, cookie, |listing, e| {
                     use std::os::fd::AsFd;
                     let Some((h, attr)) = ops::entry_details(store, &dir, listing.as_fd(), &e.name)
@@ -649,6 +661,7 @@ impl Compound<'_> {
                         fs: &fs,
                         lease_s: lease,
                         max_io: u64::from(MAX_IO),
+                        xattr_support,
                     };
                     attrs::encode(&req, &node, &mut a);
                     Ok(fits(&mut entries, e.cookie, &e.name, &a))

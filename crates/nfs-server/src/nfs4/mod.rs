@@ -1,5 +1,5 @@
-//! NFSv4.1 (RFC 8881) and the cheap parts of 4.2 (RFC 7862: SEEK, ALLOCATE, DEALLOCATE) on
-//! the NFS program's version 4.
+//! NFSv4.1 (RFC 8881) and the cheap parts of 4.2 (RFC 7862: SEEK, ALLOCATE, DEALLOCATE;
+//! RFC 8276 extended attributes, in [`xattr`]) on the NFS program's version 4.
 //!
 //! A COMPOUND runs on one blocking worker thread, operation after operation, with a current
 //! and a saved file handle. Sessions give exactly-once semantics: SEQUENCE names a slot, a
@@ -19,6 +19,7 @@ mod attrs;
 mod fileops;
 pub mod state;
 mod v40;
+mod xattr;
 pub mod xdr;
 
 use std::os::fd::OwnedFd;
@@ -115,7 +116,7 @@ fn result_reserve(op: u32) -> usize {
         OP_OPEN => STATEID + CHANGE_INFO + 4 + BITMAP + 12,
         OP_CREATE => CHANGE_INFO + BITMAP,
         OP_SETATTR => BITMAP,
-        OP_REMOVE | OP_LINK => CHANGE_INFO,
+        OP_REMOVE | OP_LINK | OP_SETXATTR | OP_REMOVEXATTR => CHANGE_INFO,
         OP_RENAME => 2 * CHANGE_INFO,
         // count, committed, verifier.
         OP_WRITE => 4 + 4 + 8,
@@ -392,12 +393,7 @@ impl Inner {
                     // RFC 7530 section 16: the operations end with RELEASE_LOCKOWNER.
                     0 => op <= OP_RELEASE_LOCKOWNER,
                     1 => op <= OP_RECLAIM_COMPLETE,
-                    _ => {
-                        op <= OP_RECLAIM_COMPLETE
-                            || (op <= OP_LISTXATTRS
-                                && op != OP_GETXATTR + 1
-                                && op != OP_GETXATTR + 2)
-                    }
+                    _ => op <= OP_REMOVEXATTR,
                 };
             let resop = if known { op } else { OP_ILLEGAL };
             out.u32(resop);
@@ -575,6 +571,7 @@ impl Compound<'_> {
             | OP_SET_SSV
             | OP_WANT_DELEGATION
             | OP_GET_DIR_DELEGATION => Ok(st::NOTSUPP),
+            OP_GETXATTR | OP_SETXATTR | OP_LISTXATTRS | OP_REMOVEXATTR => self.xattr_op(op, d, out),
             _ => self.file_op(op, d, out),
         }
     }

@@ -340,8 +340,11 @@ pub const OP_READ_PLUS: u32 = 68;
 pub const OP_SEEK: u32 = 69;
 pub const OP_WRITE_SAME: u32 = 70;
 pub const OP_CLONE: u32 = 71;
+// RFC 8276 section 8.4 (NFSv4.2 only).
 pub const OP_GETXATTR: u32 = 72;
-pub const OP_LISTXATTRS: u32 = 75;
+pub const OP_SETXATTR: u32 = 73;
+pub const OP_LISTXATTRS: u32 = 74;
+pub const OP_REMOVEXATTR: u32 = 75;
 pub const OP_ILLEGAL: u32 = 10044;
 
 /// Defines the nfsstat4 constants and [`st::name`], so every status has its name.
