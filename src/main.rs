@@ -18,7 +18,7 @@ use nfs_server_provisioner::{ServeConfig, raise_fd_limit, start};
     // `extraArgs` can override a flag the chart sets itself.
     args_override_self = true,
     about = "A userspace NFS server and Kubernetes provisioner for ReadWriteMany volumes",
-    long_about = "A userspace NFS server (NFSv3, NFSv4.1 and NFSv4.2; not NFSv4.0) exporting \
+    long_about = "A userspace NFS server (NFSv3, NFSv4.0, NFSv4.1 and NFSv4.2) exporting \
 one directory per volume under an export root, and a Kubernetes dynamic volume provisioner. \
 Volumes are served as /export/<name>, whatever the export root is on disk.\n\n\
 Quick start:\n  nfs-server-provisioner volume add demo --export-root /srv/export\n  \
@@ -87,7 +87,7 @@ impl From<LimitArgs> for oncrpc::Limits {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve every volume registered under the export root over NFSv3, NFSv4.1 and NFSv4.2,
+    /// Serve every volume registered under the export root over NFSv3 and NFSv4.0, 4.1 and 4.2,
     /// and run the Kubernetes provisioner when a cluster is found.
     Serve {
         /// Directory holding one subdirectory per volume and the registry.
@@ -96,7 +96,7 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "0.0.0.0")]
         bind: IpAddr,
-        /// NFS port (NFSv3 and NFSv4.1/4.2, TCP).
+        /// NFS port (NFSv3 and NFSv4.0/4.1/4.2, TCP).
         #[arg(long, default_value_t = 2049)]
         nfs_port: u16,
         /// MOUNT v3 port (TCP), for NFSv3 clients.

@@ -136,6 +136,18 @@ impl Session {
         if let (Some(0), Some(sid)) = (first_status(&r), r.get(20..36)) {
             s.sid.copy_from_slice(sid);
             s.cs_seq = seq;
+            // RECLAIM_COMPLETE, so fuzzed OPENs and LOCKs are not all NFS4ERR_GRACE.
+            let mut x = Xdr::default();
+            x.u32(OP_SEQUENCE)
+                .fixed(&s.sid)
+                .u32(1)
+                .u32(0)
+                .u32(SLOTS - 1)
+                .bool(false);
+            let mut rc = Xdr::default();
+            rc.u32(OP_RECLAIM_COMPLETE).bool(false);
+            call(service, &root(), &compound(1, &[x.0, rc.0]));
+            s.slots[0] = 1;
         }
         s
     }

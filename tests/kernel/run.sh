@@ -37,7 +37,10 @@ ALL_CHECKS="mount mkdir write read append rename symlink hardlink chmod chown tr
             mkfifo readdir-2000 unlink big64 portmap nonroot nlm-fcntl quota expand fsx pjdfstest restart umount
             default-mount v4-mount v4-mkdir v4-write v4-read v4-append v4-rename v4-symlink
             v4-hardlink v4-chmod v4-chown v4-truncate v4-utimes v4-mkfifo v4-unlink v4-nonroot v4-xattr
-            v4-quota prjquota v4-fsx v4-pjdfstest v4-lock v4-restart v4-lock-restart v4-umount"
+            v4-quota prjquota v4-fsx v4-pjdfstest v4-lock v4-restart v4-lock-restart v4-umount
+            v41-mount v41-write v41-read v41-rename v41-lock v41-umount
+            v40-mount v40-mkdir v40-write v40-read v40-append v40-rename v40-symlink v40-truncate
+            v40-unlink v40-nonroot v40-lock v40-lock-restart v40-umount"
 VOL=vol
 PORTS="2049 20048 111"
 # Our metrics endpoint (the v4-lock check reads nfs_locks_held there).
@@ -92,7 +95,9 @@ start_server() {
 # guest's check is done, and until the guest's next write reached the server (kt4/tick).
 cue_restart() {
     local tag=$1 dir=$RUN/export/$VOL
-    local go=$dir/.kt-$tag-go done=$dir/.kt-$tag-done tick=$dir/kt4/tick
+    local sub=kt4
+    case $tag in v40-*) sub=kt40 ;; v41-*) sub=kt41 ;; esac
+    local go=$dir/.kt-$tag-go done=$dir/.kt-$tag-done tick=$dir/$sub/tick
     while [[ ! -e $go && ! -e $RUN/stop ]]; do sleep 0.1; done
     [[ -e $go ]] || return 0
     # Let the guest's I/O get going, then kill the server mid-stream.
@@ -177,7 +182,7 @@ supervise() {
     if [[ " $KT_CHECKS " == *" quota "* ]]; then quota_resize_on_cue quota sized & fi
     if [[ " $KT_CHECKS " == *" v4-quota "* ]]; then quota_resize_on_cue v4-quota sized4 & fi
     local tag
-    for tag in restart v4-restart v4-lock-restart; do
+    for tag in restart v4-restart v4-lock-restart v40-lock-restart; do
         if [[ " $KT_CHECKS " == *" $tag "* ]]; then cue_restart "$tag"; fi
     done
     while [[ ! -e $RUN/stop ]]; do sleep 0.2; done
@@ -423,7 +428,7 @@ report() {
         fi
     fi
     local tag
-    for tag in restart v4-restart v4-lock-restart; do
+    for tag in restart v4-restart v4-lock-restart v40-lock-restart; do
         wants $tag || continue
         if [[ -f $RUN/$tag.result ]]; then
             rr() { sed -n "s/^$1=//p" "$RUN/$tag.result"; }

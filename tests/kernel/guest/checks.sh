@@ -15,16 +15,23 @@ V=/mnt2
 W=$M/kt
 VW=$V/kt
 
-# v4-NAME: the same check NAME on NFSv4 mounts (/mnt-v4, and /mnt2-v4 to verify).
+# v4-NAME: the same check NAME on NFSv4.2 mounts (/mnt-kt4, and /mnt2-kt4 to verify), working in
+# kt4; v41-NAME and v40-NAME likewise on NFSv4.1 and NFSv4.0 mounts, in kt41 and kt40.
 FN=$CHECK
+D=kt
 case $CHECK in
-v4-*)
-    FN=${CHECK#v4-}
-    OPTS="vers=4.2,addr=$SRV,clientaddr=10.0.2.15"
-    M=/mnt-v4
-    V=/mnt2-v4
-    W=$M/kt4
-    VW=$V/kt4
+v4-* | v41-* | v40-*)
+    FN=${CHECK#*-}
+    case $CHECK in
+    v4-*) VERS=4.2 D=kt4 ;;
+    v41-*) VERS=4.1 D=kt41 ;;
+    v40-*) VERS=4.0 D=kt40 ;;
+    esac
+    OPTS="vers=$VERS,addr=$SRV,clientaddr=10.0.2.15"
+    M=/mnt-$D
+    V=/mnt2-$D
+    W=$M/$D
+    VW=$V/$D
     ;;
 esac
 FSTYPE=nfs
@@ -769,7 +776,7 @@ chk_lock() {
     cp /kt/lock.py /host/tmp/kt-lock.py
     # Holder: takes the lock, reports, holds it until /tmp/kt-release exists.
     rm -f /host/tmp/kt-held /host/tmp/kt-release
-    $py hold /tmp/nfs/kt4/lockf /tmp/kt-held /tmp/kt-release &
+    $py hold /tmp/nfs/$D/lockf /tmp/kt-held /tmp/kt-release &
     holder=$!
     i=0
     while [ ! -e /host/tmp/kt-held ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
@@ -784,22 +791,22 @@ chk_lock() {
         i=$((i + 1))
     done
     eq "$held" 1 "locks the server holds"
-    eq "$($py try /tmp/nfs/kt4/lockf)" denied "a second process's fcntl lock"
+    eq "$($py try /tmp/nfs/$D/lockf)" denied "a second process's fcntl lock"
     touch /host/tmp/kt-release
     wait $holder
-    eq "$($py try /tmp/nfs/kt4/lockf)" granted "fcntl lock after the holder let go"
+    eq "$($py try /tmp/nfs/$D/lockf)" granted "fcntl lock after the holder let go"
     # flock(2): emulated with whole-file locks, so two processes conflict too (util-linux
     # flock from the host root; busybox has none).
     fl="chroot /host flock"
     rm -f /host/tmp/flocked
-    $fl -x /tmp/nfs/kt4/lockf -c 'touch /tmp/flocked; sleep 6' &
+    $fl -x /tmp/nfs/$D/lockf -c 'touch /tmp/flocked; sleep 6' &
     flpid=$!
     i=0
     while [ ! -e /host/tmp/flocked ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
     [ -e /host/tmp/flocked ] || fail "the first flock was never granted"
-    if $fl -x -n /tmp/nfs/kt4/lockf true; then fail "a second flock was granted"; fi
+    if $fl -x -n /tmp/nfs/$D/lockf true; then fail "a second flock was granted"; fi
     wait $flpid
-    $fl -x -n /tmp/nfs/kt4/lockf true || fail "flock after release"
+    $fl -x -n /tmp/nfs/$D/lockf true || fail "flock after release"
 }
 
 # A lock held across kill -9 + restart of the server: reclaimed by its holder, refused to
@@ -811,7 +818,7 @@ chk_lock_restart() {
     cp /kt/lock.py /host/tmp/kt-lock.py
     : > $W/lockr
     rm -f /host/tmp/kt-held /host/tmp/kt-release
-    $py hold /tmp/nfs/kt4/lockr /tmp/kt-held /tmp/kt-release &
+    $py hold /tmp/nfs/$D/lockr /tmp/kt-held /tmp/kt-release &
     holder=$!
     i=0
     while [ ! -e /host/tmp/kt-held ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
@@ -828,12 +835,12 @@ chk_lock_restart() {
     # Through the noac view, which asks the server every time.
     while [ ! -e $V/.kt-$CHECK-back ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
     [ -e $V/.kt-$CHECK-back ] || fail "the server did not come back"
-    eq "$($py try /tmp/nfs/kt4/lockr)" denied "another process's lock while the holder reclaims"
+    eq "$($py try /tmp/nfs/$D/lockr)" denied "another process's lock while the holder reclaims"
     touch /tmp/kt-stop-ticks
     wait $ticker || true
     touch /host/tmp/kt-release
     wait $holder || fail "the holder lost its lock across the restart"
-    eq "$($py try /tmp/nfs/kt4/lockr)" granted "the lock after the holder let go"
+    eq "$($py try /tmp/nfs/$D/lockr)" granted "the lock after the holder let go"
     touch $M/.kt-$CHECK-done
 }
 
