@@ -15,19 +15,25 @@ pub const OP_OPEN: u32 = 18;
 pub const OP_PUTFH: u32 = 22;
 pub const OP_READ: u32 = 25;
 pub const OP_REMOVE: u32 = 28;
+pub const OP_RENAME: u32 = 29;
+pub const OP_SAVEFH: u32 = 32;
 pub const OP_SETATTR: u32 = 34;
 pub const OP_WRITE: u32 = 38;
 pub const OP_EXCHANGE_ID: u32 = 42;
 pub const OP_CREATE_SESSION: u32 = 43;
 pub const OP_SEQUENCE: u32 = 53;
 pub const OP_TEST_STATEID: u32 = 55;
+pub const OP_RECLAIM_COMPLETE: u32 = 58;
 
 pub const OK: u32 = 0;
 pub const ROFS: u32 = 30;
+pub const STALE: u32 = 70;
 pub const DELAY: u32 = 10008;
 pub const DENIED: u32 = 10010;
+pub const SHARE_DENIED: u32 = 10015;
 pub const CLID_INUSE: u32 = 10017;
 pub const STALE_CLIENTID: u32 = 10022;
+pub const BADSESSION: u32 = 10052;
 pub const REQ_TOO_BIG: u32 = 10065;
 pub const REP_TOO_BIG: u32 = 10066;
 pub const REP_TOO_BIG_TO_CACHE: u32 = 10067;
@@ -62,13 +68,45 @@ pub fn putfh(fh: &[u8]) -> Vec<u8> {
 }
 
 pub fn read(offset: u64, count: u32) -> Vec<u8> {
+    read_with(&ANONYMOUS, offset, count)
+}
+
+/// READ through a stateid.
+pub fn read_with(sid: &[u8], offset: u64, count: u32) -> Vec<u8> {
     [
         words(&[OP_READ]),
-        ANONYMOUS.to_vec(),
+        sid.to_vec(),
         (offset).to_be_bytes().to_vec(),
         words(&[count]),
     ]
     .concat()
+}
+
+pub fn close(sid: &[u8]) -> Vec<u8> {
+    [words(&[OP_CLOSE, 0]), sid.to_vec()].concat()
+}
+
+pub fn remove(name: &str) -> Vec<u8> {
+    [words(&[OP_REMOVE]), opaque(name.as_bytes())].concat()
+}
+
+/// RENAME from the saved directory to the current one.
+pub fn rename(from: &str, to: &str) -> Vec<u8> {
+    [
+        words(&[OP_RENAME]),
+        opaque(from.as_bytes()),
+        opaque(to.as_bytes()),
+    ]
+    .concat()
+}
+
+pub fn savefh() -> Vec<u8> {
+    words(&[OP_SAVEFH])
+}
+
+/// RECLAIM_COMPLETE for the whole client (rca_one_fs false).
+pub fn reclaim_complete() -> Vec<u8> {
+    words(&[OP_RECLAIM_COMPLETE, 0])
 }
 
 pub fn write(sid: &[u8], offset: u64, data: &[u8]) -> Vec<u8> {
@@ -89,13 +127,25 @@ pub fn getattr() -> Vec<u8> {
 
 /// OPEN by name in the current directory; `create`: UNCHECKED with no attributes.
 pub fn open(clientid: u64, owner: &[u8], access: u32, create: bool, name: &str) -> Vec<u8> {
+    open_deny(clientid, owner, access, 0, create, name)
+}
+
+/// [`open`] with a share deny mode.
+pub fn open_deny(
+    clientid: u64,
+    owner: &[u8],
+    access: u32,
+    deny: u32,
+    create: bool,
+    name: &str,
+) -> Vec<u8> {
     let how = if create {
         words(&[1, 0, 0, 0])
     } else {
         words(&[0])
     };
     [
-        words(&[OP_OPEN, 0, access, 0]),
+        words(&[OP_OPEN, 0, access, deny]),
         clientid.to_be_bytes().to_vec(),
         opaque(owner),
         how,
@@ -266,6 +316,8 @@ impl Compound {
                         assert_eq!(c.u32(), 0, "no delegation");
                     }
                     OP_LOCK | OP_CLOSE => drop(c.take(16)),
+                    OP_REMOVE => drop(c.take(20)),
+                    OP_RENAME => drop(c.take(40)),
                     OP_TEST_STATEID => {
                         let n = c.u32() as usize;
                         c.take(4 * n);
@@ -419,6 +471,15 @@ impl V4 {
         let mut c = Self::connect(server, cred).await;
         assert_eq!(c.exchange([1; 8], owner).await, OK);
         assert_eq!(c.create_session(fore).await, OK);
+        c
+    }
+
+    /// [`V4::mount`], then RECLAIM_COMPLETE (RFC 8881 section 18.51.3: before any OPEN that
+    /// is not a reclaim), as a client starts.
+    pub async fn start(server: &Server, cred: Vec<u8>, owner: &[u8]) -> Self {
+        let mut c = Self::mount(server, cred, owner, GENEROUS).await;
+        let (_, r) = c.seq(false, &[reclaim_complete()]).await;
+        assert_eq!(r.status, OK, "{:?}", r.statuses());
         c
     }
 }
