@@ -851,6 +851,55 @@ mod tests {
     }
 
     #[test]
+    fn a_courtesy_client_yields_its_locks_a_live_one_does_not() {
+        let locks = Arc::new(LockTable::new());
+        let s = State::shared(
+            StateConfig {
+                lease: Duration::from_secs(90),
+                grace: Duration::from_secs(90),
+                records: None,
+            },
+            Arc::clone(&locks),
+            Arc::new(Grace::none()),
+        );
+        let a = client(&s, b"alpha");
+        let held = |clientid| crate::locks::Lock {
+            owner: Owner::V4 {
+                clientid,
+                owner: b"o".to_vec(),
+            },
+            start: 0,
+            end: 10,
+            write: true,
+        };
+        locks.lock(b"file", held(a)).unwrap();
+        let b = client(&s, b"beta");
+        assert!(matches!(
+            locks.lock(b"file", held(b)),
+            Err(crate::locks::LockError::Conflict(_))
+        ));
+        s.clock.advance(Duration::from_secs(91));
+        // B renews (SEQUENCE), A does not: A is a courtesy client and yields.
+        let now = s.now();
+        s.lock().clients.get_mut(&b).unwrap().renewed = now;
+        assert!(s.lock().clients.get(&a).is_some_and(|c| s.is_courtesy(c)));
+        locks.lock(b"file", held(b)).unwrap();
+        assert!(!s.lock().clients.contains_key(&a), "A was expired");
+        // B is live: a third client's request is refused, B keeps its lock.
+        let c = client(&s, b"gamma");
+        assert!(locks.test(b"file", &held(c)).is_some());
+        assert!(s.lock().clients.contains_key(&b));
+        // A sweep keeps courtesy clients for the courtesy period, no longer.
+        s.clock.advance(Duration::from_secs(91));
+        s.sweep(&mut s.lock());
+        assert!(s.lock().clients.contains_key(&b));
+        s.clock.advance(COURTESY);
+        s.sweep(&mut s.lock());
+        assert!(!s.lock().clients.contains_key(&b));
+        assert!(locks.snapshot().is_empty());
+    }
+
+    #[test]
     fn a_full_table_drops_the_oldest_unconfirmed_record_then_refuses() {
         let dir = tempfile::tempdir().unwrap();
         let s = state(dir.path());
