@@ -5,14 +5,14 @@
 //! the status. Everything below the pseudo directories goes through `export-store`, as the
 //! caller's squashed credential.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use export_store::access::Refused;
 use export_store::ops::{self, NodeSpec};
 use export_store::{Attr, CreateHow, NodeKind, Object, SetAttr, WriteStability};
 
 use super::attrs::{self, Node};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-
 use super::state::{Held, State, Stateful};
 use super::xdr::*;
 use super::{Compound, Fh, mountpoint_fileid};
