@@ -93,6 +93,9 @@ pub struct Running {
     /// The byte-range locks of every protocol, and the grace period they share.
     pub locks: Arc<LockTable>,
     pub grace: Arc<Grace>,
+    /// The NFSv4.1 state (tests move its lease clock: `v4.clock.advance`).
+    #[doc(hidden)]
+    pub v4: Arc<nfs_server::nfs4::state::State>,
     pub store: Arc<ExportStore>,
     /// Readiness reported on the HTTP port; the caller decides when the process is ready.
     pub health: Arc<http::Health>,
@@ -326,6 +329,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         registry,
         locks: Arc::clone(&shared.locks),
         grace: Arc::clone(&shared.grace),
+        v4: Arc::clone(&shared.v4),
         rpc: server,
     })
 }

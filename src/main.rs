@@ -128,7 +128,8 @@ enum Command {
         /// provisioner's flag, same meaning).
         #[arg(long, value_name = "SECONDS", default_value_t = 90)]
         grace_period: u64,
-        /// NFSv4 lease in seconds: a client silent for longer loses its opens and locks.
+        /// NFSv4 lease in seconds: a client silent for longer keeps its opens and locks only until
+        /// another client needs them (a courtesy client).
         #[arg(long, value_name = "SECONDS", default_value_t = 90,
               value_parser = clap::value_parser!(u64).range(10..=3600))]
         lease_time: u64,

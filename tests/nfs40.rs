@@ -14,6 +14,7 @@ use common::nfs4::write;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+const GRACE: u32 = 10013;
 const BAD_STATEID: u32 = 10025;
 const BAD_SEQID: u32 = 10026;
 const LOCKS_HELD: u32 = 10037;
@@ -144,7 +145,7 @@ async fn open_owners_confirm_and_keep_sequence() {
     assert_ne!(rflags & OPEN4_RESULT_CONFIRM, 0);
     let sid = stateid(body);
     let fh = Cur(r.body(OP_GETFH)).opaque().to_vec();
-    let r = a.call(&[putfh(&fh), read_sid(&sid, 0, 10)]).await;
+    let r = a.call(&[putfh(&fh), read_with(&sid, 0, 10)]).await;
     assert_eq!(r.statuses()[1], (OP_READ, BAD_STATEID));
 
     // OPEN_CONFIRM with the next seqid; sent again, the same reply comes back.
@@ -159,15 +160,15 @@ async fn open_owners_confirm_and_keep_sequence() {
         .call(&[putfh(&fh), write(&confirmed, 0, b"written over 4.0")])
         .await;
     assert_eq!(r.status, OK, "{:?}", r.statuses());
-    let r = a.call(&[putfh(&fh), read_sid(&confirmed, 0, 100)]).await;
+    let r = a.call(&[putfh(&fh), read_with(&confirmed, 0, 100)]).await;
     assert_eq!(read_data(r.body(OP_READ)).1, b"written over 4.0");
 
     // Out of order: BAD_SEQID; the next seqid closes; its retransmission gets the same reply.
-    let r = a.call(&[putfh(&fh), close(20, &confirmed)]).await;
+    let r = a.call(&[putfh(&fh), close_seq(20, &confirmed)]).await;
     assert_eq!(r.statuses()[1], (OP_CLOSE, BAD_SEQID));
-    let r = a.call(&[putfh(&fh), close(9, &confirmed)]).await;
+    let r = a.call(&[putfh(&fh), close_seq(9, &confirmed)]).await;
     assert_eq!(r.status, OK, "{:?}", r.statuses());
-    let again = a.call(&[putfh(&fh), close(9, &confirmed)]).await;
+    let again = a.call(&[putfh(&fh), close_seq(9, &confirmed)]).await;
     assert_eq!(again.status, OK, "{:?}", again.statuses());
     assert_eq!(again.body(OP_CLOSE), r.body(OP_CLOSE));
 
@@ -304,4 +305,89 @@ async fn the_callback_path_is_probed_only_at_the_callers_address() {
         stray.is_err(),
         "the server connected to an address it was pointed at"
     );
+}
+
+/// OPEN of the current file reclaiming it after a restart (CLAIM_PREVIOUS), read and write.
+fn open_reclaim(seqid: u32, clientid: u64, owner: &[u8]) -> Vec<u8> {
+    [
+        words(&[OP_OPEN, seqid, 3, 0]),
+        clientid.to_be_bytes().to_vec(),
+        opaque(owner),
+        words(&[0, 1, 0]),
+    ]
+    .concat()
+}
+
+/// LOCK (write, from 0) reclaiming, by a new lock owner.
+fn lock_reclaim(open_seqid: u32, open_sid: &[u8], clientid: u64, owner: &[u8]) -> Vec<u8> {
+    let mut op = lock_new_owner(open_seqid, open_sid, 0, clientid, owner, 10);
+    // The reclaim flag follows the lock type.
+    op[8..12].copy_from_slice(&1u32.to_be_bytes());
+    op
+}
+
+#[test]
+fn a_client_reclaims_its_open_and_lock_after_a_restart() {
+    let dir = export_root();
+    let root = dir.path().to_path_buf();
+    let id = b"v40-restart";
+    // First server: the client opens, confirms and locks; then the server dies.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fh = rt.block_on(async {
+        let server = Server::on_root(&root, Duration::from_secs(90)).await;
+        let vol = volume_root(&server, VOL);
+        let mut a = v40(&server, root_cred()).await;
+        let clientid = client(&mut a, id).await;
+        let r = a
+            .call(&[
+                putfh(&vol),
+                open_seq(1, clientid, b"oo", 3, true, "held"),
+                getfh(),
+            ])
+            .await;
+        let sid = stateid(r.body(OP_OPEN));
+        let fh = Cur(r.body(OP_GETFH)).opaque().to_vec();
+        let r = a.call(&[putfh(&fh), open_confirm(&sid, 2)]).await;
+        let sid = stateid(r.body(OP_OPEN_CONFIRM));
+        let r = a
+            .call(&[putfh(&fh), lock_new_owner(3, &sid, 0, clientid, b"lo", 10)])
+            .await;
+        assert_eq!(r.status, OK, "{:?}", r.statuses());
+        fh
+    });
+    rt.shutdown_background();
+
+    // Second server: the old ids are stale; the client gets a new one and reclaims during
+    // grace, with no OPEN_CONFIRM; a new open waits for the grace period.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let server = Server::on_root(&root, Duration::from_secs(60)).await;
+        assert!(server.running.grace.active());
+        let mut a = v40(&server, root_cred()).await;
+        let clientid = client(&mut a, id).await;
+        let r = a
+            .call(&[putfh(&fh), open_reclaim(1, clientid, b"oo")])
+            .await;
+        assert_eq!(r.status, OK, "{:?}", r.statuses());
+        let rflags = u32::from_be_bytes(r.body(OP_OPEN)[36..40].try_into().unwrap());
+        assert_eq!(
+            rflags & OPEN4_RESULT_CONFIRM,
+            0,
+            "a reclaim needs no confirmation"
+        );
+        let sid = stateid(r.body(OP_OPEN));
+        let r = a.call(&[putfh(&fh), write(&sid, 0, b"still mine")]).await;
+        assert_eq!(r.status, OK, "{:?}", r.statuses());
+        let r = a
+            .call(&[putfh(&fh), lock_reclaim(2, &sid, clientid, b"lo")])
+            .await;
+        assert_eq!(r.status, OK, "{:?}", r.statuses());
+        assert_eq!(server.running.locks.snapshot().len(), 1);
+        let vol = volume_root(&server, VOL);
+        let r = a
+            .call(&[putfh(&vol), open_seq(3, clientid, b"oo", 1, false, "held")])
+            .await;
+        assert_eq!(r.statuses()[1], (OP_OPEN, GRACE));
+    });
+    rt.shutdown_background();
 }

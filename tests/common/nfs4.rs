@@ -20,7 +20,9 @@ pub const OP_PUTFH: u32 = 22;
 pub const OP_PUTROOTFH: u32 = 24;
 pub const OP_READ: u32 = 25;
 pub const OP_REMOVE: u32 = 28;
+pub const OP_RENAME: u32 = 29;
 pub const OP_RENEW: u32 = 30;
+pub const OP_SAVEFH: u32 = 32;
 pub const OP_SETATTR: u32 = 34;
 pub const OP_SETCLIENTID: u32 = 35;
 pub const OP_SETCLIENTID_CONFIRM: u32 = 36;
@@ -48,10 +50,13 @@ pub const ROFS: u32 = 30;
 pub const DQUOT: u32 = 69;
 pub const NOTSUPP: u32 = 10004;
 pub const TOOSMALL: u32 = 10005;
+pub const STALE: u32 = 70;
 pub const DELAY: u32 = 10008;
 pub const DENIED: u32 = 10010;
+pub const SHARE_DENIED: u32 = 10015;
 pub const CLID_INUSE: u32 = 10017;
 pub const STALE_CLIENTID: u32 = 10022;
+pub const BADSESSION: u32 = 10052;
 pub const REQ_TOO_BIG: u32 = 10065;
 pub const REP_TOO_BIG: u32 = 10066;
 pub const REP_TOO_BIG_TO_CACHE: u32 = 10067;
@@ -88,13 +93,40 @@ pub fn putfh(fh: &[u8]) -> Vec<u8> {
 }
 
 pub fn read(offset: u64, count: u32) -> Vec<u8> {
+    read_with(&ANONYMOUS, offset, count)
+}
+
+/// READ through a stateid.
+pub fn read_with(sid: &[u8], offset: u64, count: u32) -> Vec<u8> {
     [
         words(&[OP_READ]),
-        ANONYMOUS.to_vec(),
+        sid.to_vec(),
         (offset).to_be_bytes().to_vec(),
         words(&[count]),
     ]
     .concat()
+}
+
+pub fn close(sid: &[u8]) -> Vec<u8> {
+    close_seq(0, sid)
+}
+
+pub fn remove(name: &str) -> Vec<u8> {
+    [words(&[OP_REMOVE]), opaque(name.as_bytes())].concat()
+}
+
+/// RENAME from the saved directory to the current one.
+pub fn rename(from: &str, to: &str) -> Vec<u8> {
+    [
+        words(&[OP_RENAME]),
+        opaque(from.as_bytes()),
+        opaque(to.as_bytes()),
+    ]
+    .concat()
+}
+
+pub fn savefh() -> Vec<u8> {
+    words(&[OP_SAVEFH])
 }
 
 pub fn write(sid: &[u8], offset: u64, data: &[u8]) -> Vec<u8> {
@@ -115,7 +147,7 @@ pub fn getattr() -> Vec<u8> {
 
 /// OPEN by name in the current directory; `create`: UNCHECKED with no attributes.
 pub fn open(clientid: u64, owner: &[u8], access: u32, create: bool, name: &str) -> Vec<u8> {
-    open_seq(0, clientid, owner, access, create, name)
+    open_full(0, clientid, owner, access, 0, create, name)
 }
 
 /// OPEN with an owner seqid (minor version 0).
@@ -127,13 +159,38 @@ pub fn open_seq(
     create: bool,
     name: &str,
 ) -> Vec<u8> {
+    open_full(seqid, clientid, owner, access, 0, create, name)
+}
+
+/// [`open`] with a share deny mode.
+pub fn open_deny(
+    clientid: u64,
+    owner: &[u8],
+    access: u32,
+    deny: u32,
+    create: bool,
+    name: &str,
+) -> Vec<u8> {
+    open_full(0, clientid, owner, access, deny, create, name)
+}
+
+/// OPEN with every choice: owner seqid, access and deny modes, create or not.
+pub fn open_full(
+    seqid: u32,
+    clientid: u64,
+    owner: &[u8],
+    access: u32,
+    deny: u32,
+    create: bool,
+    name: &str,
+) -> Vec<u8> {
     let how = if create {
         words(&[1, 0, 0, 0])
     } else {
         words(&[0])
     };
     [
-        words(&[OP_OPEN, seqid, access, 0]),
+        words(&[OP_OPEN, seqid, access, deny]),
         clientid.to_be_bytes().to_vec(),
         opaque(owner),
         how,
@@ -253,7 +310,8 @@ pub fn locku(seqid: u32, lock_sid: &[u8], len: u64) -> Vec<u8> {
     .concat()
 }
 
-pub fn close(seqid: u32, sid: &[u8]) -> Vec<u8> {
+/// CLOSE with an owner seqid (minor version 0).
+pub fn close_seq(seqid: u32, sid: &[u8]) -> Vec<u8> {
     [words(&[OP_CLOSE, seqid]), sid.to_vec()].concat()
 }
 
@@ -293,17 +351,6 @@ pub fn release_lockowner(clientid: u64, owner: &[u8]) -> Vec<u8> {
         words(&[OP_RELEASE_LOCKOWNER]),
         clientid.to_be_bytes().to_vec(),
         opaque(owner),
-    ]
-    .concat()
-}
-
-/// READ through `sid`.
-pub fn read_sid(sid: &[u8], offset: u64, count: u32) -> Vec<u8> {
-    [
-        words(&[OP_READ]),
-        sid.to_vec(),
-        offset.to_be_bytes().to_vec(),
-        words(&[count]),
     ]
     .concat()
 }
@@ -502,6 +549,8 @@ impl Compound {
                         }
                         c.u32();
                     }
+                    OP_REMOVE => drop(c.take(20)),
+                    OP_RENAME => drop(c.take(40)),
                     OP_TEST_STATEID => {
                         let n = c.u32() as usize;
                         c.take(4 * n);
@@ -675,6 +724,12 @@ impl V4 {
         let (_, r) = c.seq(false, &[reclaim_complete()]).await;
         assert_eq!(r.status, OK, "RECLAIM_COMPLETE: {:?}", r.statuses());
         c
+    }
+
+    /// [`V4::mount`], then RECLAIM_COMPLETE (RFC 8881 section 18.51.3: before any OPEN that
+    /// is not a reclaim), as a client starts.
+    pub async fn start(server: &Server, cred: Vec<u8>, owner: &[u8]) -> Self {
+        Self::mount(server, cred, owner, GENEROUS).await
     }
 }
 

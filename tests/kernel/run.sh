@@ -12,6 +12,7 @@
 #
 # Environment:
 #   KT_CHECKS="mount write ..."  run only these guest checks (most need mount, some need earlier ones)
+#   KT_RUST_LOG=FILTER           the server's log filter (default info, NLM at debug)
 #   KT_TIMEOUT=720               seconds before the guest is killed
 #   KT_FSX_OPS=1200 KT_FSX_SEED=1     fsx operations on v3 (a third on v4)
 #   KT_TOOLS_CACHE=DIR           where pjdfstest and fsx are kept between clones
@@ -80,7 +81,7 @@ start_server() {
         if [[ -e $RUN/kubeconfig ]]; then
             kube=(--kubeconfig "$RUN/kubeconfig" --leader-elect=false --server-address "10.0.2.100")
         fi
-        RUST_LOG=info,nfs_server::nlm=debug "$SERVER_BIN" serve --export-root "$RUN/export" \
+        RUST_LOG=${KT_RUST_LOG:-info,nfs_server::nlm=debug} "$SERVER_BIN" serve --export-root "$RUN/export" \
             --bind 127.0.0.1 --nfs-port 2049 --mount-port 20048 --portmap-port 111 \
             --http-port "$HTTP_PORT" --nlm-port "$NLM_PORT" --grace-period 90 "${kube[@]}" \
             >> "$RUN/server.log" 2>&1 &

@@ -119,6 +119,16 @@ impl Object {
             entry: None,
         }
     }
+
+    /// An object of a descriptor held elsewhere (an NFSv4 open keeping a file that was
+    /// removed while open), not kept in the handle cache.
+    pub fn shared(volume: Arc<Volume>, fd: Arc<OwnedFd>) -> Self {
+        Self {
+            volume,
+            fd,
+            entry: None,
+        }
+    }
 }
 
 /// Resolved handles are cached so a busy file costs no `open_by_handle_at` per request.
@@ -589,6 +599,11 @@ impl ExportStore {
         };
         let mut fd = open(libc::O_PATH)?;
         let st = sys::fstatat(fd.as_fd(), c"")?;
+        // A removed inode still open somewhere stays in memory, and the kernel resolves its
+        // handle; NFS says it is stale, as for a cached one.
+        if st.st_nlink == 0 {
+            return Err(io::Error::from_raw_os_error(libc::ESTALE));
+        }
         let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
         if is_dir {
             fd = open(libc::O_RDONLY | libc::O_DIRECTORY)?;

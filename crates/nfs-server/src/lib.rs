@@ -75,7 +75,7 @@ impl Shared {
         let records = config
             .record_clients
             .then(|| store.registry().state_dir().join(CLIENT_RECORDS));
-        let v4 = Arc::new(nfs4::state::State::new(
+        let v4 = nfs4::state::State::shared(
             nfs4::state::StateConfig {
                 lease: config.lease,
                 grace: config.grace,
@@ -83,7 +83,7 @@ impl Shared {
             },
             Arc::clone(&locks),
             Arc::clone(&grace),
-        ));
+        );
         Self {
             store,
             locks,

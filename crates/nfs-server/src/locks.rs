@@ -4,10 +4,15 @@
 //! conflict as they would on a local file system. Files are keyed by their persistent handle
 //! bytes (one handle per object, the same for v3 and v4). Locks are advisory and kept in
 //! memory; after a restart clients reclaim them during the grace period.
+//!
+//! A conflicting holder may be made to yield: before a request is refused, the table asks
+//! its [`Yield`] (the NFSv4 state) whether the holder is a courtesy client, one whose lease
+//! ran out and whose state is only kept as a courtesy (RFC 8881 section 8.4.3). Such a
+//! holder is expired on the spot and the request tried again.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, Weak};
 
 use tokio::sync::Notify;
 
@@ -81,6 +86,18 @@ pub enum LockError {
     Full,
 }
 
+/// Whoever may release a conflicting holder's state instead of refusing a request.
+pub trait Yield: Send + Sync {
+    /// Releases everything `owner`'s client holds if it may be made to yield (an expired
+    /// NFSv4 client kept only as a courtesy); `true` if it did. Called without the table's
+    /// lock held.
+    fn yield_owner(&self, owner: &Owner) -> bool;
+}
+
+/// How many conflicting holders one request may make yield (each is a whole client
+/// expired, so this only bounds the work of one request).
+const MAX_YIELDS: usize = 8;
+
 /// The lock table.
 pub struct LockTable {
     files: Mutex<HashMap<Vec<u8>, Vec<Lock>>>,
@@ -89,6 +106,7 @@ pub struct LockTable {
     max_per_file: usize,
     max_ranges: usize,
     released: Notify,
+    courtesy: OnceLock<Weak<dyn Yield>>,
 }
 
 impl Default for LockTable {
@@ -110,7 +128,21 @@ impl LockTable {
             max_per_file: per_file,
             max_ranges: total,
             released: Notify::new(),
+            courtesy: OnceLock::new(),
         }
+    }
+
+    /// Sets who is asked to make a conflicting holder yield (once; later calls are ignored).
+    pub fn set_yield(&self, y: Weak<dyn Yield>) {
+        let _ = self.courtesy.set(y);
+    }
+
+    /// Whether the holder of `conflict` was made to yield (its locks are gone).
+    fn yielded(&self, conflict: &Lock) -> bool {
+        self.courtesy
+            .get()
+            .and_then(Weak::upgrade)
+            .is_some_and(|y| y.yield_owner(&conflict.owner))
     }
 
     /// Records that a file went from `before` to `after` ranges.
@@ -133,19 +165,42 @@ impl LockTable {
         self.files.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The first lock of another owner that conflicts with `want`, if any.
+    /// The first lock of another owner that conflicts with `want`, if any. A conflicting
+    /// holder that yields (see [`Yield`]) is expired rather than reported, so the answer
+    /// stays true when the lock is then asked for.
     pub fn test(&self, file: &[u8], want: &Lock) -> Option<Lock> {
+        for _ in 0..MAX_YIELDS {
+            let found = {
+                let files = self.files();
+                conflict(files.get(file).map(Vec::as_slice).unwrap_or(&[]), want).cloned()
+            };
+            match found {
+                Some(c) if self.yielded(&c) => continue,
+                other => return other,
+            }
+        }
         let files = self.files();
         conflict(files.get(file).map(Vec::as_slice).unwrap_or(&[]), want).cloned()
     }
 
     /// Takes `want` unless another owner holds a conflicting lock (returned), or the table is
     /// full. The owner's own locks in the range are replaced (a write lock over its read lock
-    /// upgrades it; POSIX semantics: ranges merge and split as needed).
+    /// upgrades it; POSIX semantics: ranges merge and split as needed). A conflicting holder
+    /// that yields (see [`Yield`]) is expired and the lock tried again.
     pub fn lock(&self, file: &[u8], want: Lock) -> Result<(), LockError> {
+        for _ in 0..MAX_YIELDS {
+            match self.try_lock(file, &want) {
+                Err(LockError::Conflict(c)) if self.yielded(&c) => continue,
+                other => return other,
+            }
+        }
+        self.try_lock(file, &want)
+    }
+
+    fn try_lock(&self, file: &[u8], want: &Lock) -> Result<(), LockError> {
         let mut files = self.files();
         let before = files.get(file).map_or(0, Vec::len);
-        if let Some(c) = files.get(file).and_then(|held| conflict(held, &want)) {
+        if let Some(c) = files.get(file).and_then(|held| conflict(held, want)) {
             return Err(LockError::Conflict(c.clone()));
         }
         // A lock may add at most two ranges (splitting one of the owner's own): refuse it
@@ -158,7 +213,7 @@ impl LockTable {
         let held = files.entry(file.to_vec()).or_default();
         let downgrade = !want.write;
         carve(held, &want.owner, want.start, want.end);
-        held.push(want);
+        held.push(want.clone());
         coalesce(held);
         let after = held.len();
         self.counted(before, after);

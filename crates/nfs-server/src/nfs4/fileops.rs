@@ -5,12 +5,15 @@
 //! the status. Everything below the pseudo directories goes through `export-store`, as the
 //! caller's squashed credential.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use export_store::access::Refused;
 use export_store::ops::{self, NodeSpec};
 use export_store::{Attr, CreateHow, NodeKind, Object, SetAttr, WriteStability};
 
 use super::attrs::{self, Node};
-use super::state::{State, Stateful};
+use super::state::{Held, State, Stateful};
 use super::xdr::*;
 use super::{Compound, Fh, mountpoint_fileid};
 use crate::MAX_IO;
@@ -404,10 +407,15 @@ impl Compound<'_> {
             _ => return Err(BadXdr),
         };
         let data = d.opaque(MAX_IO as usize)?;
-        let obj = tri!(self.vol_obj(st::ISDIR));
+        let (obj, held) = tri!(self.vol_obj_held(st::ISDIR));
         tri!(self.check_io_sid(sid, &self.cur_bytes(), true));
         let id = self.inner.identity(self.ctx, &obj);
-        let (_, _, n) = io!(ops::write(&obj, &id, offset, data, stable));
+        let (before, after, n) = io!(ops::write(&obj, &id, offset, data, stable));
+        if let Some(held) = held {
+            // Written to a removed file: credited back when its last descriptor closes.
+            let growth = export_store::quota::growth(before.used, after.used);
+            held.charged_unlinked.fetch_add(growth, Ordering::Relaxed);
+        }
         if let Some(m) = &self.inner.metrics {
             m.written(obj.volume.name(), n as u64);
         }
@@ -887,12 +895,37 @@ impl Compound<'_> {
         }
         let sid = {
             let mut t = state.lock();
-            if State::share_conflict(&t, clientid, &owner, &handle, access, deny) {
-                return Ok(st::SHARE_DENIED);
+            // A courtesy client's reservation yields: that client is expired and the open
+            // proceeds (RFC 8881 section 8.4.3). Each round expires a whole client; the
+            // bound only caps one OPEN's work.
+            let mut rounds = 0;
+            while let Some(holder) =
+                State::share_conflict(&t, clientid, &owner, &handle, access, deny)
+            {
+                rounds += 1;
+                if rounds > 8 || !state.expire_courtesy(&mut t, holder) {
+                    return Ok(st::SHARE_DENIED);
+                }
             }
-            let (other, _) = state.open_state(&mut t, clientid, &owner, &handle);
+            let (other, _) = match state.open_state(&mut t, clientid, &owner, &handle) {
+                Ok(v) => v,
+                Err(s) => {
+                    if let Some(suppressed) = oncrpc::throttle::allow("nfs4_too_many_opens") {
+                        tracing::warn!(peer = %self.ctx.peer, clientid, suppressed,
+                            "NFSv4 client holds as many opens as allowed: OPEN refused for now");
+                    }
+                    return Ok(s);
+                }
+            };
             match t.states.get_mut(&other) {
                 Some(Stateful::Open(o)) => {
+                    // The file stays usable through this open until CLOSE, even if removed.
+                    if o.held.is_none() {
+                        o.held = Some(Arc::new(Held::new(
+                            Arc::clone(&obj.volume),
+                            Arc::clone(&obj.fd),
+                        )));
+                    }
                     o.access |= access;
                     o.deny |= deny;
                     o.seqid = o.seqid.wrapping_add(1);

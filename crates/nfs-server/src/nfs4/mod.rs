@@ -24,7 +24,6 @@ pub mod xdr;
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::Instant;
 
 use export_store::access::Refused;
 use export_store::{Attr, ExportStore, Identity, NodeKind, Object};
@@ -278,6 +277,10 @@ impl RpcService for Nfs4Service {
     }
 }
 
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// The metrics label of a COMPOUND reply: its overall status.
 fn status_name(proc_: u32, body: &[u8]) -> &'static str {
     if proc_ != 1 {
@@ -339,6 +342,19 @@ struct Compound<'a> {
     request_len: usize,
     /// How large the reply may grow (set by SEQUENCE).
     budget: Budget,
+}
+
+/// The slot is normally freed with the reply stored in it (see `Inner::compound`); this frees
+/// it if an op panicked, or the session would answer NFS4ERR_DELAY on that slot forever.
+impl Drop for Compound<'_> {
+    fn drop(&mut self) {
+        if let Some((sid, slot, _)) = self.slot.take() {
+            let mut t = self.inner.state.lock();
+            if let Some(s) = t.sessions.get_mut(&sid).and_then(|s| s.slots.get_mut(slot)) {
+                s.busy = false;
+            }
+        }
+    }
 }
 
 impl Inner {
@@ -447,7 +463,7 @@ impl Inner {
         }
         out.buf[..4].copy_from_slice(&status.to_be_bytes());
         out.buf[count_at..count_at + 4].copy_from_slice(&done.to_be_bytes());
-        if let Some((sid, slot, cache)) = c.slot {
+        if let Some((sid, slot, cache)) = c.slot.take() {
             let mut t = self.state.lock();
             if let Some(s) = t.sessions.get_mut(&sid).and_then(|s| s.slots.get_mut(slot)) {
                 s.busy = false;
@@ -456,7 +472,7 @@ impl Inner {
                     .then(|| out.buf.clone());
             }
         }
-        match c.tail {
+        match c.tail.take() {
             Some((fd, offset, n)) if status == st::OK => crate::read_reply(out.buf, fd, offset, n),
             _ => Reply::Success(out.buf),
         }
@@ -580,12 +596,10 @@ impl Compound<'_> {
         let b = d.opaque(128)?;
         let fh = Fh::parse(b);
         if let Fh::Vol(h) = &fh {
-            match self.inner.store.resolve(h, libc::O_PATH) {
-                Err(e) => {
-                    if let Some(m) = &self.inner.metrics {
-                        m.stale();
-                    }
-                    return Ok(status_of(&e));
+            match self.resolve(h) {
+                Err(s) => {
+                    debug!(handle = %hex(h), status = s, "PUTFH refused");
+                    return Ok(s);
                 }
                 // Handles work without mounting: the caller must be one the volume admits.
                 Ok(obj) => {
@@ -654,7 +668,10 @@ impl Compound<'_> {
             .iter()
             .find(|(_, c)| c.owner == owner && c.confirmed)
             .map(|(id, c)| {
-                let in_use = state.lease_running(c) || State::holds_state(&t, *id);
+                // A courtesy client's state is expired state (RFC 8881 section 8.4.3): it
+                // yields its owner to another principal (case 5 below), and goes when the
+                // new record is confirmed.
+                let in_use = state.lease_running(c);
                 (
                     *id,
                     c.verifier == verifier,
@@ -711,7 +728,7 @@ impl Compound<'_> {
                 }
                 let id = state.new_clientid(&mut t);
                 t.clients
-                    .insert(id, Client::new(owner, verifier, principal));
+                    .insert(id, Client::new(owner, verifier, principal, state.now()));
                 (id, 1, USE_NON_PNFS)
             }
         };
@@ -737,6 +754,13 @@ impl Compound<'_> {
         let state = &self.inner.state;
         let mut t = state.lock();
         state.sweep(&mut t);
+        // An unconfirmed record gets no courtesy: it is gone once its lease ran out.
+        if t.clients
+            .get(&clientid)
+            .is_some_and(|c| !c.confirmed && !state.lease_running(c))
+        {
+            state.expire(&mut t, clientid);
+        }
         let Some(client) = t.clients.get(&clientid) else {
             return Ok(st::STALE_CLIENTID);
         };
@@ -825,7 +849,7 @@ impl Compound<'_> {
             c.cs_seq = seq;
             c.cs_reply = Some(r.buf.clone());
             c.sessions.insert(sid);
-            c.renewed = Instant::now();
+            c.renewed = state.now();
         }
         state.confirm(&mut t, clientid);
         out.buf.extend_from_slice(&r.buf);
@@ -928,8 +952,9 @@ impl Compound<'_> {
         } else {
             return Ok(st::SEQ_MISORDERED);
         }
+        // A courtesy client nobody needed the state of simply continues: its lease runs again.
         if let Some(c) = t.clients.get_mut(&clientid) {
-            c.renewed = Instant::now();
+            c.renewed = state.now();
         }
         self.clientid = Some(clientid);
         self.slot = Some((sid, slotid as usize, cachethis));
@@ -963,15 +988,50 @@ impl Compound<'_> {
     /// The object of the current handle inside a volume (`Err`: the status to answer; the
     /// pseudo directories answer `pseudo`).
     fn vol_obj(&self, pseudo: u32) -> Result<Object, u32> {
+        self.vol_obj_held(pseudo).map(|(obj, _)| obj)
+    }
+
+    /// [`Compound::vol_obj`], and the open this client holds the object through when its
+    /// handle no longer resolves (see [`Compound::resolve`]).
+    fn vol_obj_held(&self, pseudo: u32) -> Result<(Object, Option<Arc<state::Held>>), u32> {
         match &self.cur {
             None => Err(st::NOFILEHANDLE),
             Some(Fh::Root | Fh::Export) => Err(pseudo),
-            Some(Fh::Vol(h)) => self.inner.store.resolve(h, libc::O_PATH).map_err(|e| {
-                if let Some(m) = &self.inner.metrics {
-                    m.stale();
+            Some(Fh::Vol(h)) => self.resolve_held(h),
+        }
+    }
+
+    /// Resolves a handle of a volume (`Err`: the status to answer).
+    fn resolve(&self, h: &[u8]) -> Result<Object, u32> {
+        self.resolve_held(h).map(|(obj, _)| obj)
+    }
+
+    /// Resolves a handle of a volume. A file this client has open stays usable through its
+    /// open until CLOSE even after another client removed it or renamed over it (its handle
+    /// then no longer resolves), as on a local file system: the open's descriptor is used.
+    fn resolve_held(&self, h: &[u8]) -> Result<(Object, Option<Arc<state::Held>>), u32> {
+        let stale = |e: &std::io::Error| {
+            if let Some(m) = &self.inner.metrics {
+                m.stale();
+            }
+            status_of(e)
+        };
+        match self.inner.store.resolve(h, libc::O_PATH) {
+            Ok(obj) => Ok((obj, None)),
+            Err(e) if e.raw_os_error() == Some(libc::ESTALE) => {
+                let held = self
+                    .clientid
+                    .and_then(|id| State::held(&self.inner.state.lock(), id, h));
+                // Only while the volume is still exported (same generation).
+                match (held, self.inner.store.volume_of(h)) {
+                    (Some(held), Some(volume)) if volume.id() == held.volume.id() => {
+                        let obj = Object::shared(volume, Arc::clone(&held.fd));
+                        Ok((obj, Some(held)))
+                    }
+                    _ => Err(stale(&e)),
                 }
-                status_of(&e)
-            }),
+            }
+            Err(e) => Err(stale(&e)),
         }
     }
 

@@ -14,34 +14,88 @@
 //! Every client record remembers the principal that created it (RFC 8881 section 2.4), so
 //! another caller presenting the same owner string cannot take the record over, and the
 //! number of records is bounded ([`MAX_CLIENTS`]).
+//!
+//! Leases (RFC 8881 section 8.4.3, knfsd's "courteous server"): a confirmed client whose
+//! lease ran out becomes a *courtesy* client. Its state is kept for up to [`COURTESY`], so a
+//! client cut off for a while continues where it was with its next SEQUENCE, but only as
+//! long as nobody needs it: the moment another client's LOCK, LOCKT or OPEN, or an NLM
+//! request, conflicts with its state, the courtesy client is expired at once (everything it
+//! holds released, its sessions and record gone) and the request proceeds (see
+//! [`State::expire_courtesy`] and [`crate::locks::Yield`]). Its next SEQUENCE then gets
+//! NFS4ERR_BADSESSION and its CREATE_SESSION NFS4ERR_STALE_CLIENTID, and it starts over with
+//! EXCHANGE_ID. Courtesy clients are also the first to go when the client table is full.
+//! Unconfirmed records get no courtesy: they go when their lease runs out.
+//!
+//! Time is read from a [`Clock`] that tests move forward, so lease rules are tested without
+//! waiting for them.
+//!
+//! An open keeps the file's descriptor ([`Held`]) until CLOSE or expiry, so the file stays
+//! usable through its stateid after another client removed or renamed over it, as on a
+//! local file system; open states are bounded per client and in all.
 
 use std::collections::{HashMap, HashSet};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use export_store::Volume;
 
 use tracing::{info, warn};
 
 use super::xdr::{StateId, st};
 use crate::grace::Grace;
-use crate::locks::{LockTable, Owner};
+use crate::locks::{LockTable, Owner, Yield};
 
 /// Slots granted per session.
 pub const MAX_SLOTS: u32 = 64;
 /// Longest compound reply kept for replay.
 pub const MAX_CACHED_REPLY: u32 = 64 * 1024;
-/// Extra time a silent client keeps its state past its lease.
-const COURTESY: Duration = Duration::from_secs(15);
+/// How long a confirmed client whose lease ran out keeps its state, unless another client
+/// needs it first (as knfsd's courtesy clients).
+pub const COURTESY: Duration = Duration::from_secs(24 * 60 * 60);
 /// Client records kept at most, confirmed or not. When the table is full, the oldest
-/// unconfirmed record makes room, then any whose lease ran out; otherwise a new client is
-/// told to retry later (see [`State::make_room`]).
+/// unconfirmed record makes room, then the courtesy client silent the longest; otherwise a
+/// new client is told to retry later (see [`State::make_room`]).
 pub const MAX_CLIENTS: usize = 1024;
+/// Open states one client may hold (each keeps its file's descriptor): beyond it OPEN gets
+/// NFS4ERR_DELAY until the client closes some.
+pub const MAX_OPENS_PER_CLIENT: usize = 8192;
+/// Open states kept at most, all clients together.
+pub const MAX_OPENS: usize = 65_536;
 /// Sessions one client may hold at once (each keeps up to [`MAX_SLOTS`] cached replies); a
 /// client that asks for more is told to retry later (NFS4ERR_DELAY), as knfsd does when its
 /// reply cache is spent. Linux uses one.
 pub const MAX_SESSIONS_PER_CLIENT: usize = 16;
 
 pub type SessionId = [u8; 16];
+
+/// The time leases, courtesy and sweeps are measured by: the monotonic clock, plus an offset
+/// that only tests move (so a test need not wait out a lease).
+#[derive(Debug, Default)]
+pub struct Clock {
+    ahead_ms: AtomicU64,
+}
+
+impl Clock {
+    pub fn now(&self) -> Instant {
+        let now = Instant::now();
+        now.checked_add(Duration::from_millis(self.ahead_ms.load(Ordering::Relaxed)))
+            .unwrap_or(now)
+    }
+
+    /// Moves this clock forward (tests).
+    #[doc(hidden)]
+    pub fn advance(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        let _ = self
+            .ahead_ms
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |a| {
+                Some(a.saturating_add(ms))
+            });
+    }
+}
 
 /// Settings of the state tables.
 #[derive(Clone, Debug)]
@@ -87,6 +141,8 @@ pub struct Client {
     pub cs_seq: u32,
     pub cs_reply: Option<Vec<u8>>,
     pub renewed: Instant,
+    /// Open states it holds (bounded by [`MAX_OPENS_PER_CLIENT`]).
+    pub opens: usize,
     pub reclaim_complete: bool,
     /// Known before the restart: its reclaims are accepted during grace.
     pub may_reclaim: bool,
@@ -94,8 +150,8 @@ pub struct Client {
 }
 
 impl Client {
-    /// A new, unconfirmed client record (EXCHANGE_ID).
-    pub fn new(owner: Vec<u8>, verifier: [u8; 8], principal: Principal) -> Self {
+    /// A new, unconfirmed client record (EXCHANGE_ID) made at `now` ([`State::now`]).
+    pub fn new(owner: Vec<u8>, verifier: [u8; 8], principal: Principal, now: Instant) -> Self {
         Self {
             owner,
             verifier,
@@ -103,7 +159,8 @@ impl Client {
             confirmed: false,
             cs_seq: 0,
             cs_reply: None,
-            renewed: Instant::now(),
+            renewed: now,
+            opens: 0,
             reclaim_complete: false,
             may_reclaim: false,
             sessions: HashSet::new(),
@@ -126,6 +183,41 @@ pub struct Session {
     pub max_cached: u32,
 }
 
+/// The file of an open, held from OPEN to CLOSE (or expiry): an `O_PATH` descriptor, the
+/// one the handle resolved to (so holding it costs a descriptor only once the handle cache
+/// lets go of it). When another client removes the file or renames over it, the handle no
+/// longer resolves but the opener keeps using the file through this.
+#[derive(Debug)]
+pub struct Held {
+    pub volume: Arc<Volume>,
+    pub fd: Arc<OwnedFd>,
+    /// Bytes charged to the volume's quota by writes through this after the file was
+    /// removed: its removal already credited what it had, and the file system frees the rest
+    /// when the last descriptor closes, so they are credited back then.
+    pub charged_unlinked: AtomicI64,
+}
+
+impl Held {
+    pub fn new(volume: Arc<Volume>, fd: Arc<OwnedFd>) -> Self {
+        Self {
+            volume,
+            fd,
+            charged_unlinked: AtomicI64::new(0),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let charged = self.charged_unlinked.load(Ordering::Relaxed);
+        if charged != 0 {
+            let quota = &self.volume.quota;
+            let _busy = quota.begin();
+            quota.charge(-charged);
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct OpenState {
     pub clientid: u64,
@@ -134,6 +226,8 @@ pub struct OpenState {
     pub seqid: u32,
     pub access: u32,
     pub deny: u32,
+    /// The file, held until CLOSE (`None` only before OPEN has filled it in).
+    pub held: Option<Arc<Held>>,
 }
 
 #[derive(Clone, Debug)]
@@ -166,6 +260,8 @@ pub struct Tables {
     /// Owners written in the records file.
     recorded: HashSet<Vec<u8>>,
     last_sweep: Option<Instant>,
+    /// Open states held, all clients together.
+    open_count: usize,
 }
 
 /// The NFSv4.1 state of this server.
@@ -178,6 +274,8 @@ pub struct State {
     pub boot: u32,
     /// EXCHANGE_ID's server owner and scope.
     pub server_owner: Vec<u8>,
+    /// What leases are measured by.
+    pub clock: Clock,
 }
 
 fn now_secs() -> u64 {
@@ -225,7 +323,22 @@ impl State {
             config,
             boot,
             server_owner,
+            clock: Clock::default(),
         }
+    }
+
+    /// [`State::new`], shared, and asked by the lock table to make courtesy clients yield
+    /// (how the servers are built; a bare `State::new` never expires a conflicting holder).
+    pub fn shared(config: StateConfig, locks: Arc<LockTable>, grace: Arc<Grace>) -> Arc<Self> {
+        let state = Arc::new(Self::new(config, Arc::clone(&locks), grace));
+        let weak = Arc::downgrade(&state);
+        locks.set_yield(weak);
+        state
+    }
+
+    /// Now, by [`State::clock`].
+    pub fn now(&self) -> Instant {
+        self.clock.now()
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Tables> {
@@ -342,6 +455,7 @@ impl State {
         });
         t.opens.retain(|k, _| k.0 != clientid);
         t.lockers.retain(|k, _| k.0 != clientid);
+        t.open_count = t.open_count.saturating_sub(c.opens);
         self.locks
             .release_all(|o| matches!(o, Owner::V4 { clientid: c, .. } if *c == clientid));
         let owner_elsewhere = t.clients.values().any(|o| o.owner == c.owner);
@@ -363,12 +477,38 @@ impl State {
 
     /// Whether a client's lease is still running (renewed within the lease period).
     pub fn lease_running(&self, c: &Client) -> bool {
-        c.renewed.elapsed() <= self.config.lease
+        self.now().saturating_duration_since(c.renewed) <= self.config.lease
+    }
+
+    /// Whether a client is a courtesy client: confirmed, its lease run out, its state kept
+    /// only until someone needs it (RFC 8881 section 8.4.3).
+    pub fn is_courtesy(&self, c: &Client) -> bool {
+        c.confirmed && !self.lease_running(c)
+    }
+
+    /// Expires `clientid` if it is a courtesy client, because another client's request
+    /// conflicts with its state: the courtesy period must not delay anyone else. `true` if
+    /// it was expired (the request may then proceed as if it never conflicted).
+    pub fn expire_courtesy(&self, t: &mut Tables, clientid: u64) -> bool {
+        if !t
+            .clients
+            .get(&clientid)
+            .is_some_and(|c| self.is_courtesy(c))
+        {
+            return false;
+        }
+        info!(
+            clientid,
+            "NFSv4 courtesy client (lease expired) holds state another client needs: expired"
+        );
+        self.expire(t, clientid);
+        true
     }
 
     /// Makes room for one more client record when the table holds [`MAX_CLIENTS`]: drops
-    /// the oldest unconfirmed record (it holds no state), else expires clients whose lease
-    /// ran out. `false`: every record belongs to a live client, the new one must wait.
+    /// the oldest unconfirmed record (it holds no state), else expires the courtesy client
+    /// silent the longest. `false`: every record belongs to a live client, the new one must
+    /// wait.
     pub fn make_room(&self, t: &mut Tables) -> bool {
         if t.clients.len() < MAX_CLIENTS {
             return true;
@@ -383,30 +523,45 @@ impl State {
             self.expire(t, id);
             return true;
         }
-        t.last_sweep = None;
-        self.sweep_at(t, self.config.lease);
-        t.clients.len() < MAX_CLIENTS
+        let oldest_courtesy = t
+            .clients
+            .iter()
+            .filter(|(_, c)| self.is_courtesy(c))
+            .min_by_key(|(_, c)| c.renewed)
+            .map(|(id, _)| *id);
+        if let Some(id) = oldest_courtesy {
+            info!(
+                clientid = id,
+                "NFSv4 client table full: the courtesy client silent the longest is expired"
+            );
+            self.expire(t, id);
+            return true;
+        }
+        false
     }
 
-    /// Expires clients whose lease ran out, and ends an expired grace period; at most every
-    /// few seconds.
+    /// Expires unconfirmed records whose lease ran out and courtesy clients past
+    /// [`COURTESY`], and ends an expired grace period; at most every few seconds.
     pub fn sweep(&self, t: &mut Tables) {
-        self.sweep_at(t, self.config.lease + COURTESY);
-    }
-
-    /// [`State::sweep`], expiring clients silent for longer than `limit`.
-    fn sweep_at(&self, t: &mut Tables, limit: Duration) {
-        let now = Instant::now();
+        let now = self.now();
         if t.last_sweep
-            .is_some_and(|l| now - l < Duration::from_secs(2))
+            .is_some_and(|l| now.saturating_duration_since(l) < Duration::from_secs(2))
         {
             return;
         }
         t.last_sweep = Some(now);
+        let lease = self.config.lease;
         let gone: Vec<u64> = t
             .clients
             .iter()
-            .filter(|(_, c)| now.duration_since(c.renewed) > limit)
+            .filter(|(_, c)| {
+                let silent = now.saturating_duration_since(c.renewed);
+                if c.confirmed {
+                    silent > lease + COURTESY
+                } else {
+                    silent > lease
+                }
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in gone {
@@ -422,18 +577,27 @@ impl State {
         }
     }
 
-    /// The open stateid of (client, owner, file), made if missing.
+    /// The open stateid of (client, owner, file), made if missing; `Err(NFS4ERR_DELAY)` when
+    /// a new one would pass [`MAX_OPENS_PER_CLIENT`] or [`MAX_OPENS`].
     pub fn open_state(
         &self,
         t: &mut Tables,
         clientid: u64,
         owner: &[u8],
         file: &[u8],
-    ) -> ([u8; 12], bool) {
+    ) -> Result<([u8; 12], bool), u32> {
         let key = (clientid, owner.to_vec(), file.to_vec());
         if let Some(o) = t.opens.get(&key) {
-            return (*o, false);
+            return Ok((*o, false));
         }
+        let opens = t.clients.get(&clientid).map_or(0, |c| c.opens);
+        if opens >= MAX_OPENS_PER_CLIENT || t.open_count >= MAX_OPENS {
+            return Err(st::DELAY);
+        }
+        if let Some(c) = t.clients.get_mut(&clientid) {
+            c.opens += 1;
+        }
+        t.open_count += 1;
         let other = self.new_other(t);
         t.opens.insert(key, other);
         t.states.insert(
@@ -445,9 +609,10 @@ impl State {
                 seqid: 0,
                 access: 0,
                 deny: 0,
+                held: None,
             }),
         );
-        (other, true)
+        Ok((other, true))
     }
 
     /// The lock stateid of (client, lock owner, file), made if missing.
@@ -482,6 +647,10 @@ impl State {
     pub fn drop_state(&self, t: &mut Tables, other: &[u8; 12]) {
         match t.states.remove(other) {
             Some(Stateful::Open(o)) => {
+                if let Some(c) = t.clients.get_mut(&o.clientid) {
+                    c.opens = c.opens.saturating_sub(1);
+                }
+                t.open_count = t.open_count.saturating_sub(1);
                 t.opens.remove(&(o.clientid, o.owner, o.file));
             }
             Some(Stateful::Lock(l)) => {
@@ -508,8 +677,8 @@ impl State {
         other[..4] != self.boot.to_be_bytes()
     }
 
-    /// Share reservations: whether an open of `file` with `access`/`deny` by `owner` conflicts
-    /// with another owner's open (RFC 8881 section 9.7).
+    /// Share reservations: the client of another owner's open that an open of `file` with
+    /// `access`/`deny` by `owner` conflicts with, if any (RFC 8881 section 9.7).
     pub fn share_conflict(
         t: &Tables,
         clientid: u64,
@@ -517,14 +686,25 @@ impl State {
         file: &[u8],
         access: u32,
         deny: u32,
-    ) -> bool {
-        t.states.values().any(|s| match s {
-            Stateful::Open(o) => {
-                o.file == file
+    ) -> Option<u64> {
+        t.states.values().find_map(|s| match s {
+            Stateful::Open(o)
+                if o.file == file
                     && !(o.clientid == clientid && o.owner == owner)
-                    && ((o.deny & access) != 0 || (o.access & deny) != 0)
+                    && ((o.deny & access) != 0 || (o.access & deny) != 0) =>
+            {
+                Some(o.clientid)
             }
-            Stateful::Lock(_) => false,
+            _ => None,
+        })
+    }
+
+    /// The file `clientid` holds open under `file`'s handle, if any (the handle may no longer
+    /// resolve: the file was removed while open).
+    pub fn held(t: &Tables, clientid: u64, file: &[u8]) -> Option<Arc<Held>> {
+        t.states.values().find_map(|s| match s {
+            Stateful::Open(o) if o.clientid == clientid && o.file == file => o.held.clone(),
+            _ => None,
         })
     }
 
@@ -539,6 +719,18 @@ impl State {
         if let Err(e) = export_store::registry::write_atomically(path, text.as_bytes(), 0o600) {
             warn!(error = %e, path = %path.display(), "cannot record NFSv4 clients; after a restart they may be unable to reclaim locks");
         }
+    }
+}
+
+/// The lock table's question: a conflicting NFSv4 lock holder that is a courtesy client is
+/// expired (its locks released) instead of refusing the request.
+impl Yield for State {
+    fn yield_owner(&self, owner: &Owner) -> bool {
+        let Owner::V4 { clientid, .. } = owner else {
+            return false;
+        };
+        let mut t = self.lock();
+        self.expire_courtesy(&mut t, *clientid)
     }
 }
 
@@ -590,8 +782,10 @@ mod tests {
     fn client(s: &State, owner: &[u8]) -> u64 {
         let mut t = s.lock();
         let id = s.new_clientid(&mut t);
-        t.clients
-            .insert(id, Client::new(owner.to_vec(), [0; 8], Principal::None));
+        t.clients.insert(
+            id,
+            Client::new(owner.to_vec(), [0; 8], Principal::None, s.now()),
+        );
         s.confirm(&mut t, id);
         id
     }
@@ -610,8 +804,10 @@ mod tests {
         {
             let mut t = s.lock();
             let id = s.new_clientid(&mut t);
-            t.clients
-                .insert(id, Client::new(b"beta".to_vec(), [0; 8], Principal::None));
+            t.clients.insert(
+                id,
+                Client::new(b"beta".to_vec(), [0; 8], Principal::None, s.now()),
+            );
             s.expire(&mut t, id);
         }
         let text = std::fs::read_to_string(dir.path().join("nfs4-clients")).unwrap();
@@ -661,6 +857,55 @@ mod tests {
     }
 
     #[test]
+    fn a_courtesy_client_yields_its_locks_a_live_one_does_not() {
+        let locks = Arc::new(LockTable::new());
+        let s = State::shared(
+            StateConfig {
+                lease: Duration::from_secs(90),
+                grace: Duration::from_secs(90),
+                records: None,
+            },
+            Arc::clone(&locks),
+            Arc::new(Grace::none()),
+        );
+        let a = client(&s, b"alpha");
+        let held = |clientid| crate::locks::Lock {
+            owner: Owner::V4 {
+                clientid,
+                owner: b"o".to_vec(),
+            },
+            start: 0,
+            end: 10,
+            write: true,
+        };
+        locks.lock(b"file", held(a)).unwrap();
+        let b = client(&s, b"beta");
+        assert!(matches!(
+            locks.lock(b"file", held(b)),
+            Err(crate::locks::LockError::Conflict(_))
+        ));
+        s.clock.advance(Duration::from_secs(91));
+        // B renews (SEQUENCE), A does not: A is a courtesy client and yields.
+        let now = s.now();
+        s.lock().clients.get_mut(&b).unwrap().renewed = now;
+        assert!(s.lock().clients.get(&a).is_some_and(|c| s.is_courtesy(c)));
+        locks.lock(b"file", held(b)).unwrap();
+        assert!(!s.lock().clients.contains_key(&a), "A was expired");
+        // B is live: a third client's request is refused, B keeps its lock.
+        let c = client(&s, b"gamma");
+        assert!(locks.test(b"file", &held(c)).is_some());
+        assert!(s.lock().clients.contains_key(&b));
+        // A sweep keeps courtesy clients for the courtesy period, no longer.
+        s.clock.advance(Duration::from_secs(91));
+        s.sweep(&mut s.lock());
+        assert!(s.lock().clients.contains_key(&b));
+        s.clock.advance(COURTESY);
+        s.sweep(&mut s.lock());
+        assert!(!s.lock().clients.contains_key(&b));
+        assert!(locks.snapshot().is_empty());
+    }
+
+    #[test]
     fn a_full_table_drops_the_oldest_unconfirmed_record_then_refuses() {
         let dir = tempfile::tempdir().unwrap();
         let s = state(dir.path());
@@ -671,7 +916,7 @@ mod tests {
             let id = s.new_clientid(&mut t);
             let owner = format!("fake-{i}").into_bytes();
             t.clients
-                .insert(id, Client::new(owner, [0; 8], Principal::None));
+                .insert(id, Client::new(owner, [0; 8], Principal::None, s.now()));
             unconfirmed.push(id);
         }
         assert!(
@@ -687,14 +932,16 @@ mod tests {
             s.confirm(&mut t, *id);
         }
         let id = s.new_clientid(&mut t);
-        t.clients
-            .insert(id, Client::new(b"last".to_vec(), [0; 8], Principal::None));
+        t.clients.insert(
+            id,
+            Client::new(b"last".to_vec(), [0; 8], Principal::None, s.now()),
+        );
         s.confirm(&mut t, id);
         assert_eq!(t.clients.len(), MAX_CLIENTS);
         assert!(!s.make_room(&mut t));
         // A client whose lease ran out makes room.
         if let Some(c) = t.clients.get_mut(&unconfirmed[1]) {
-            c.renewed = Instant::now() - s.config.lease - Duration::from_secs(1);
+            c.renewed = s.now() - s.config.lease - Duration::from_secs(1);
         }
         assert!(s.make_room(&mut t));
         assert!(!t.clients.contains_key(&unconfirmed[1]));

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::info;
 
@@ -117,6 +117,8 @@ struct SeqOp {
     seqid: u32,
     /// The stateid the op names, if any.
     sid: Option<[u8; 12]>,
+    /// An OPEN that reclaims (CLAIM_PREVIOUS): its owner needs no OPEN_CONFIRM.
+    reclaim: bool,
     /// A new lock owner: its first seqid (it is created, not checked).
     new_lock_owner: Option<(OwnerKey, u32)>,
 }
@@ -166,7 +168,7 @@ impl Compound<'_> {
         state.sweep(&mut t);
         match t.clients.get_mut(&id) {
             Some(c) if c.confirmed => {
-                c.renewed = Instant::now();
+                c.renewed = state.now();
                 self.clientid = Some(id);
                 Ok(())
             }
@@ -238,6 +240,7 @@ impl Compound<'_> {
                 owner,
                 seqid,
                 sid: Some(sid.other),
+                reclaim: false,
                 new_lock_owner: None,
             })
         };
@@ -248,10 +251,24 @@ impl Compound<'_> {
                 p.u32()?;
                 let clientid = p.u64()?;
                 let owner = p.opaque(1024)?.to_vec();
+                // openflag4, then the claim.
+                if p.u32()? == 1 {
+                    match p.u32()? {
+                        0 | 1 => {
+                            p.bitmap()?;
+                            p.opaque(64 * 1024)?;
+                        }
+                        _ => {
+                            p.fixed::<8>()?;
+                        }
+                    }
+                }
+                let reclaim = p.u32()? == 1;
                 Ok(SeqOp {
                     owner: (OwnerKind::Open, clientid, owner),
                     seqid,
                     sid: None,
+                    reclaim,
                     new_lock_owner: None,
                 })
             }
@@ -362,6 +379,9 @@ impl Compound<'_> {
         } else {
             self.op_common(op, d, out)?
         };
+        // A reclaim confirms its owner: the client held it before the restart (as knfsd
+        // does; Linux sends no OPEN_CONFIRM after a reclaim).
+        let new_owner = new_owner && !s.reclaim;
         if op == OP_OPEN && status == st::OK && new_owner {
             // rflags follow the stateid (16) and change_info4 (20).
             let at = start + 16 + 20;
@@ -517,7 +537,8 @@ impl Compound<'_> {
             .iter()
             .find(|(_, c)| c.owner == owner && c.confirmed)
             .map(|(id, c)| {
-                let in_use = state.lease_running(c) || super::State::holds_state(&t, *id);
+                // An expired (courtesy) client's id may be taken over, as in EXCHANGE_ID.
+                let in_use = state.lease_running(c);
                 (
                     *id,
                     c.verifier == verifier,
@@ -573,7 +594,7 @@ impl Compound<'_> {
                 }
                 let id = state.new_clientid(&mut t);
                 t.clients
-                    .insert(id, Client::new(owner, verifier, principal));
+                    .insert(id, Client::new(owner, verifier, principal, state.now()));
                 drop(t);
                 v40.lock().clients.insert(
                     id,
@@ -627,7 +648,7 @@ impl Compound<'_> {
             state.confirm(&mut t, id);
         }
         if let Some(c) = t.clients.get_mut(&id) {
-            c.renewed = Instant::now();
+            c.renewed = state.now();
         }
         drop(t);
         if let Some(cb) = probe {
