@@ -39,9 +39,9 @@ ALL_CHECKS="mount mkdir write read append rename symlink hardlink chmod chown tr
             default-mount v4-mount v4-mkdir v4-write v4-read v4-append v4-rename v4-symlink
             v4-hardlink v4-chmod v4-chown v4-truncate v4-utimes v4-mkfifo v4-unlink v4-nonroot v4-xattr
             v4-quota prjquota v4-fsx v4-pjdfstest v4-lock v4-restart v4-lock-restart v4-umount
-            v41-mount v41-write v41-read v41-rename v41-lock v41-umount
-            v40-mount v40-mkdir v40-write v40-read v40-append v40-rename v40-symlink v40-truncate
-            v40-unlink v40-nonroot v40-lock v40-lock-restart v40-umount"
+            v41-mount v41-mkdir v41-write v41-read v41-rename v41-lock v41-umount
+            v40-mount v40-mkdir v40-write v40-read v40-append v40-rename v40-symlink v40-hardlink
+            v40-truncate v40-unlink v40-nonroot v40-lock v40-lock-restart v40-umount"
 VOL=vol
 PORTS="2049 20048 111"
 # Our metrics endpoint (the v4-lock check reads nfs_locks_held there).
