@@ -93,9 +93,14 @@ async fn exchange_id_refuses_undefined_and_server_only_flags() {
             .await;
         assert_eq!(one_status(&c), INVAL, "flags {flags:#x}");
     }
-    // Every flag a client may set is accepted.
+    // Every flag a client may set is accepted; 4.2 adds SUPP_FENCE_OPS (RFC 7862 14.1).
     let c = a
         .call(&[exchange_id_flags([1; 8], b"rules-flags", 0x0001_0103)])
+        .await;
+    assert_eq!(one_status(&c), OK);
+    a.minor = 2;
+    let c = a
+        .call(&[exchange_id_flags([1; 8], b"rules-flags", 0x0001_0107)])
         .await;
     assert_eq!(one_status(&c), OK);
 }

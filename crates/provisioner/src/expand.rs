@@ -38,9 +38,18 @@ pub async fn reconcile(
     volume: &str,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    // From the watched PVs: a claim bound to someone else's PV costs no request.
-    let Some(pv) = ctx.volume(volume).await? else {
-        return Ok(Action::await_change());
+    // From the watched PVs: a claim bound to someone else's PV costs no request. A PV the
+    // watch has not delivered yet (just created) is read from the API: nothing would bring
+    // this claim back once the watch catches up.
+    let pv = match ctx.volume(volume).await? {
+        Some(pv) => pv,
+        None => match Api::<PersistentVolume>::all(ctx.client.clone())
+            .get_opt(volume)
+            .await?
+        {
+            Some(pv) => pv,
+            None => return Ok(Action::await_change()),
+        },
     };
     if pv.annotations().get(ANN_PROVISIONED_BY) != Some(&ctx.config.name)
         || pv

@@ -451,6 +451,7 @@ impl Inner {
                 return Reply::Success(cached);
             }
             out.buf[at..at + 4].copy_from_slice(&s.to_be_bytes());
+            tracing::trace!(op, status = s, len = out.len() - at, "op");
             done += 1;
             if s != st::OK {
                 if !c.keep_body {
@@ -637,8 +638,15 @@ impl Compound<'_> {
         let verifier = d.fixed::<8>()?;
         let owner = d.opaque(1024)?.to_vec();
         let flags = d.u32()?;
+        /// NFSv4.2 adds EXCHGID4_FLAG_SUPP_FENCE_OPS (RFC 7862 section 14.1).
+        const SUPP_FENCE_OPS: u32 = 0x4;
+        let allowed = if self.minor >= 2 {
+            CLIENT_FLAGS | SUPP_FENCE_OPS
+        } else {
+            CLIENT_FLAGS
+        };
         // Undefined bits, and CONFIRMED_R (the server's to set), are INVAL (section 18.35.3).
-        let bad_flags = flags & !CLIENT_FLAGS != 0;
+        let bad_flags = flags & !allowed != 0;
         match d.u32()? {
             0 => {}
             1 => {
@@ -1213,9 +1221,11 @@ mod tests {
     #[test]
     fn protocol_errors_are_answered_not_crashed_on() {
         let (_dir, svc) = service();
-        // Minor version 0 is not served.
-        let (s, ops) = statuses(&compound(&svc, 0, &[&[OP_PUTROOTFH]]));
+        // Minor version 3 does not exist; 0 needs no session.
+        let (s, ops) = statuses(&compound(&svc, 3, &[&[OP_PUTROOTFH]]));
         assert_eq!((s, ops.len()), (st::MINOR_VERS_MISMATCH, 0));
+        let (s, ops) = statuses(&compound(&svc, 0, &[&[OP_PUTROOTFH]]));
+        assert_eq!((s, ops), (st::OK, vec![(OP_PUTROOTFH, st::OK)]));
         // Without SEQUENCE first.
         let (s, ops) = statuses(&compound(&svc, 1, &[&[OP_PUTROOTFH]]));
         assert_eq!(s, st::OP_NOT_IN_SESSION);
