@@ -150,6 +150,9 @@ pub fn local_host_name() -> Vec<u8> {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    // Called on worker threads that may still carry an NFS client's identity; the state
+    // directory is root's (0700).
+    export_store::cred::become_root()?;
     export_store::registry::write_atomically(path, bytes, 0o600)
 }
 
@@ -440,6 +443,28 @@ mod tests {
         assert!(second > first);
         std::fs::write(dir.path().join(STATE_FILE), "10\n").unwrap();
         assert_eq!(Nsm::open(dir.path()).unwrap().state(), 11);
+    }
+
+    #[test]
+    fn hosts_are_written_whatever_identity_the_thread_carries() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let nsm = Nsm::open(dir.path()).unwrap();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                // As a worker thread that last served a user's call.
+                export_store::cred::become_identity(&export_store::Identity {
+                    uid: 1000,
+                    gid: 1000,
+                    groups: vec![1000],
+                })
+                .unwrap();
+                nsm.note(b"client", "10.0.0.9".parse().unwrap());
+            });
+        });
+        let again = Nsm::open(dir.path()).unwrap();
+        assert_eq!(again.hosts().len(), 1);
     }
 
     #[test]

@@ -716,7 +716,11 @@ impl State {
         owners.sort();
         let mut text = owners.join("\n");
         text.push('\n');
-        if let Err(e) = export_store::registry::write_atomically(path, text.as_bytes(), 0o600) {
+        // The thread may still carry the last NFS client's identity; the state directory is
+        // root's (0700).
+        let written = export_store::cred::become_root()
+            .and_then(|()| export_store::registry::write_atomically(path, text.as_bytes(), 0o600));
+        if let Err(e) = written {
             warn!(error = %e, path = %path.display(), "cannot record NFSv4 clients; after a restart they may be unable to reclaim locks");
         }
     }
@@ -766,6 +770,7 @@ fn load_records(path: &PathBuf) -> Vec<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn state(dir: &std::path::Path) -> State {
         State::new(
@@ -788,6 +793,27 @@ mod tests {
         );
         s.confirm(&mut t, id);
         id
+    }
+
+    #[test]
+    fn records_are_written_whatever_identity_the_thread_carries() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let s = state(dir.path());
+        let path = dir.path().join("nfs4-clients");
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                // As a worker thread that last served a user's call.
+                export_store::cred::become_identity(&export_store::Identity {
+                    uid: 1000,
+                    gid: 1000,
+                    groups: vec![1000],
+                })
+                .unwrap();
+                client(&s, b"alpha");
+            });
+        });
+        assert_eq!(std::fs::read_to_string(path).unwrap().lines().count(), 1);
     }
 
     #[test]
