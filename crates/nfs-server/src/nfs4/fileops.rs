@@ -25,16 +25,6 @@ const ACCESS_MODIFY: u32 = 4;
 const SHARE_READ: u32 = 1;
 const SHARE_WRITE: u32 = 2;
 
-/// Evaluates a `Result<T, u32>`, returning the status on error.
-macro_rules! tri {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(s) => return Ok(s),
-        }
-    };
-}
-
 /// Evaluates an `io::Result`, returning its NFSv4 status on error.
 macro_rules! io {
     ($e:expr) => {

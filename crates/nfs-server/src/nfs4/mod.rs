@@ -15,6 +15,16 @@
 //! ops are refused on SEQUENCE, and a reply never grows past `ca_maxresponsesize` (or
 //! `ca_maxresponsesize_cached` when the client asked to cache it): see [`Budget`].
 
+/// Evaluates a `Result<T, u32>` in an op, returning the status on error.
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(s) => return Ok(s),
+        }
+    };
+}
+
 mod attrs;
 mod fileops;
 pub mod state;
@@ -32,7 +42,7 @@ use tracing::{debug, warn};
 
 use crate::metrics::NfsMetrics;
 use crate::{MAX_IO, NFS_PROGRAM};
-use state::{Client, Session, Slot, State};
+use state::{Session, Slot, State};
 use xdr::*;
 
 /// How long one compound may hold ops: a bound on work per request.
@@ -275,10 +285,6 @@ impl RpcService for Nfs4Service {
             reply.send(inner.compound(&ctx, args.bytes(), args.record_len()))
         });
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The metrics label of a COMPOUND reply: its overall status.
@@ -599,7 +605,7 @@ impl Compound<'_> {
         if let Fh::Vol(h) = &fh {
             match self.resolve(h) {
                 Err(s) => {
-                    debug!(handle = %hex(h), status = s, "PUTFH refused");
+                    debug!(handle = %state::hex(h), status = s, "PUTFH refused");
                     return Ok(s);
                 }
                 // Handles work without mounting: the caller must be one the volume admits.
@@ -714,29 +720,16 @@ impl Compound<'_> {
                 // rebooted (new verifier), or an abandoned owner taken over: a fresh
                 // unconfirmed record. A confirmed one's state goes when the new one is
                 // confirmed.
-                let unconfirmed: Vec<u64> = t
-                    .clients
-                    .iter()
-                    .filter(|(_, c)| c.owner == owner && !c.confirmed)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in unconfirmed {
-                    state.expire(&mut t, id);
-                }
-                if !state.make_room(&mut t) {
-                    if oncrpc::throttle::allow("nfs4_client_table_full").is_none() {
-                        return Ok(st::DELAY);
+                let Some(id) = state.new_record(&mut t, owner, verifier, principal) else {
+                    if oncrpc::throttle::allow("nfs4_client_table_full").is_some() {
+                        warn!(
+                            peer = %self.ctx.peer,
+                            max = state::MAX_CLIENTS,
+                            "NFSv4 client table full of live clients: a new client is asked to retry"
+                        );
                     }
-                    warn!(
-                        peer = %self.ctx.peer,
-                        max = state::MAX_CLIENTS,
-                        "NFSv4 client table full of live clients: a new client is asked to retry"
-                    );
                     return Ok(st::DELAY);
-                }
-                let id = state.new_clientid(&mut t);
-                t.clients
-                    .insert(id, Client::new(owner, verifier, principal, state.now()));
+                };
                 (id, 1, USE_NON_PNFS)
             }
         };

@@ -505,6 +505,34 @@ impl State {
         true
     }
 
+    /// A fresh unconfirmed record of `owner` (EXCHANGE_ID and SETCLIENTID): earlier
+    /// unconfirmed records of the owner go; a confirmed one stays until this one is
+    /// confirmed. `None`: the table is full of live clients.
+    pub fn new_record(
+        &self,
+        t: &mut Tables,
+        owner: Vec<u8>,
+        verifier: [u8; 8],
+        principal: Principal,
+    ) -> Option<u64> {
+        let unconfirmed: Vec<u64> = t
+            .clients
+            .iter()
+            .filter(|(_, c)| c.owner == owner && !c.confirmed)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unconfirmed {
+            self.expire(t, id);
+        }
+        if !self.make_room(t) {
+            return None;
+        }
+        let id = self.new_clientid(t);
+        t.clients
+            .insert(id, Client::new(owner, verifier, principal, self.now()));
+        Some(id)
+    }
+
     /// Makes room for one more client record when the table holds [`MAX_CLIENTS`]: drops
     /// the oldest unconfirmed record (it holds no state), else expires the courtesy client
     /// silent the longest. `false`: every record belongs to a live client, the new one must
@@ -738,7 +766,8 @@ impl Yield for State {
     }
 }
 
-fn hex(b: &[u8]) -> String {
+/// Bytes as lower-case hex (client owners on disk, handles in logs).
+pub(super) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use tracing::info;
 
-use super::state::{Client, Principal, Stateful};
+use super::state::{Principal, Stateful};
 use super::xdr::*;
 use super::{Compound, Fh};
 
@@ -144,16 +144,12 @@ impl Compound<'_> {
                 peek.u64()?;
                 peek.u64()?;
                 let id = peek.u64()?;
-                match self.use_client(id) {
-                    Ok(()) => self.op_common(op, d, out),
-                    Err(s) => Ok(s),
-                }
+                tri!(self.use_client(id));
+                self.op_common(op, d, out)
             }
             OP_READ | OP_WRITE | OP_SETATTR => {
                 let sid = d.clone().stateid()?;
-                if let Err(s) = self.use_stateid(&sid) {
-                    return Ok(s);
-                }
+                tri!(self.use_stateid(&sid));
                 self.op_common(op, d, out)
             }
             _ => self.op_common(op, d, out),
@@ -316,14 +312,9 @@ impl Compound<'_> {
     /// An op that advances an owner's seqid (RFC 7530 section 9.1.3): replays, BAD_SEQID,
     /// or runs it and keeps its reply.
     fn sequenced(&mut self, op: u32, d: &mut Dec<'_>, out: &mut Enc) -> DResult<u32> {
-        let s = match self.seq_op(op, d)? {
-            Ok(s) => s,
-            Err(status) => return Ok(status),
-        };
+        let s = tri!(self.seq_op(op, d)?);
         let clientid = s.owner.1;
-        if let Err(status) = self.use_client(clientid) {
-            return Ok(status);
-        }
+        tri!(self.use_client(clientid));
         if op == OP_LOCK
             && let Some(((_, lock_client, _), _)) = &s.new_lock_owner
             && *lock_client != clientid
@@ -480,9 +471,7 @@ impl Compound<'_> {
     fn release_lockowner(&mut self, d: &mut Dec<'_>) -> DResult<u32> {
         let clientid = d.u64()?;
         let owner = d.opaque(1024)?.to_vec();
-        if let Err(s) = self.use_client(clientid) {
-            return Ok(s);
-        }
+        tri!(self.use_client(clientid));
         let state = &self.inner.state;
         let mut t = state.lock();
         let mine: Vec<([u8; 12], Vec<u8>)> = t
@@ -580,21 +569,9 @@ impl Compound<'_> {
             // A new client, a rebooted one (new verifier), or an abandoned owner: a new
             // unconfirmed record; the confirmed one goes when this one is confirmed.
             _ => {
-                let unconfirmed: Vec<u64> = t
-                    .clients
-                    .iter()
-                    .filter(|(_, c)| c.owner == owner && !c.confirmed)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in unconfirmed {
-                    state.expire(&mut t, id);
-                }
-                if !state.make_room(&mut t) {
+                let Some(id) = state.new_record(&mut t, owner, verifier, principal) else {
                     return Ok(st::RESOURCE);
-                }
-                let id = state.new_clientid(&mut t);
-                t.clients
-                    .insert(id, Client::new(owner, verifier, principal, state.now()));
+                };
                 drop(t);
                 v40.lock().clients.insert(
                     id,

@@ -101,14 +101,8 @@ impl Compound<'_> {
     /// op with REP_TOO_BIG (the compound checks the result's size).
     fn getxattr(&mut self, d: &mut Dec<'_>, out: &mut Enc) -> DResult<u32> {
         let raw = d.opaque(1024)?;
-        let name = match key_of(raw) {
-            Ok(n) => n,
-            Err(s) => return Ok(s),
-        };
-        let obj = match self.xattr_obj() {
-            Ok(o) => o,
-            Err(s) => return Ok(s),
-        };
+        let name = tri!(key_of(raw));
+        let obj = tri!(self.xattr_obj());
         let id = self.inner.identity(self.ctx, &obj);
         match ops::getxattr(&obj, &id, name) {
             Ok(value) => {
@@ -132,14 +126,8 @@ impl Compound<'_> {
             2 => XattrSet::Replace,
             _ => return Ok(st::INVAL),
         };
-        let name = match key_of(raw) {
-            Ok(n) => n,
-            Err(s) => return Ok(s),
-        };
-        let obj = match self.xattr_obj() {
-            Ok(o) => o,
-            Err(s) => return Ok(s),
-        };
+        let name = tri!(key_of(raw));
+        let obj = tri!(self.xattr_obj());
         if value.len() > XATTR_SIZE_MAX {
             return Ok(st::XATTR2BIG);
         }
@@ -163,10 +151,7 @@ impl Compound<'_> {
         if cookie > MAX_NAMES {
             return Ok(st::BAD_COOKIE);
         }
-        let obj = match self.xattr_obj() {
-            Ok(o) => o,
-            Err(s) => return Ok(s),
-        };
+        let obj = tri!(self.xattr_obj());
         let id = self.inner.identity(self.ctx, &obj);
         let names = match ops::listxattr(&obj, &id) {
             Ok(n) => n,
@@ -210,14 +195,8 @@ impl Compound<'_> {
     /// REMOVEXATTR (RFC 8276 section 8.4.4): NOXATTR if there is no such name.
     fn removexattr(&mut self, d: &mut Dec<'_>, out: &mut Enc) -> DResult<u32> {
         let raw = d.opaque(1024)?;
-        let name = match key_of(raw) {
-            Ok(n) => n,
-            Err(s) => return Ok(s),
-        };
-        let obj = match self.xattr_obj() {
-            Ok(o) => o,
-            Err(s) => return Ok(s),
-        };
+        let name = tri!(key_of(raw));
+        let obj = tri!(self.xattr_obj());
         let id = self.inner.identity(self.ctx, &obj);
         match ops::removexattr(&obj, &id, name) {
             Ok((before, after)) => {
