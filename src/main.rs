@@ -332,6 +332,11 @@ enum VolumeCommand {
         /// can send (clients must not mount with `noresvport`).
         #[arg(long)]
         secure: bool,
+        /// Answer changes before they reach the disk (like knfsd's `async` export option):
+        /// faster small writes and namespace changes, but a crash of the machine can lose
+        /// what was answered in the last seconds (see docs/configuration.md).
+        #[arg(long = "async")]
+        asynchronous: bool,
     },
     /// Grow a volume's size limit (takes effect at once, also while `serve` runs; never shrinks).
     Resize {
@@ -647,6 +652,7 @@ fn volume(command: VolumeCommand) -> anyhow::Result<()> {
             size,
             clients,
             secure,
+            asynchronous,
         } => {
             let squash: Squash = squash.parse().map_err(anyhow::Error::msg)?;
             std::fs::create_dir_all(&export_root)
@@ -662,6 +668,7 @@ fn volume(command: VolumeCommand) -> anyhow::Result<()> {
                     size,
                     clients: clients.map(|c| c.0).unwrap_or_default(),
                     secure,
+                    asynchronous,
                 },
             )?;
             println!(

@@ -23,7 +23,12 @@ fn target() -> &'static Target {
     static TARGET: OnceLock<Target> = OnceLock::new();
     TARGET.get_or_init(|| {
         let fixture = Fixture::new();
-        let service = Nfs3Service::new(Arc::clone(&fixture.store));
+        let service = Nfs3Service::new(
+            Arc::clone(&fixture.store),
+            nfs_server::executor::Executor::new(1),
+            [1; 8],
+            None,
+        );
         Target { fixture, service }
     })
 }

@@ -169,7 +169,13 @@ fn target() -> &'static Target {
             locks,
             grace,
         ));
-        let service = Nfs4Service::new(Arc::clone(&fixture.store), state, [1; 8], None);
+        let service = Nfs4Service::new(
+            Arc::clone(&fixture.store),
+            state,
+            nfs_server::executor::Executor::new(1),
+            [1; 8],
+            None,
+        );
         let session = Mutex::new(Session::establish(&service, None));
         Target {
             fixture,

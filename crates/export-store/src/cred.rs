@@ -88,6 +88,44 @@ impl Squash {
 thread_local! {
     static CURRENT: RefCell<Option<Identity>> = const { RefCell::new(None) };
     static QUOTA_BOUND: Cell<bool> = const { Cell::new(false) };
+    static SERVING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the calling thread as one that only serves clients' calls (the NFS server's own
+/// workers): the identity a call leaves on it is kept for the next call, so consecutive calls
+/// from one user cost no system calls. Every other thread is root between calls
+/// (see [`Scope`]).
+pub fn serve_on_this_thread() {
+    SERVING.set(true);
+}
+
+/// Whether the calling thread was marked with [`serve_on_this_thread`].
+pub fn is_serving_thread() -> bool {
+    SERVING.get()
+}
+
+/// Scopes the identity switches made while it lives: when it is dropped the thread is root
+/// again, unless it is a serving thread (whose next call sets its own identity anyway).
+/// Work that runs a client's call on a shared thread (an async reactor thread, a blocking
+/// pool shared with the server's own state writers) holds one for the whole call.
+#[must_use = "the identity is restored when the scope is dropped"]
+pub struct Scope(());
+
+impl Scope {
+    pub fn enter() -> Self {
+        Self(())
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        if !SERVING.get()
+            && CURRENT.with(|c| c.borrow().as_ref().is_none_or(|id| !id.is_root()))
+            && let Err(e) = become_root()
+        {
+            tracing::error!(error = %e, "cannot switch a thread back to root");
+        }
+    }
 }
 
 /// Set once kernel project quotas enforce volume sizes: from then on every thread that
@@ -136,6 +174,37 @@ mod tests {
             gid: 0,
             groups: vec![0, 10],
         }
+    }
+
+    #[test]
+    fn a_scope_leaves_a_shared_thread_root_and_a_serving_thread_as_it_was() {
+        let user = Identity {
+            uid: 1000,
+            gid: 1000,
+            groups: vec![],
+        };
+        let fsuid = || unsafe { libc::setfsuid(u32::MAX) };
+        std::thread::spawn(move || {
+            {
+                let _scope = Scope::enter();
+                become_identity(&user).unwrap();
+                assert_eq!(fsuid(), 1000);
+            }
+            assert_eq!(fsuid(), 0, "a shared thread is root after the scope");
+            serve_on_this_thread();
+            {
+                let _scope = Scope::enter();
+                become_identity(&user).unwrap();
+            }
+            assert_eq!(
+                fsuid(),
+                1000,
+                "a serving thread keeps the identity for the next call"
+            );
+            become_root().unwrap();
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! Every function here blocks: callers run them on worker threads, never on an async reactor.
 
 pub mod access;
+pub mod commit;
 pub mod cred;
 pub mod durability;
 pub mod handle;

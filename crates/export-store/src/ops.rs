@@ -4,7 +4,8 @@
 //! caller's fsuid/fsgid/groups first. Two knfsd-compatible exceptions run as root: a file's
 //! owner may read, write and truncate it whatever its mode bits ("owner override", needed for
 //! `open(O_CREAT|O_RDWR, 0444)` followed by writes), and COMMIT never fails on permissions.
-//! Directory-changing operations fsync the directory before returning.
+//! Directory-changing operations make the directory durable before returning, sharing fsyncs
+//! with concurrent changes ([`crate::commit`]); a volume exported `async` skips them.
 //!
 //! The data of a file is changed (WRITE, a SETATTR of the size, ALLOCATE) by the caller's
 //! identity even when its descriptor was opened as root, so the kernel clears setuid and
@@ -398,6 +399,8 @@ pub fn write(
     written?;
     let after = after?;
     match stable {
+        // An `async` volume answers stable writes as unstable ones are handled.
+        _ if obj.volume.options().asynchronous => write_behind(&fd, offset, data.len() as u64),
         WriteStability::Unstable => write_behind(&fd, offset, data.len() as u64),
         WriteStability::DataSync => sys::fdatasync(fd.as_fd())?,
         WriteStability::FileSync => sys::fsync(fd.as_fd())?,
@@ -502,14 +505,39 @@ pub fn commit(obj: &Object) -> io::Result<Attr> {
     getattr(obj)
 }
 
-/// Fsyncs any object: files and directories directly, special files through their file system.
+/// Makes a change to directory `dir` durable before the reply: fsyncs it, sharing the fsync
+/// with concurrent changes to the same directory (group commit), or nothing on a volume
+/// exported `async`.
+fn durable_dir(dir: &Object) -> io::Result<()> {
+    if dir.volume.options().asynchronous {
+        return Ok(());
+    }
+    match &dir.entry {
+        Some(entry) => entry.gate.sync(dir.fd.as_fd()),
+        None => durable_dir(dir),
+    }
+}
+
+/// Fsyncs any object (nothing on an `async` volume): files and directories directly, sharing
+/// the fsync with concurrent changes to the same object, special files through their file
+/// system.
 fn sync_object(obj: &Object) -> io::Result<()> {
+    if obj.volume.options().asynchronous {
+        return Ok(());
+    }
     let attr = getattr(obj)?;
     match attr.kind {
-        NodeKind::Regular | NodeKind::Directory => {
+        NodeKind::Directory => {
+            cred::become_root()?;
+            durable_dir(obj)
+        }
+        NodeKind::Regular => {
             cred::become_root()?;
             let fd = sys::reopen(obj.fd.as_fd(), libc::O_RDONLY | libc::O_NONBLOCK)?;
-            sys::fsync(fd.as_fd())
+            match &obj.entry {
+                Some(entry) => entry.gate.sync(fd.as_fd()),
+                None => sys::fsync(fd.as_fd()),
+            }
         }
         _ => {
             cred::become_root()?;
@@ -610,7 +638,7 @@ fn created(
             .quota
             .charge(grown + quota::growth(0, quota::allocated(&st)));
     }
-    sys::fsync(dir.fd.as_fd())?;
+    durable_dir(dir)?;
     let handle = store.handle_of(&dir.volume, dir.fd.as_fd(), name)?;
     Ok((handle, Attr::from_stat(&st, dir.volume.id() as u64)))
 }
@@ -646,14 +674,16 @@ fn apply_initial(dir: &Object, name: &CStr, id: &Identity, set: &SetAttr) -> io:
     Ok(())
 }
 
-/// CREATE of a regular file. `dir` must be opened for reading (it is fsynced).
+/// CREATE of a regular file. `dir` must be opened for reading (it is fsynced). Also says
+/// whether this call made the file (false: an UNCHECKED create or an EXCLUSIVE retransmission
+/// found it there).
 pub fn create(
     store: &ExportStore,
     dir: &Object,
     name: &[u8],
     id: &Identity,
     how: CreateHow,
-) -> io::Result<Created> {
+) -> io::Result<(Created, bool)> {
     check_writable(dir)?;
     let cname = new_component(name)?;
     if let CreateHow::Unchecked(set) | CreateHow::Guarded(set) = &how {
@@ -749,7 +779,7 @@ pub fn create(
             }
         }
     }
-    created(store, dir, &cname, new.then_some(dir_before))
+    created(store, dir, &cname, new.then_some(dir_before)).map(|c| (c, new))
 }
 
 /// MKDIR. `dir` must be opened for reading.
@@ -857,7 +887,7 @@ pub fn remove(
                 store.forget_inode(st.st_ino);
                 released(dir, &st);
             }
-            sys::fsync(dir.fd.as_fd())
+            durable_dir(dir)
         }
     }
 }
@@ -919,9 +949,9 @@ pub fn rename(
     to.volume
         .quota
         .charge(quota::growth(to_before, dir_used(to)));
-    sys::fsync(to.fd.as_fd())?;
+    durable_dir(to)?;
     if from.fd.as_raw_fd() != to.fd.as_raw_fd() {
-        sys::fsync(from.fd.as_fd())?;
+        durable_dir(from)?;
     }
     Ok(())
 }
@@ -953,7 +983,7 @@ pub fn link(obj: &Object, dir: &Object, name: &[u8], id: &Identity) -> io::Resul
     dir.volume
         .quota
         .charge(quota::growth(dir_before, dir_used(dir)));
-    sys::fsync(dir.fd.as_fd())
+    durable_dir(dir)
 }
 
 /// Lists `dir` from `cookie` (0: the start). `take` is offered each entry in order and

@@ -53,6 +53,11 @@ pub struct VolumeOptions {
     /// Calls must come from a reserved source port (below 1024).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub secure: bool,
+    /// Like knfsd's `async` export option: namespace changes, SETATTRs, stable WRITEs and
+    /// COMMITs are answered without waiting for the disk. A crash of the machine (not of the
+    /// server) can lose what the kernel had not yet written back.
+    #[serde(rename = "async", default, skip_serializing_if = "std::ops::Not::not")]
+    pub asynchronous: bool,
 }
 
 impl VolumeOptions {
@@ -76,6 +81,7 @@ impl Default for VolumeOptions {
             size: None,
             clients: Vec::new(),
             secure: false,
+            asynchronous: false,
         }
     }
 }

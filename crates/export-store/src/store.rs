@@ -149,6 +149,8 @@ pub(crate) struct CacheEntry {
     pub(crate) io: Mutex<Option<(Arc<OwnedFd>, bool)>>,
     /// Held around changes to the file's allocation, so each one is measured alone.
     pub(crate) alloc: Mutex<()>,
+    /// Shares fsyncs among concurrent changes (see [`crate::commit`]).
+    pub(crate) gate: crate::commit::Gate,
     last_used: AtomicU64,
 }
 
@@ -615,6 +617,7 @@ impl ExportStore {
             ino: st.st_ino,
             io: Mutex::new(None),
             alloc: Mutex::new(()),
+            gate: crate::commit::Gate::default(),
             last_used: AtomicU64::new(self.now_ms()),
         });
         let mut cache = self.cache_lock();
@@ -627,6 +630,11 @@ impl ExportStore {
         }
         cache.insert(handle.to_vec(), Arc::clone(&entry));
         Ok(entry)
+    }
+
+    /// Whether `handle` resolves without opening anything (its descriptor is cached).
+    pub fn is_cached(&self, handle: &[u8]) -> bool {
+        self.cache_lock().contains_key(handle)
     }
 
     fn cache_lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Arc<CacheEntry>>> {

@@ -2,14 +2,15 @@
 //!
 //! This crate maps protocol operations onto `export-store`: it decodes arguments with the
 //! `nfs3_types` codec, resolves handles, applies the export's squash options to the caller's
-//! AUTH_SYS credential, runs the file-system work on blocking worker threads (never on the
-//! async reactor), and encodes replies including weak cache consistency data. It knows
+//! AUTH_SYS credential, runs the file-system work on its own worker threads ([`executor`];
+//! only quick calls on open handles run on the async reactor), and encodes replies including weak cache consistency data. It knows
 //! nothing about sockets: `oncrpc` delivers calls to the [`RpcService`]s built here.
 //!
 //! NFSv3 locking is here too: NLM v4 ([`nlm`]) over the byte-range table shared with NFSv4.1
 //! ([`locks`]), and NSM ([`nsm`]) for reboot notifications both ways.
 
 mod convert;
+pub mod executor;
 pub mod grace;
 pub mod locks;
 pub mod metrics;
@@ -59,12 +60,16 @@ impl Default for V4Config {
 /// File name of the NFSv4 client records in the export root's state directory.
 pub const CLIENT_RECORDS: &str = "nfs4-clients";
 
-/// Everything the NFS services share: the store, the lock table and the grace period.
+/// Everything the NFS services share: the store, the lock table, the grace period, the
+/// threads that run calls and the write verifier.
 pub struct Shared {
     pub store: Arc<ExportStore>,
     pub locks: Arc<locks::LockTable>,
     pub grace: Arc<grace::Grace>,
     pub v4: Arc<nfs4::state::State>,
+    pub executor: Arc<executor::Executor>,
+    /// One verifier for v3 and v4 WRITE and COMMIT (see [`write_verifier`]).
+    pub write_verifier: [u8; 8],
 }
 
 impl Shared {
@@ -89,6 +94,8 @@ impl Shared {
             locks,
             grace,
             v4,
+            executor: executor::Executor::new(executor::DEFAULT_THREADS),
+            write_verifier: write_verifier(),
         }
     }
 }
@@ -105,11 +112,17 @@ pub fn services_with_metrics(
     metrics: Option<Arc<metrics::NfsMetrics>>,
 ) -> Vec<Arc<dyn RpcService>> {
     let store = &shared.store;
-    let v3 = nfs3::Nfs3Service::new(Arc::clone(store)).with_metrics(metrics.clone());
+    let v3 = nfs3::Nfs3Service::new(
+        Arc::clone(store),
+        Arc::clone(&shared.executor),
+        shared.write_verifier,
+        metrics.clone(),
+    );
     let v4 = nfs4::Nfs4Service::new(
         Arc::clone(store),
         Arc::clone(&shared.v4),
-        write_verifier(),
+        Arc::clone(&shared.executor),
+        shared.write_verifier,
         metrics,
     );
     vec![
@@ -159,6 +172,22 @@ pub(crate) fn read_reply(
     let mut body = results;
     file.read_into(&mut body);
     oncrpc::Reply::Success(body)
+}
+
+/// The cookie verifier of a directory listing (v3 READDIR(PLUS) and v4 READDIR). Cookies are
+/// the file system's own directory offsets, which stay valid while the volume exists; the
+/// verifier ties them to this volume incarnation.
+pub(crate) fn cookie_verifier(volume: &export_store::Volume) -> [u8; 8] {
+    let mut v = [0u8; 8];
+    v[..4].copy_from_slice(&volume.record.generation.to_be_bytes());
+    v[4..].copy_from_slice(&volume.id().to_be_bytes());
+    v
+}
+
+/// Whether a listing may go on from `cookie` with verifier `verf`: the start, a client that
+/// sends no verifier, or this volume incarnation's.
+pub(crate) fn cookie_valid(volume: &export_store::Volume, cookie: u64, verf: [u8; 8]) -> bool {
+    cookie == 0 || verf == [0; 8] || verf == cookie_verifier(volume)
 }
 
 /// A write verifier: random per start and never derived from handles, so after a restart

@@ -18,12 +18,14 @@ use oncrpc::{CallArgs, CallContext, CallNames, Credential, Reply, ReplySender, R
 use tracing::debug;
 
 use crate::convert::{fattr, post_op, set_attr, status, wcc};
+use crate::executor::Executor;
 use crate::metrics::NfsMetrics;
 use crate::{MAX_IO, NFS_PROGRAM};
 
 /// The NFSv3 program.
 pub struct Nfs3Service {
     inner: Arc<Inner>,
+    executor: Arc<Executor>,
 }
 
 struct Inner {
@@ -33,35 +35,23 @@ struct Inner {
 }
 
 impl Nfs3Service {
-    pub fn new(store: Arc<ExportStore>) -> Self {
-        // Random per start and never derived from handles: after a restart, clients see a new
-        // verifier and resend their unstable writes.
-        let mut write_verifier = [0u8; 8];
-        if getrandom::fill(&mut write_verifier).is_err() {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1);
-            write_verifier = now.to_be_bytes();
-        }
+    /// The service over `store`, running calls on `executor`'s threads (quick ones on a
+    /// cached handle inline, see [`RpcService::call`]), with the server's write verifier
+    /// (see [`crate::write_verifier`]) and, if given, counting bytes per volume and stale
+    /// handles in `metrics`.
+    pub fn new(
+        store: Arc<ExportStore>,
+        executor: Arc<Executor>,
+        write_verifier: [u8; 8],
+        metrics: Option<Arc<NfsMetrics>>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 write_verifier,
-                metrics: None,
+                metrics,
             }),
-        }
-    }
-
-    /// Counts bytes per volume and stale handles in `metrics`.
-    pub fn with_metrics(self, metrics: Option<Arc<NfsMetrics>>) -> Self {
-        let inner = Inner {
-            store: Arc::clone(&self.inner.store),
-            write_verifier: self.inner.write_verifier,
-            metrics,
-        };
-        Self {
-            inner: Arc::new(inner),
+            executor,
         }
     }
 }
@@ -108,10 +98,24 @@ impl RpcService for Nfs3Service {
         if ctx.proc_ == 0 || ctx.proc_ > 21 {
             return reply.send(self.call_blocking(&ctx, &[]));
         }
+        if quick(ctx.proc_) && self.inner.quick_and_cached(ctx.proc_, args.bytes()) {
+            // A quick call on an open handle costs less than the hand-over to a worker and
+            // back: it runs here, on the connection's task, and leaves the thread root.
+            let _scope = export_store::cred::Scope::enter();
+            return reply.send(self.inner.dispatch(&ctx, args.bytes()));
+        }
         let inner = Arc::clone(&self.inner);
-        // File-system work runs on a blocking worker, which sends the reply itself.
-        tokio::task::spawn_blocking(move || reply.send(inner.dispatch(&ctx, args.bytes())));
+        // File-system work runs on a worker thread, which sends the reply itself.
+        self.executor
+            .run(move || reply.send(inner.dispatch(&ctx, args.bytes())));
     }
+}
+
+/// Procedures that never wait for the disk once their handle is open (the attributes, access
+/// and names of cached objects; the volume's statistics): GETATTR, LOOKUP, ACCESS, READLINK,
+/// FSSTAT, FSINFO and PATHCONF.
+fn quick(proc_: u32) -> bool {
+    matches!(proc_, 1 | 3 | 4 | 5 | 18 | 19 | 20)
 }
 
 /// The file handles in a well-formed call's arguments: every procedure starts with one;
@@ -253,6 +257,11 @@ pub(crate) fn identity(credential: &Credential, obj: &Object) -> Identity {
 }
 
 impl Inner {
+    /// Whether a call may run inline: a quick procedure whose handle is already open.
+    fn quick_and_cached(&self, proc_: u32, args: &[u8]) -> bool {
+        quick(proc_) && call_handles(proc_, args)[0].is_some_and(|fh| self.store.is_cached(fh))
+    }
+
     fn identity(&self, ctx: &CallContext, obj: &Object) -> Identity {
         identity(&ctx.credential, obj)
     }
@@ -560,7 +569,7 @@ impl Inner {
         };
         let name = args.where_.name.as_ref();
         let (outcome, dir_wcc) = self.make(ctx, &args.where_.dir, |dir, id| {
-            ops::create(&self.store, dir, name, id, how)
+            ops::create(&self.store, dir, name, id, how).map(|(c, _)| c)
         });
         made!(outcome, dir_wcc, CREATE3res, CREATE3resok, CREATE3resfail)
     }
@@ -719,18 +728,12 @@ impl Inner {
         }))
     }
 
-    /// The cookie verifier of a directory listing. Cookies are the file system's own directory
-    /// offsets, which stay valid while the volume exists; the verifier ties them to this
-    /// volume incarnation.
     fn cookieverf(dir: &Object) -> cookieverf3 {
-        let mut v = [0u8; 8];
-        v[..4].copy_from_slice(&dir.volume.record.generation.to_be_bytes());
-        v[4..].copy_from_slice(&dir.volume.record.id.to_be_bytes());
-        cookieverf3(v)
+        cookieverf3(crate::cookie_verifier(&dir.volume))
     }
 
     fn check_cookie(dir: &Object, cookie: u64, verf: &cookieverf3) -> bool {
-        cookie == 0 || verf.0 == [0; 8] || *verf == Self::cookieverf(dir)
+        crate::cookie_valid(&dir.volume, cookie, verf.0)
     }
 
     fn readdir(&self, ctx: &CallContext, a: &[u8]) -> Reply {

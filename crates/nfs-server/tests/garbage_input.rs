@@ -37,7 +37,12 @@ fn random_arguments_never_panic_any_procedure() {
     let store = ExportStore::open(dir.path()).unwrap();
     store.add_volume("vol", VolumeOptions::default()).unwrap();
     let root = store.volume_by_name("vol").unwrap().root_handle().to_vec();
-    let service = Nfs3Service::new(Arc::new(store));
+    let service = Nfs3Service::new(
+        Arc::new(store),
+        nfs_server::executor::Executor::new(1),
+        nfs_server::write_verifier(),
+        None,
+    );
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut garbage = 0;
     for proc_ in 1..=23u32 {

@@ -1,5 +1,5 @@
 //! StorageClass parameters: the old provisioner's (`gid`, `rootSquash`, `mountOptions`) and
-//! ours (`onDelete`, `squash`, `anonUID`, `anonGID`, `clients`, `secure`). Keys are case-insensitive; an unknown
+//! ours (`onDelete`, `squash`, `anonUID`, `anonGID`, `clients`, `secure`, `async`). Keys are case-insensitive; an unknown
 //! key or a bad value is an error that names the key, shown to the user as a
 //! `ProvisioningFailed` Event.
 
@@ -63,6 +63,9 @@ pub struct Params {
     pub clients: Vec<export_store::access::Cidr>,
     /// Calls must come from reserved source ports.
     pub secure: bool,
+    /// Replies to changes before they reach the disk (knfsd's `async`; see
+    /// `export_store::VolumeOptions::asynchronous`).
+    pub asynchronous: bool,
 }
 
 impl Params {
@@ -79,7 +82,7 @@ impl Params {
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ParamError {
     #[error(
-        "invalid StorageClass parameter {0:?}: unknown key (valid: gid, rootSquash, mountOptions, onDelete, squash, anonUID, anonGID, clients, secure)"
+        "invalid StorageClass parameter {0:?}: unknown key (valid: gid, rootSquash, mountOptions, onDelete, squash, anonUID, anonGID, clients, secure, async)"
     )]
     Unknown(String),
     #[error("invalid StorageClass parameter {key:?}: {value:?} {why}")]
@@ -126,6 +129,7 @@ pub fn parse(parameters: &BTreeMap<String, String>) -> Result<Params, ParamError
             }
             "rootsquash" => root_squash = Some(boolean(key, value)?),
             "secure" => p.secure = boolean(key, value)?,
+            "async" => p.asynchronous = boolean(key, value)?,
             "clients" => {
                 p.clients = export_store::access::parse_clients(value).map_err(|_| {
                     bad(
@@ -189,6 +193,15 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn async_is_a_boolean_off_by_default() {
+        assert!(!parse(&map(&[])).unwrap().asynchronous);
+        assert!(parse(&map(&[("async", "true")])).unwrap().asynchronous);
+        assert!(!parse(&map(&[("Async", "false")])).unwrap().asynchronous);
+        let e = parse(&map(&[("async", "sometimes")])).unwrap_err();
+        assert!(e.to_string().contains("\"async\""), "{e}");
     }
 
     #[test]

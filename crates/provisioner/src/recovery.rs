@@ -474,6 +474,7 @@ fn volume_options(p: &Params, size: Option<u64>) -> export_store::VolumeOptions 
         size,
         clients: p.clients.clone(),
         secure: p.secure,
+        asynchronous: p.asynchronous,
     }
 }
 

@@ -57,6 +57,7 @@ pub fn provision(
         size,
         clients: params.clients.clone(),
         secure: params.secure,
+        asynchronous: params.asynchronous,
     };
     match store.add_volume(name, options) {
         Ok(_) | Err(StoreError::Registry(RegistryError::Exists(_))) => Ok(()),

@@ -632,12 +632,10 @@ impl Compound<'_> {
             }
             Fh::Vol(_) => {
                 let dir = tri!(self.dir_obj());
-                let mut v = [0u8; 8];
-                v[..4].copy_from_slice(&dir.volume.record.generation.to_be_bytes());
-                v[4..].copy_from_slice(&dir.volume.id().to_be_bytes());
-                if cookie != 0 && verf != [0; 8] && verf != v {
+                if !crate::cookie_valid(&dir.volume, cookie, verf) {
                     return Ok(st::NOT_SAME);
                 }
+                let v = crate::cookie_verifier(&dir.volume);
                 let id = self.inner.identity(self.ctx, &dir);
                 let store = &self.inner.store;
                 let lease = self.inner.state.config.lease.as_secs() as u32;
@@ -829,10 +827,9 @@ impl Compound<'_> {
                 let (h, _) = match how {
                     How::NoCreate => io!(ops::lookup(store, &dir, name, &id)),
                     How::Create(ch, sb) => {
-                        let existed = ops::stat_entry(&dir, name, &id).is_ok();
                         let before = ops::getattr(&dir).ok();
-                        let c = io!(ops::create(store, &dir, name, &id, ch));
-                        created = !existed;
+                        let (c, made) = io!(ops::create(store, &dir, name, &id, ch));
+                        created = made;
                         if let (CreateHow::Exclusive(_), Some((set, bits))) = (ch, &sb)
                             && created
                         {

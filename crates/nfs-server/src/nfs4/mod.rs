@@ -172,6 +172,7 @@ impl Fh {
 /// The NFSv4 program.
 pub struct Nfs4Service {
     inner: Arc<Inner>,
+    executor: Arc<crate::executor::Executor>,
 }
 
 struct Inner {
@@ -185,9 +186,12 @@ struct Inner {
 }
 
 impl Nfs4Service {
+    /// The service over `store` and the v4 `state`, running COMPOUNDs on `executor`'s
+    /// threads.
     pub fn new(
         store: Arc<ExportStore>,
         state: Arc<State>,
+        executor: Arc<crate::executor::Executor>,
         write_verifier: [u8; 8],
         metrics: Option<Arc<NfsMetrics>>,
     ) -> Self {
@@ -203,6 +207,7 @@ impl Nfs4Service {
                 started: (now.as_secs() as i64, now.subsec_nanos()),
                 v40: v40::V40::default(),
             }),
+            executor,
         }
     }
 
@@ -281,9 +286,8 @@ impl RpcService for Nfs4Service {
             return reply.send(self.call_blocking(&ctx, &[]));
         }
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            reply.send(inner.compound(&ctx, args.bytes(), args.record_len()))
-        });
+        self.executor
+            .run(move || reply.send(inner.compound(&ctx, args.bytes(), args.record_len())));
     }
 }
 
@@ -1166,7 +1170,16 @@ mod tests {
             Arc::new(LockTable::new()),
             Arc::new(Grace::none()),
         ));
-        (dir, Nfs4Service::new(store, state, [1; 8], None))
+        (
+            dir,
+            Nfs4Service::new(
+                store,
+                state,
+                crate::executor::Executor::new(1),
+                [1; 8],
+                None,
+            ),
+        )
     }
 
     fn ctx() -> CallContext {

@@ -737,6 +737,8 @@ impl RpcService for NlmService {
         }
         let state = Arc::clone(&self.state);
         tokio::task::spawn_blocking(move || {
+            // The blocking pool is shared with the server's own work, which runs as root.
+            let _scope = export_store::cred::Scope::enter();
             let span = tracing::debug_span!(
                 "nlm",
                 xid = ctx.xid,

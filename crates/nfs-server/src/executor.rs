@@ -1,0 +1,186 @@
+//! The threads that run clients' file-system work.
+//!
+//! A fixed set of threads owned by the NFS server, fed through one queue. They run nothing
+//! else: the identity a call switches a thread to (`export_store::cred`) never leaks into
+//! the provisioner's or the state writers' work, and a thread keeps the last caller's
+//! identity so consecutive calls from one user cost no system calls. Threads that wait for
+//! the disk (a shared directory fsync, a stable write) wait here, not on the async reactor.
+//!
+//! The queue holds only calls that have been read and admitted by the RPC layer, whose
+//! per-connection limit on calls in flight and connection limit bound it; it needs no bound
+//! of its own. A job that panics is caught: its call is answered by the RPC layer's guard and
+//! the thread goes on.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+/// One unit of work: a call to run and answer.
+pub type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// Worker threads serving calls.
+pub struct Executor {
+    queue: Arc<Queue>,
+    threads: usize,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: Mutex<Jobs>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct Jobs {
+    waiting: VecDeque<Job>,
+    closed: bool,
+}
+
+/// Threads when nothing says otherwise: enough that calls waiting for the disk (fsyncs,
+/// which group commit shares) leave others running; each idle thread costs a few pages.
+pub const DEFAULT_THREADS: usize = 16;
+
+impl Executor {
+    /// Starts `threads` workers (at least one). Called inside a tokio runtime, the workers
+    /// run in its context (a call may start async work, e.g. a callback probe).
+    pub fn new(threads: usize) -> Arc<Self> {
+        let threads = threads.max(1);
+        let queue = Arc::new(Queue::default());
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let mut started = 0;
+        for i in 0..threads {
+            let q = Arc::clone(&queue);
+            let rt = runtime.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("nfs-worker-{i}"))
+                // Calls need little stack: no recursion, buffers on the heap.
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    let _context = rt.as_ref().map(tokio::runtime::Handle::enter);
+                    work(&q);
+                });
+            match spawned {
+                Ok(_) => started += 1,
+                Err(e) => tracing::error!(error = %e, "cannot start an NFS worker thread"),
+            }
+        }
+        assert!(started > 0, "no NFS worker thread could be started");
+        Arc::new(Self {
+            queue,
+            threads: started,
+        })
+    }
+
+    /// How many threads run calls.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Queues `job` for the next free thread.
+    pub fn run(&self, job: impl FnOnce() + Send + 'static) {
+        let mut jobs = self.queue.lock();
+        jobs.waiting.push_back(Box::new(job));
+        drop(jobs);
+        self.queue.ready.notify_one();
+    }
+
+    /// Calls queued and not yet started.
+    pub fn queued(&self) -> usize {
+        self.queue.lock().waiting.len()
+    }
+}
+
+impl Drop for Executor {
+    /// The threads finish the queued calls and end.
+    fn drop(&mut self) {
+        self.queue.lock().closed = true;
+        self.queue.ready.notify_all();
+    }
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Jobs> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn work(queue: &Queue) {
+    export_store::cred::serve_on_this_thread();
+    loop {
+        let job = {
+            let mut jobs = queue.lock();
+            loop {
+                if let Some(job) = jobs.waiting.pop_front() {
+                    break job;
+                }
+                if jobs.closed {
+                    return;
+                }
+                jobs = queue.ready.wait(jobs).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+            tracing::error!("a call panicked on an NFS worker thread (a bug); the thread goes on");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+
+    use super::*;
+
+    #[test]
+    fn every_job_runs_on_one_of_the_named_threads_and_a_panic_does_not_stop_them() {
+        let ex = Executor::new(3);
+        assert_eq!(ex.threads(), 3);
+        let (tx, rx) = mpsc::channel();
+        ex.run(|| panic!("a job that panics"));
+        for i in 0..100 {
+            let tx = tx.clone();
+            ex.run(move || {
+                let name = std::thread::current().name().unwrap_or("").to_string();
+                tx.send((i, name, export_store::cred::is_serving_thread()))
+                    .unwrap();
+            });
+        }
+        let mut seen: Vec<_> = (0..100).map(|_| rx.recv().unwrap()).collect();
+        seen.sort_by_key(|(i, _, _)| *i);
+        for (i, (n, name, serving)) in seen.into_iter().enumerate() {
+            assert_eq!(n, i);
+            assert!(name.starts_with("nfs-worker-"), "{name}");
+            assert!(serving);
+        }
+    }
+
+    #[test]
+    fn jobs_run_concurrently_up_to_the_thread_count() {
+        let ex = Executor::new(4);
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let barrier = Arc::new(std::sync::Barrier::new(4));
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..4 {
+            let (running, peak, barrier, tx) = (
+                Arc::clone(&running),
+                Arc::clone(&peak),
+                Arc::clone(&barrier),
+                tx.clone(),
+            );
+            ex.run(move || {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                // All four must be running at once to pass the barrier.
+                barrier.wait();
+                running.fetch_sub(1, Ordering::SeqCst);
+                tx.send(()).unwrap();
+            });
+        }
+        for _ in 0..4 {
+            rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 4);
+        assert_eq!(ex.queued(), 0);
+    }
+}
