@@ -20,6 +20,7 @@ pub mod nfs4;
 pub mod nlm;
 pub mod nsm;
 mod shape;
+pub mod statefile;
 
 use std::sync::Arc;
 use std::time::Duration;

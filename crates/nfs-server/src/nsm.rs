@@ -29,6 +29,7 @@ use tracing::{debug, info, warn};
 
 use crate::nlm::wire::{Dec, Enc, SM_MAXSTRLEN};
 use crate::nlm::{NlmState, Notified};
+use crate::statefile::StateFiles;
 
 /// NSM's RPC program number.
 pub const NSM_PROGRAM: u32 = 100_024;
@@ -102,29 +103,34 @@ impl Nsm {
             .collect()
     }
 
-    /// Records that `name` at `addr` holds locks; writes the list if it changed. Blocking.
+    /// Records that `name` at `addr` holds locks; writes the list if it changed and waits
+    /// until it is on disk. Blocking.
     pub fn note(&self, name: &[u8], addr: IpAddr) {
         let mut hosts = self.hosts_guard();
         if hosts.get(name) == Some(&addr) {
             return;
         }
         hosts.insert(name.to_vec(), addr);
-        self.save(&hosts);
+        let seq = self.save(&hosts);
+        drop(hosts);
+        StateFiles::global().wait(seq);
     }
 
-    /// Records that `name` holds no locks any more. Blocking.
+    /// Records that `name` holds no locks any more; writes the list and waits until it is on
+    /// disk. Blocking.
     pub fn forget(&self, name: &[u8]) {
         let mut hosts = self.hosts_guard();
         if hosts.remove(name).is_some() {
-            self.save(&hosts);
+            let seq = self.save(&hosts);
+            drop(hosts);
+            StateFiles::global().wait(seq);
         }
     }
 
-    fn save(&self, hosts: &BTreeMap<Vec<u8>, IpAddr>) {
-        let text = format_hosts(hosts);
-        if let Err(e) = write_atomically(&self.dir.join(HOSTS_FILE), text.as_bytes()) {
-            warn!(error = %e, "cannot record the hosts holding NLM locks");
-        }
+    /// Hands the list to the state-file writer (no I/O under the lock); returns what to wait
+    /// for.
+    fn save(&self, hosts: &BTreeMap<Vec<u8>, IpAddr>) -> u64 {
+        StateFiles::global().submit(self.dir.join(HOSTS_FILE), format_hosts(hosts).into_bytes())
     }
 
     fn monitors(&self) -> std::sync::MutexGuard<'_, Vec<Monitor>> {
@@ -149,10 +155,9 @@ pub fn local_host_name() -> Vec<u8> {
     }
 }
 
+/// At start (before any client is served): the state number must be on disk before anyone
+/// is told it.
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    // Called on worker threads that may still carry an NFS client's identity; the state
-    // directory is root's (0700).
-    export_store::cred::become_root()?;
     export_store::registry::write_atomically(path, bytes, 0o600)
 }
 
@@ -382,11 +387,7 @@ impl RpcService for NsmService {
             5 => {
                 let state = self.nsm.state.fetch_add(2, Ordering::Relaxed) + 2;
                 let path = self.nsm.dir.join(STATE_FILE);
-                tokio::task::spawn_blocking(move || {
-                    if let Err(e) = write_atomically(&path, format!("{state}\n").as_bytes()) {
-                        warn!(error = %e, "cannot record the NSM state");
-                    }
-                });
+                StateFiles::global().submit(path, format!("{state}\n").into_bytes());
                 Reply::Success(Vec::new())
             }
             // SM_NOTIFY: the peer restarted; everything it held is gone.

@@ -215,7 +215,11 @@ impl Nfs4Service {
     pub fn call_blocking(&self, ctx: &CallContext, args: &[u8]) -> Reply {
         match ctx.proc_ {
             0 => Reply::Success(Vec::new()),
-            1 => self.inner.compound(ctx, args, args.len()).into_bytes(),
+            1 => {
+                let answer = self.inner.compound(ctx, args, args.len());
+                self.inner.state.records_durable();
+                answer.into_bytes()
+            }
             _ => Reply::ProcUnavail,
         }
     }
@@ -285,9 +289,19 @@ impl RpcService for Nfs4Service {
         if ctx.proc_ != 1 {
             return reply.send(self.call_blocking(&ctx, &[]));
         }
+        if quick_compound(&self.inner.store, args.bytes()) {
+            // Attributes, access and names of open handles: cheaper here, on the connection's
+            // task, than handed to a worker and back. The thread is root again afterwards.
+            let _scope = export_store::cred::Scope::enter();
+            return reply.send(self.inner.compound(&ctx, args.bytes(), args.record_len()));
+        }
         let inner = Arc::clone(&self.inner);
-        self.executor
-            .run(move || reply.send(inner.compound(&ctx, args.bytes(), args.record_len())));
+        self.executor.run(move || {
+            let answer = inner.compound(&ctx, args.bytes(), args.record_len());
+            // A COMPOUND that confirmed a client is answered once its record is on disk.
+            inner.state.records_durable();
+            reply.send(answer);
+        });
     }
 }
 
@@ -303,6 +317,52 @@ fn status_name(proc_: u32, body: &[u8]) -> &'static str {
         st::OK => "OK",
         status => st::name(status),
     }
+}
+
+/// Whether a COMPOUND may run inline: at most 8 ops, each a quick one (the session's
+/// SEQUENCE; the attributes, access and names of handles whose descriptors are already open),
+/// every PUTFH's handle a pseudo-directory's or an open one. Anything else, or arguments that
+/// do not decode, runs on a worker.
+fn quick_compound(store: &ExportStore, args: &[u8]) -> bool {
+    let mut d = Dec::new(args);
+    let mut scan = || -> DResult<bool> {
+        d.opaque(1024)?;
+        let _minor = d.u32()?;
+        let ops = d.u32()?;
+        if ops > 8 {
+            return Ok(false);
+        }
+        for _ in 0..ops {
+            match d.u32()? {
+                OP_SEQUENCE => {
+                    d.fixed::<16>()?;
+                    d.u32()?;
+                    d.u32()?;
+                    d.u32()?;
+                    d.bool()?;
+                }
+                OP_PUTFH => {
+                    let fh = d.opaque(128)?;
+                    if !matches!(Fh::parse(fh), Fh::Root | Fh::Export) && !store.is_cached(fh) {
+                        return Ok(false);
+                    }
+                }
+                OP_PUTROOTFH | OP_GETFH | OP_SAVEFH | OP_RESTOREFH => {}
+                OP_GETATTR => {
+                    d.bitmap()?;
+                }
+                OP_ACCESS => {
+                    d.u32()?;
+                }
+                OP_LOOKUP => {
+                    d.opaque(1024)?;
+                }
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
+    };
+    scan().unwrap_or(false)
 }
 
 /// Ops that are not in NFSv4.1 any more (RFC 8881 section 18: NOTSUPP).

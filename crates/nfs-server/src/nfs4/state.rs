@@ -47,6 +47,7 @@ use tracing::{info, warn};
 use super::xdr::{StateId, st};
 use crate::grace::Grace;
 use crate::locks::{LockTable, Owner, Yield};
+use crate::statefile::StateFiles;
 
 /// Slots granted per session.
 pub const MAX_SLOTS: u32 = 64;
@@ -276,6 +277,10 @@ pub struct State {
     pub server_owner: Vec<u8>,
     /// What leases are measured by.
     pub clock: Clock,
+    /// The last write of the client records handed to the state-file writer, and the last
+    /// one known to be on disk.
+    records_submitted: AtomicU64,
+    records_durable: AtomicU64,
 }
 
 fn now_secs() -> u64 {
@@ -324,6 +329,19 @@ impl State {
             boot,
             server_owner,
             clock: Clock::default(),
+            records_submitted: AtomicU64::new(0),
+            records_durable: AtomicU64::new(0),
+        }
+    }
+
+    /// Waits until the client records written so far are on disk: a COMPOUND that confirmed
+    /// a client is answered only then (so it can reclaim after a restart). Called with no
+    /// lock held; costs nothing when nothing is being written.
+    pub fn records_durable(&self) {
+        let submitted = self.records_submitted.load(Ordering::Acquire);
+        if submitted > self.records_durable.load(Ordering::Acquire) {
+            StateFiles::global().wait(submitted);
+            self.records_durable.fetch_max(submitted, Ordering::AcqRel);
         }
     }
 
@@ -736,6 +754,7 @@ impl State {
         })
     }
 
+    /// Hands the client records to the state-file writer (no I/O under the tables' lock).
     fn write_records(&self, t: &Tables) {
         let Some(path) = &self.config.records else {
             return;
@@ -744,13 +763,8 @@ impl State {
         owners.sort();
         let mut text = owners.join("\n");
         text.push('\n');
-        // The thread may still carry the last NFS client's identity; the state directory is
-        // root's (0700).
-        let written = export_store::cred::become_root()
-            .and_then(|()| export_store::registry::write_atomically(path, text.as_bytes(), 0o600));
-        if let Err(e) = written {
-            warn!(error = %e, path = %path.display(), "cannot record NFSv4 clients; after a restart they may be unable to reclaim locks");
-        }
+        let seq = StateFiles::global().submit(path.clone(), text.into_bytes());
+        self.records_submitted.fetch_max(seq, Ordering::AcqRel);
     }
 }
 
@@ -821,6 +835,8 @@ mod tests {
             Client::new(owner.to_vec(), [0; 8], Principal::None, s.now()),
         );
         s.confirm(&mut t, id);
+        drop(t);
+        s.records_durable();
         id
     }
 
@@ -865,6 +881,7 @@ mod tests {
             );
             s.expire(&mut t, id);
         }
+        s.records_durable();
         let text = std::fs::read_to_string(dir.path().join("nfs4-clients")).unwrap();
         assert_eq!(text.lines().count(), 2, "{text}");
         let a = client(&s, b"alpha");
@@ -906,6 +923,7 @@ mod tests {
             )
             .unwrap();
         s.expire(&mut s.lock(), a);
+        s.records_durable();
         assert!(s.locks.snapshot().is_empty());
         let text = std::fs::read_to_string(dir.path().join("nfs4-clients")).unwrap();
         assert!(text.trim().is_empty(), "{text}");
