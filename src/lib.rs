@@ -56,6 +56,8 @@ pub struct ServeConfig {
     /// What one client may hold: connections, time, bytes in flight (`max_record` and
     /// `max_in_flight` are set by the server).
     pub limits: oncrpc::Limits,
+    /// Threads running NFS calls (see `nfs_server::executor`).
+    pub nfs_threads: usize,
 }
 
 /// Where NLM and NSM listen and how they reach clients. The default suits tests: free ports.
@@ -197,7 +199,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         ));
     }
 
-    let shared = nfs_server::Shared::new(Arc::clone(&store), &config.v4);
+    let shared =
+        nfs_server::Shared::new(Arc::clone(&store), &config.v4).with_threads(config.nfs_threads);
     let mut services: Vec<Arc<dyn RpcService>> =
         nfs_server::services_with_metrics(&shared, nfs_metrics);
     let (locks, grace) = (Arc::clone(&shared.locks), Arc::clone(&shared.grace));

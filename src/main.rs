@@ -138,6 +138,12 @@ enum Command {
         /// root) count; corrected only where no operation ran meanwhile. 0: only at start.
         #[arg(long, value_name = "SECONDS", default_value_t = 600)]
         recount_interval: u64,
+        /// Threads running NFS calls that may wait for the disk (quick calls on open handles
+        /// run without one). Calls waiting for a shared directory fsync hold a thread each.
+        #[arg(long, env = "NFS_THREADS", value_name = "N",
+              default_value_t = nfs_server::executor::DEFAULT_THREADS as u64,
+              value_parser = clap::value_parser!(u64).range(1..=1024))]
+        nfs_threads: u64,
         #[command(flatten)]
         limits: LimitArgs,
         #[command(flatten)]
@@ -393,6 +399,7 @@ fn main() -> anyhow::Result<()> {
             allow_ephemeral_export_root,
             grace_period,
             lease_time,
+            nfs_threads,
             recount_interval,
             limits,
             mut kube,
@@ -426,6 +433,7 @@ fn main() -> anyhow::Result<()> {
                         callback_portmap_port: 111,
                     },
                     limits: limits.into(),
+                    nfs_threads: nfs_threads as usize,
                 },
                 kube,
             )

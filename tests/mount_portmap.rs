@@ -328,6 +328,7 @@ async fn server_without_portmapper_has_no_portmap_listener() {
         v4: nfs_server::V4Config::default(),
         locking: Default::default(),
         limits: Default::default(),
+        nfs_threads: nfs_server::executor::DEFAULT_THREADS,
     })
     .await
     .unwrap();

@@ -569,6 +569,7 @@ async fn readyz_turns_true_only_once_existing_volumes_are_exported_again() {
         v4: nfs_server::V4Config::default(),
         locking: Default::default(),
         limits: Default::default(),
+        nfs_threads: nfs_server::executor::DEFAULT_THREADS,
     })
     .await
     .unwrap();

@@ -72,6 +72,7 @@ fn config(root: &Path) -> ServeConfig {
         v4: nfs_server::V4Config::default(),
         locking: Default::default(),
         limits: Default::default(),
+        nfs_threads: nfs_server::executor::DEFAULT_THREADS,
     }
 }
 

@@ -157,6 +157,7 @@ pub async fn serve_nfs(s: &Setup) -> nfs_server_provisioner::Running {
         v4: nfs_server::V4Config::default(),
         locking: Default::default(),
         limits: Default::default(),
+        nfs_threads: nfs_server::executor::DEFAULT_THREADS,
     })
     .await
     .unwrap()

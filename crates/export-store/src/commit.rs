@@ -79,6 +79,11 @@ impl Gate {
         self.lock().fsyncs
     }
 
+    /// How many changes have asked for a sync.
+    pub fn asked(&self) -> u64 {
+        self.lock().asked
+    }
+
     fn lock(&self) -> MutexGuard<'_, GateState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -185,5 +190,82 @@ mod tests {
         // A later change tries again rather than inheriting the failure.
         assert!(gate.sync_with(|| Ok(())).is_ok());
         assert!((3..=4).contains(&gate.fsyncs()), "{}", gate.fsyncs());
+    }
+
+    /// A store with one volume, `async` or not, and its root directory resolved (cached).
+    fn volume(asynchronous: bool) -> (tempfile::TempDir, Arc<crate::ExportStore>, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::ExportStore::open_quiet(dir.path()).unwrap();
+        let options = crate::VolumeOptions {
+            asynchronous,
+            ..crate::VolumeOptions::default()
+        };
+        store.add_volume("vol", options).unwrap();
+        let root = store.volume_by_name("vol").unwrap().root_handle().to_vec();
+        (dir, Arc::new(store), root)
+    }
+
+    fn create(store: &crate::ExportStore, root: &[u8], name: &str) -> io::Result<()> {
+        let dir = store.resolve(root, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let how = crate::CreateHow::Guarded(crate::SetAttr::default());
+        crate::ops::create(store, &dir, name.as_bytes(), &crate::Identity::root(), how).map(drop)
+    }
+
+    fn gate_of(store: &crate::ExportStore, root: &[u8]) -> Arc<crate::store::CacheEntry> {
+        let dir = store
+            .resolve(root, libc::O_RDONLY | libc::O_DIRECTORY)
+            .unwrap();
+        Arc::clone(dir.entry.as_ref().unwrap())
+    }
+
+    #[test]
+    fn creates_waiting_behind_a_running_fsync_are_all_covered_by_the_next_one() {
+        let (dir, store, root) = volume(false);
+        let entry = gate_of(&store, &root);
+        // Hold the directory's gate with a slow fsync while 12 creates queue behind it.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let e = Arc::clone(&entry);
+        let blocker = std::thread::spawn(move || {
+            e.gate.sync_with(|| {
+                held.recv().unwrap();
+                Ok(())
+            })
+        });
+        while !entry.gate.lock().running {
+            std::thread::yield_now();
+        }
+        let creators: Vec<_> = (0..12)
+            .map(|i| {
+                let (store, root) = (Arc::clone(&store), root.clone());
+                std::thread::spawn(move || create(&store, &root, &format!("f{i}")))
+            })
+            .collect();
+        // Every create has made its file and asked for a sync.
+        while entry.gate.asked() < 13 {
+            std::thread::yield_now();
+        }
+        release.send(()).unwrap();
+        blocker.join().unwrap().unwrap();
+        for c in creators {
+            c.join().unwrap().unwrap();
+        }
+        // The blocker's fsync, then one for all twelve.
+        assert_eq!(entry.gate.fsyncs(), 2);
+        for i in 0..12 {
+            assert!(dir.path().join("vol").join(format!("f{i}")).is_file());
+        }
+    }
+
+    #[test]
+    fn an_async_volume_answers_changes_without_fsync_and_a_normal_one_with() {
+        for asynchronous in [false, true] {
+            let (_dir, store, root) = volume(asynchronous);
+            let entry = gate_of(&store, &root);
+            for i in 0..3 {
+                create(&store, &root, &format!("f{i}")).unwrap();
+            }
+            let expected = if asynchronous { 0 } else { 3 };
+            assert_eq!(entry.gate.fsyncs(), expected, "async: {asynchronous}");
+        }
     }
 }

@@ -99,6 +99,14 @@ impl Shared {
             write_verifier: write_verifier(),
         }
     }
+
+    /// Runs NFS calls on `threads` threads instead of [`executor::DEFAULT_THREADS`].
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        if threads != self.executor.threads() {
+            self.executor = executor::Executor::new(threads);
+        }
+        self
+    }
 }
 
 /// The NFS (v3 and v4) and MOUNT services for one export store.
