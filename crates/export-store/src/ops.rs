@@ -1357,3 +1357,7 @@ mod tests {
         assert_eq!(set_id_bits_to_clear(&dir, &user), 0);
     }
 }
+
+#[cfg(test)]
+#[path = "ops_tests.rs"]
+mod ops_tests;
