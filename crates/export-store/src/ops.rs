@@ -1387,3 +1387,7 @@ mod tests {
         assert_eq!(set_id_bits_to_clear(&dir, &user), 0);
     }
 }
+
+#[cfg(test)]
+#[path = "ops_tests.rs"]
+mod ops_tests;
