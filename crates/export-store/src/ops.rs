@@ -721,11 +721,19 @@ pub fn create(
                         return Err(e);
                     }
                     if set.size.is_some() {
+                        // Not through apply_initial: a failure must not remove a file this
+                        // call did not make.
                         let size_only = SetAttr {
                             size: set.size,
                             ..SetAttr::default()
                         };
-                        apply_initial(dir, &cname, id, &size_only)?;
+                        let fd = sys::openat(
+                            dir.fd.as_fd(),
+                            &cname,
+                            libc::O_PATH | libc::O_NOFOLLOW,
+                            0,
+                        )?;
+                        setattr(&Object::uncached(dir.volume.clone(), fd), id, &size_only)?;
                     }
                 }
                 Err(e) => return Err(e),
