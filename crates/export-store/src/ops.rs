@@ -403,7 +403,11 @@ pub fn write(
         _ if obj.volume.options().asynchronous => write_behind(&fd, offset, data.len() as u64),
         WriteStability::Unstable => write_behind(&fd, offset, data.len() as u64),
         WriteStability::DataSync => sys::fdatasync(fd.as_fd())?,
-        WriteStability::FileSync => sys::fsync(fd.as_fd())?,
+        // Concurrent stable writes to one file share fsyncs (see crate::commit).
+        WriteStability::FileSync => match &obj.entry {
+            Some(entry) => entry.gate.sync(fd.as_fd())?,
+            None => sys::fsync(fd.as_fd())?,
+        },
     }
     Ok((before, after, data.len()))
 }
