@@ -97,7 +97,7 @@ impl Connector for LoopbackConnector {
 }
 
 /// AUTH_SYS as root (uid 0, gid 0), like a kernel client writing as root.
-fn credential() -> opaque_auth<'static> {
+pub fn credential() -> opaque_auth<'static> {
     opaque_auth::auth_unix(&auth_unix {
         stamp: 1,
         machinename: Opaque::owned(b"nfs-bench".to_vec()),

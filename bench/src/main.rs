@@ -8,8 +8,13 @@
 //! `--files` empty files with one request in flight. "N in flight" means N TCP connections, each
 //! with one outstanding request, each covering a disjoint 1/N of the same file: the client crate
 //! sends one call and waits for its reply, it does not pipeline. Each measurement runs
-//! `--repeat` times with the servers interleaved (so they share the same background load) and
-//! the median run is reported.
+//! `--repeat` times with the servers interleaved (so they share the same background load), their
+//! order rotating from one repetition to the next (ours first, then ours second, ...), and the
+//! median run is reported, plus the median of each order ("both orders").
+//!
+//! With `--meta`, only the small-call benchmark runs instead (see `meta.rs`): NULL, CREATE,
+//! GETATTR, ACCESS, LOOKUP and REMOVE over ONE connection with `--depths` calls in flight, sent
+//! by the pipelining client in `pipeline.rs`.
 //!
 //! With `pid=` in a target, the server's VmRSS/VmHWM (from /proc/PID/status) are sampled before
 //! any server is touched (idle) and after all runs (peak = VmHWM), and its CPU time
@@ -20,6 +25,8 @@
 //! so the program always ends.
 
 mod client;
+mod meta;
+mod pipeline;
 mod report;
 mod workload;
 mod workload4;
@@ -31,7 +38,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 
 use crate::client::Endpoint;
-use crate::report::{Measured, TargetResult};
+use crate::report::{Measured, Run, TargetResult};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,12 +59,20 @@ struct Args {
     /// Requests in flight for the parallel runs (one connection each).
     #[arg(long, default_value_t = 8)]
     streams: usize,
-    /// Empty files for the metadata run.
+    /// Empty files for the metadata run (and per run of `--meta`).
     #[arg(long, default_value_t = 10_000)]
     files: usize,
-    /// Runs of each measurement; the median (by rate) is reported.
-    #[arg(long, default_value_t = 3)]
+    /// Runs of each measurement, the targets' order rotating from run to run (keep it even with
+    /// two targets so each goes first equally often); the median (by rate) is reported.
+    #[arg(long, default_value_t = 6)]
     repeat: usize,
+    /// Only the small-call benchmark: NULL, CREATE, GETATTR, ACCESS, LOOKUP and REMOVE over ONE
+    /// connection with `--depths` calls in flight (a pipelining client), instead of the data rows.
+    #[arg(long)]
+    meta: bool,
+    /// Calls in flight on the one connection for `--meta`, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    depths: Vec<usize>,
     /// Connect from ports below 1024 (needs root).
     #[arg(long)]
     privileged_port: bool,
@@ -220,8 +235,23 @@ async fn probe(t: &Target, wanted: u32, v4: bool) -> Result<(u32, Option<String>
     Ok((wanted, None))
 }
 
+/// "1st", "2nd", ... for the log.
+fn position(pos: usize) -> String {
+    match pos {
+        0 => "1st".into(),
+        1 => "2nd".into(),
+        2 => "3rd".into(),
+        n => format!("{}th", n + 1),
+    }
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.1}"))
+}
+
 /// Runs every measurement `reps` times, interleaving the targets run by run so that both see
-/// the same background load, and keeps the median run of each.
+/// the same background load, in rotated order (repetition 1: ours first, 2: ours second, ...),
+/// and keeps the median run of each plus the median per order.
 async fn run_all(
     targets: &[Target],
     args: &Args,
@@ -237,9 +267,12 @@ async fn run_all(
         Kind::Meta(args.files),
     ];
     for (row, kind) in kinds.into_iter().enumerate() {
-        let mut runs: Vec<Vec<Measured>> = vec![Vec::new(); targets.len()];
-        for rep in 1..=args.repeat {
-            for (i, t) in targets.iter().enumerate() {
+        let mut runs: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
+        for rep in 0..args.repeat {
+            let order = report::rotation(rep, targets.len());
+            let ours_first = order.first() == Some(&0);
+            for (pos, &i) in order.iter().enumerate() {
+                let t = &targets[i];
                 let res = &mut results[i];
                 if res.chunk == 0 || res.rows[row].is_some() {
                     continue; // probe failed, or this measurement already failed
@@ -249,13 +282,23 @@ async fn run_all(
                 let cpu = cpu_before
                     .zip(t.pid.and_then(report::read_cpu_secs))
                     .map(|(a, b)| b - a);
-                let prefix = format!("{} {} [{rep}/{}]", t.name, kind.label(), args.repeat);
+                let prefix = format!(
+                    "{} {} [{}/{}, {}]",
+                    t.name,
+                    kind.label(),
+                    rep + 1,
+                    args.repeat,
+                    position(pos)
+                );
                 match outcome {
                     Ok((rate, text)) => {
                         let cpu_s =
                             cpu.map_or_else(String::new, |c| format!(", server CPU {c:.2} s"));
                         println!("{prefix}: {text}{cpu_s}");
-                        runs[i].push(Measured { rate, cpu });
+                        runs[i].push(Run {
+                            m: Measured { rate, cpu },
+                            ours_first,
+                        });
                     }
                     Err(e) => {
                         println!("{prefix}: FAILED: {e:#}");
@@ -264,10 +307,23 @@ async fn run_all(
                 }
             }
         }
-        for (res, mut r) in results.iter_mut().zip(runs) {
-            if res.rows[row].is_none() && !r.is_empty() {
-                r.sort_by(|a, b| a.rate.total_cmp(&b.rate));
-                res.rows[row] = Some(Ok(r.swap_remove(r.len() / 2)));
+        for ((t, res), r) in targets.iter().zip(results.iter_mut()).zip(runs) {
+            if res.rows[row].is_none()
+                && let Some(median) = report::median_run(&r)
+            {
+                let (first, second) = report::order_medians(&r);
+                println!(
+                    "{} {}: median {:.1}; both orders: {} first {}, {} second {}",
+                    t.name,
+                    kind.label(),
+                    median.rate,
+                    targets[0].name,
+                    fmt_opt(first),
+                    targets[0].name,
+                    fmt_opt(second)
+                );
+                res.rows[row] = Some(Ok(median));
+                res.orders[row] = (first, second);
             }
         }
         if row == 3 {
@@ -300,6 +356,29 @@ async fn main() -> Result<()> {
         .iter()
         .map(|s| parse_target(s, args.privileged_port))
         .collect::<Result<Vec<_>>>()?;
+    if args.meta {
+        if args.v4 {
+            bail!("--meta measures NFSv3 only");
+        }
+        if args.files == 0
+            || args.depths.is_empty()
+            || args
+                .depths
+                .iter()
+                .any(|&d| d == 0 || d > pipeline::MAX_DEPTH)
+        {
+            bail!(
+                "--files must be positive and --depths a list of 1..={}",
+                pipeline::MAX_DEPTH
+            );
+        }
+        let cfg = meta::Config {
+            files: args.files,
+            depths: args.depths.clone(),
+            repeat: args.repeat,
+        };
+        return meta::run(&targets, &cfg).await;
+    }
     let size = usize::try_from(args.size_mib << 20).context("--size-mib too large")?;
 
     // Idle memory of every server before any of them is touched.

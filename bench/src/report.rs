@@ -60,6 +60,61 @@ pub struct Measured {
     pub cpu: Option<f64>,
 }
 
+/// One run of a measurement and whether the first target ("ours") ran first in that
+/// repetition.
+#[derive(Clone, Copy, Debug)]
+pub struct Run {
+    pub m: Measured,
+    pub ours_first: bool,
+}
+
+/// The order in which the targets run in repetition `rep` (0-based): rotated left by `rep`, so
+/// with two targets ours runs first in repetitions 1, 3, 5, ... and second in 2, 4, 6, ...
+/// (counting from 1). On this VM the first server of a pair is slower at writing fresh pages;
+/// alternating spreads that over both.
+pub fn rotation(rep: usize, n: usize) -> Vec<usize> {
+    (0..n).map(|k| (k + rep) % n).collect()
+}
+
+/// Index of the median of `items` by `key`: the element at position len/2 when sorted (for an
+/// even count the upper of the two middle ones), so the median is always a real run and its
+/// CPU time can be shown with it.
+pub fn median_index<T>(items: &[T], key: impl Fn(&T) -> f64) -> Option<usize> {
+    let mut idx: Vec<usize> = (0..items.len()).collect();
+    idx.sort_by(|&a, &b| key(&items[a]).total_cmp(&key(&items[b])));
+    idx.get(idx.len() / 2).copied()
+}
+
+/// The median run of `runs` (see [`median_index`]).
+pub fn median_run(runs: &[Run]) -> Option<Measured> {
+    median_index(runs, |r| r.m.rate).map(|i| runs[i].m)
+}
+
+/// Median rate of the runs in which ours ran first, and of those in which it ran later.
+pub fn order_medians(runs: &[Run]) -> (Option<f64>, Option<f64>) {
+    let of = |first: bool| {
+        let rates: Vec<f64> = runs
+            .iter()
+            .filter(|r| r.ours_first == first)
+            .map(|r| r.m.rate)
+            .collect();
+        median_index(&rates, |&r| r).map(|i| rates[i])
+    };
+    (of(true), of(false))
+}
+
+/// A table cell for one order: "ours / baseline (ratio)" with two targets, otherwise the
+/// values separated by " / ".
+pub fn order_cell(values: &[Option<f64>], decimals: usize) -> String {
+    let v = |x: &Option<f64>| x.map_or_else(|| "n/a".to_string(), |x| format!("{x:.decimals$}"));
+    match values {
+        [Some(a), Some(b)] if *b > 0.0 => {
+            format!("{a:.decimals$} / {b:.decimals$} ({:.2}x)", a / b)
+        }
+        _ => values.iter().map(v).collect::<Vec<_>>().join(" / "),
+    }
+}
+
 /// Number of measured rows (write 1, write N, read 1, read N, metadata).
 pub const ROWS: usize = 5;
 
@@ -72,6 +127,8 @@ pub struct TargetResult {
     pub peak: Option<Mem>,
     /// Write 1, write N, read 1, read N, metadata; `None` = not run.
     pub rows: [Option<Result<Measured>>; ROWS],
+    /// Per row: median rate of the runs in which ours ran first, and second.
+    pub orders: [(Option<f64>, Option<f64>); ROWS],
     pub notes: Vec<String>,
 }
 
@@ -83,6 +140,7 @@ impl TargetResult {
             idle,
             peak: None,
             rows: Default::default(),
+            orders: Default::default(),
             notes: Vec::new(),
         }
     }
@@ -280,6 +338,27 @@ pub fn table(results: &[TargetResult], streams: usize, files: usize) -> String {
         out.push('\n');
     }
 
+    if compare {
+        let _ = write!(
+            out,
+            "\nBoth orders: median of the runs in which {0} ran first, and of those in which \
+             it ran second, as {0} / {1} (ratio); MiB/s, metadata ops/s:\n\n| Measurement | {0} first | {0} second |\n\
+             |---|---:|---:|\n",
+            results[0].name, results[1].name
+        );
+        for (i, label) in labels.iter().enumerate() {
+            let decimals = if i < 4 { 1 } else { 0 };
+            let first: Vec<_> = results.iter().map(|r| r.orders[i].0).collect();
+            let second: Vec<_> = results.iter().map(|r| r.orders[i].1).collect();
+            let _ = writeln!(
+                out,
+                "| {label} | {} | {} |",
+                order_cell(&first, decimals),
+                order_cell(&second, decimals)
+            );
+        }
+    }
+
     for r in results {
         let _ = writeln!(
             out,
@@ -305,4 +384,82 @@ pub fn table(results: &[TargetResult], streams: usize, files: usize) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(rate: f64, ours_first: bool) -> Run {
+        Run {
+            m: Measured { rate, cpu: None },
+            ours_first,
+        }
+    }
+
+    #[test]
+    fn order_alternates() {
+        assert_eq!(rotation(0, 2), [0, 1]);
+        assert_eq!(rotation(1, 2), [1, 0]);
+        assert_eq!(rotation(2, 2), [0, 1]);
+        assert_eq!(rotation(5, 2), [1, 0]);
+        assert_eq!(rotation(1, 3), [1, 2, 0]);
+        assert_eq!(rotation(3, 1), [0]);
+        // Over an even number of repetitions ours is first exactly half the time.
+        let firsts = (0..6).filter(|&r| rotation(r, 2)[0] == 0).count();
+        assert_eq!(firsts, 3);
+    }
+
+    #[test]
+    fn medians_overall_and_per_order() {
+        let runs = [
+            run(10.0, true),
+            run(50.0, false),
+            run(30.0, true),
+            run(20.0, false),
+            run(40.0, true),
+            run(60.0, false),
+        ];
+        // Six runs: the upper of the two middle ones (30, 40).
+        assert_eq!(median_run(&runs).map(|m| m.rate), Some(40.0));
+        assert_eq!(order_medians(&runs), (Some(30.0), Some(50.0)));
+        assert_eq!(order_medians(&runs[..1]), (Some(10.0), None));
+        assert_eq!(order_medians(&[]), (None, None));
+        assert!(median_run(&[]).is_none());
+    }
+
+    #[test]
+    fn median_keeps_the_run() {
+        let runs = [
+            Run {
+                m: Measured {
+                    rate: 2.0,
+                    cpu: Some(0.5),
+                },
+                ours_first: true,
+            },
+            Run {
+                m: Measured {
+                    rate: 1.0,
+                    cpu: Some(0.9),
+                },
+                ours_first: false,
+            },
+            Run {
+                m: Measured {
+                    rate: 3.0,
+                    cpu: Some(0.1),
+                },
+                ours_first: true,
+            },
+        ];
+        assert_eq!(median_run(&runs).and_then(|m| m.cpu), Some(0.5));
+    }
+
+    #[test]
+    fn order_cells() {
+        assert_eq!(order_cell(&[Some(30.0), Some(20.0)], 0), "30 / 20 (1.50x)");
+        assert_eq!(order_cell(&[Some(30.0), None], 1), "30.0 / n/a");
+        assert_eq!(order_cell(&[Some(7.25)], 1), "7.2");
+    }
 }
