@@ -105,6 +105,7 @@ impl Queue {
 
 fn work(queue: &Queue) {
     export_store::cred::serve_on_this_thread();
+    oncrpc::server::reply_directly_from_this_thread();
     loop {
         let job = {
             let mut jobs = queue.lock();

@@ -59,7 +59,7 @@ impl Hold {
 /// dropped unanswered (a bug, or a panic in the handler), the caller gets SYSTEM_ERR rather
 /// than waiting forever.
 pub struct ReplySender {
-    inner: Option<(mpsc::UnboundedSender<Outgoing>, u32, Hold)>,
+    inner: Option<(Way, u32, Hold)>,
     /// Set when the server keeps metrics: the call's names and start time.
     observed: Option<Box<Observed>>,
 }
@@ -70,8 +70,8 @@ impl ReplySender {
         if let Some(o) = self.observed.take() {
             o.finish(&reply);
         }
-        if let Some((tx, xid, hold)) = self.inner.take() {
-            send(&tx, xid, reply, hold);
+        if let Some((way, xid, hold)) = self.inner.take() {
+            send(&way, xid, reply, hold);
         }
     }
 
@@ -80,7 +80,7 @@ impl ReplySender {
         let (tx, rx) = mpsc::unbounded_channel();
         (
             Self {
-                inner: Some((tx, 0, Hold::none())),
+                inner: Some((Way::queued(tx), 0, Hold::none())),
                 observed: None,
             },
             rx,
@@ -90,12 +90,12 @@ impl ReplySender {
 
 impl Drop for ReplySender {
     fn drop(&mut self) {
-        if let Some((tx, xid, hold)) = self.inner.take() {
+        if let Some((way, xid, hold)) = self.inner.take() {
             warn!(xid, "call dropped without a reply; answering SYSTEM_ERR");
             if let Some(o) = self.observed.take() {
                 o.finish(&Reply::SystemErr);
             }
-            send(&tx, xid, Reply::SystemErr, hold);
+            send(&way, xid, Reply::SystemErr, hold);
         }
     }
 }
@@ -427,14 +427,24 @@ impl Server {
             m.connection_opened();
         }
         let _open = OpenConnection(self.metrics.clone());
+        let direct = Direct::of(&stream).map(Arc::new);
         let (reader, writer) = stream.into_split();
         // A small call arrives whole in one read: its record mark and body cost one system
         // call, not two. Large records bypass the buffer.
         let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
         let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
-        let mut writer_task = tokio::spawn(write_replies(writer, rx, self.limits.send_timeout));
+        let way = Way {
+            tx,
+            direct: direct.clone(),
+            permits: Arc::new(Semaphore::new(self.limits.max_in_flight)),
+            max_in_flight: self.limits.max_in_flight,
+        };
+        // Whatever way the connection ends, no reply is written straight to it afterwards.
+        let _closing = CloseDirect(direct.clone());
+        let mut writer_task =
+            tokio::spawn(write_replies(writer, rx, self.limits.send_timeout, direct));
         let ended = {
-            let reading = self.read_calls(&mut reader, peer, &slot, tx);
+            let reading = self.read_calls(&mut reader, peer, &slot, way);
             tokio::pin!(reading);
             tokio::select! {
                 ended = &mut reading => Some(ended),
@@ -486,11 +496,11 @@ impl Server {
         reader: &mut BufReader<OwnedReadHalf>,
         peer: SocketAddr,
         slot: &Slot,
-        tx: mpsc::UnboundedSender<Outgoing>,
+        way: Way,
     ) -> Ended {
         let limits = &self.limits;
         let global = &self.admission().global;
-        let permits = Arc::new(Semaphore::new(limits.max_in_flight));
+        let permits = Arc::clone(&way.permits);
         loop {
             // Back-pressure: while this client's replies (or everyone's) hold the budget,
             // its next call waits in the socket rather than in our memory.
@@ -549,7 +559,7 @@ impl Server {
                         _permit: Some(permit),
                         charge,
                     };
-                    self.start_call(&service, header, buf, peer, &tx, hold);
+                    self.start_call(&service, header, buf, peer, &way, hold);
                 }
                 Routed::Answer(xid, reply) => {
                     crate::buffers::give(buf);
@@ -557,7 +567,7 @@ impl Server {
                         _permit: Some(permit),
                         charge,
                     };
-                    send(&tx, xid, reply, hold);
+                    send(&way, xid, reply, hold);
                 }
                 Routed::Ignore => crate::buffers::give(buf),
                 Routed::Close => return Ended::Bad("a message without an RPC header".into()),
@@ -669,14 +679,14 @@ impl Server {
         }
     }
 
-    /// Hands a routed call to its service with a [`ReplySender`] that answers through `tx`.
+    /// Hands a routed call to its service with a [`ReplySender`] that answers through `way`.
     pub(crate) fn start_call(
         &self,
         service: &Arc<dyn RpcService>,
         header: CallHeader,
         buf: Vec<u8>,
         peer: SocketAddr,
-        tx: &mpsc::UnboundedSender<Outgoing>,
+        way: &Way,
         hold: Hold,
     ) {
         let ctx = CallContext {
@@ -696,7 +706,7 @@ impl Server {
             })
         });
         let reply = ReplySender {
-            inner: Some((tx.clone(), header.xid, hold)),
+            inner: Some((way.clone(), header.xid, hold)),
             observed,
         };
         service.call(ctx, CallArgs::new(buf, header.args_offset), reply);
@@ -714,17 +724,186 @@ pub(crate) enum Routed {
     Close,
 }
 
-/// A reply on its way out: header (4 bytes reserved for the record mark first), results,
-/// file data that ends the results, and what the call holds until the reply is written.
+/// A reply on its way out: header (its first 4 bytes the record mark), results, file data
+/// that ends the results, what the call holds until the reply is written, and how many of its
+/// first bytes are already on the wire (a direct write the socket took only in part).
 #[derive(Debug)]
 pub struct Outgoing {
     pub head: Vec<u8>,
     pub body: Option<Vec<u8>>,
     pub file: Option<FileSlice>,
     pub hold: Hold,
+    pub sent: usize,
 }
 
-pub(crate) fn send(tx: &mpsc::UnboundedSender<Outgoing>, xid: u32, reply: Reply, mut hold: Hold) {
+/// Where a connection's replies go. From whichever thread made the reply, straight onto the
+/// socket when nothing is queued before it (one non-blocking system call: no hand-over to the
+/// writer task), otherwise into the writer task's queue, which keeps their order.
+#[derive(Clone, Debug)]
+pub(crate) struct Way {
+    tx: mpsc::UnboundedSender<Outgoing>,
+    direct: Option<Arc<Direct>>,
+    /// The connection's places for calls in flight (one held by each call until its reply
+    /// is written).
+    permits: Arc<Semaphore>,
+    max_in_flight: usize,
+}
+
+impl Way {
+    /// Every reply through the queue (UDP, tests).
+    pub(crate) fn queued(tx: mpsc::UnboundedSender<Outgoing>) -> Self {
+        Self {
+            tx,
+            direct: None,
+            permits: Arc::new(Semaphore::new(1)),
+            max_in_flight: 1,
+        }
+    }
+
+    /// Whether the call whose reply is being sent is the connection's only one in flight.
+    /// With more, the writer task sends their replies together in fewer writes, which
+    /// costs less than one direct write each.
+    fn alone(&self) -> bool {
+        self.permits.available_permits() + 1 >= self.max_in_flight
+    }
+}
+
+/// The direct path of a TCP connection.
+#[derive(Debug)]
+pub(crate) struct Direct {
+    /// A duplicate of the connection's socket, valid for as long as a reply may come.
+    fd: std::os::fd::OwnedFd,
+    /// Replies queued for the writer task or being written by it; `None` once the connection
+    /// is closing (everything goes through the queue, which may be gone).
+    queued: Mutex<Option<usize>>,
+}
+
+impl Direct {
+    fn of(stream: &TcpStream) -> Option<Self> {
+        use std::os::fd::AsFd;
+        // Without a duplicate (out of descriptors), replies take the queue.
+        let fd = stream.as_fd().try_clone_to_owned().ok()?;
+        Some(Self {
+            fd,
+            queued: Mutex::new(Some(0)),
+        })
+    }
+
+    fn queued(&self) -> std::sync::MutexGuard<'_, Option<usize>> {
+        self.queued.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `out` now if nothing is queued before it and the socket takes it whole;
+    /// otherwise queues it (with what the socket took) behind the others.
+    fn send(&self, tx: &mpsc::UnboundedSender<Outgoing>, mut out: Outgoing) {
+        let mut queued = self.queued();
+        if let Some(n) = queued.as_mut() {
+            if *n == 0 && out.file.is_none() {
+                let body = out.body.as_deref().unwrap_or(&[]);
+                let total = out.head.len() + body.len();
+                out.sent = write_now(&self.fd, &out.head, body);
+                if out.sent == total {
+                    drop(queued);
+                    if let Some(body) = out.body.take() {
+                        crate::buffers::give(body);
+                    }
+                    return;
+                }
+            }
+            *n += 1;
+        }
+        // Under the lock, so that nothing is written directly before it.
+        let _ = tx.send(out);
+    }
+
+    /// Queues `out` behind the others (counted, so no direct write passes it).
+    fn queue(&self, tx: &mpsc::UnboundedSender<Outgoing>, out: Outgoing) {
+        let mut queued = self.queued();
+        if let Some(n) = queued.as_mut() {
+            *n += 1;
+        }
+        let _ = tx.send(out);
+    }
+
+    /// The writer task has written (and flushed, unless more follow) one queued reply.
+    fn written(&self) {
+        if let Some(n) = self.queued().as_mut() {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// No more direct writes; with `shut`, the socket is shut down too (the duplicate would
+    /// otherwise keep it open for calls still running).
+    fn close(&self, shut: bool) {
+        *self.queued() = None;
+        if shut {
+            use std::os::fd::AsRawFd;
+            // SAFETY: plain syscall on a descriptor we own.
+            unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+    }
+}
+
+thread_local! {
+    static DIRECT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Lets replies made on the calling thread go straight onto their connection's socket (see
+/// [`Way`]). For threads that make replies outside the async runtime (a service's own
+/// workers): one system call instead of waking the writer task. Replies made on the runtime's
+/// threads take the queue, where the writer task sends many in one write.
+pub fn reply_directly_from_this_thread() {
+    DIRECT.set(true);
+}
+
+/// Ends a connection's direct path when the connection ends, however it ends.
+struct CloseDirect(Option<Arc<Direct>>);
+
+impl Drop for CloseDirect {
+    fn drop(&mut self) {
+        if let Some(d) = &self.0 {
+            d.close(true);
+        }
+    }
+}
+
+/// One non-blocking `sendmsg` of `head` and `body`: how many bytes the socket took (0 when it
+/// takes nothing now or fails; the writer task then meets the error).
+fn write_now(fd: &std::os::fd::OwnedFd, head: &[u8], body: &[u8]) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut iov = [
+        libc::iovec {
+            iov_base: head.as_ptr() as *mut libc::c_void,
+            iov_len: head.len(),
+        },
+        libc::iovec {
+            iov_base: body.as_ptr() as *mut libc::c_void,
+            iov_len: body.len(),
+        },
+    ];
+    // SAFETY: a zeroed msghdr is valid; it points at two iovecs over live slices.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = if body.is_empty() { 1 } else { 2 };
+    loop {
+        // SAFETY: valid descriptor and message.
+        let n = unsafe {
+            libc::sendmsg(
+                fd.as_raw_fd(),
+                &msg,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            return n as usize;
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return 0;
+        }
+    }
+}
+
+pub(crate) fn send(way: &Way, xid: u32, reply: Reply, mut hold: Hold) {
     let mut head = vec![0u8; 4];
     message::encode_reply_header(xid, &reply, &mut head);
     let (body, file) = match reply {
@@ -736,13 +915,25 @@ pub(crate) fn send(tx: &mpsc::UnboundedSender<Outgoing>, xid: u32, reply: Reply,
     // page cache), not its request or its estimate.
     hold.charge
         .resize(head.len() + body.as_ref().map_or(0, Vec::capacity));
-    // The receiver is gone only when the connection is already closing.
-    let _ = tx.send(Outgoing {
+    let body_len =
+        body.as_ref().map_or(0, Vec::len) + file.as_ref().map_or(0, |f| f.len as usize + f.pad());
+    let len = u32::try_from(head.len() - 4 + body_len).unwrap_or(0x7fff_ffff) | 0x8000_0000;
+    head[..4].copy_from_slice(&len.to_be_bytes());
+    let out = Outgoing {
         head,
         body,
         file,
         hold,
-    });
+        sent: 0,
+    };
+    match &way.direct {
+        Some(direct) if DIRECT.get() && way.alone() => direct.send(&way.tx, out),
+        Some(direct) => direct.queue(&way.tx, out),
+        // The receiver is gone only when the connection is already closing.
+        None => {
+            let _ = way.tx.send(out);
+        }
+    }
 }
 
 /// Writes replies in the order they were made. A reply the client does not take within
@@ -751,6 +942,7 @@ async fn write_replies(
     writer: tokio::net::tcp::OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     send_timeout: Duration,
+    direct: Option<Arc<Direct>>,
 ) -> std::io::Result<()> {
     let mut out = BufWriter::with_capacity(64 * 1024, writer);
     while let Some(reply) = rx.recv().await {
@@ -758,6 +950,10 @@ async fn write_replies(
         match tokio::time::timeout(send_timeout, write_reply(&mut out, reply, more)).await {
             Ok(r) => r?,
             Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+        }
+        // Written, and flushed unless more follow (and count): the direct path may go on.
+        if let Some(d) = &direct {
+            d.written();
         }
     }
     tokio::time::timeout(send_timeout, out.flush())
@@ -772,30 +968,44 @@ async fn write_reply(
     more: bool,
 ) -> std::io::Result<()> {
     let Outgoing {
-        mut head,
+        head,
         body,
         file,
         hold,
+        sent,
     } = reply;
-    let body_len =
-        body.as_ref().map_or(0, Vec::len) + file.as_ref().map_or(0, |f| f.len as usize + f.pad());
-    let len = u32::try_from(head.len() - 4 + body_len).unwrap_or(0x7fff_ffff) | 0x8000_0000;
-    head[..4].copy_from_slice(&len.to_be_bytes());
-    match body {
-        Some(body) if file.is_some() || body.len() > 64 * 1024 => {
-            // A large reply goes out in one writev, after whatever is buffered.
+    if sent > 0 {
+        // A direct write the socket took in part: the rest, then any file data.
+        let body = body.unwrap_or_default();
+        let (h, b) = if sent < head.len() {
+            (&head[sent..], &body[..])
+        } else {
+            (&[][..], &body[(sent - head.len()).min(body.len())..])
+        };
+        out.write_all(h).await?;
+        out.write_all(b).await?;
+        crate::buffers::give(body);
+        if let Some(file) = &file {
             out.flush().await?;
-            write_all_vectored(out.get_mut(), &head, &body).await?;
-            crate::buffers::give(body);
-            if let Some(file) = &file {
-                send_file(out.get_mut(), file).await?;
+            send_file(out.get_mut(), file).await?;
+        }
+    } else {
+        match body {
+            Some(body) if file.is_some() || body.len() > 64 * 1024 => {
+                // A large reply goes out in one writev, after whatever is buffered.
+                out.flush().await?;
+                write_all_vectored(out.get_mut(), &head, &body).await?;
+                crate::buffers::give(body);
+                if let Some(file) = &file {
+                    send_file(out.get_mut(), file).await?;
+                }
             }
+            Some(body) => {
+                out.write_all(&head).await?;
+                out.write_all(&body).await?;
+            }
+            None => out.write_all(&head).await?,
         }
-        Some(body) => {
-            out.write_all(&head).await?;
-            out.write_all(&body).await?;
-        }
-        None => out.write_all(&head).await?,
     }
     if !more {
         out.flush().await?;
@@ -897,7 +1107,8 @@ mod tests {
         let (data, fd, server, mut client) = setup(300_001).await;
         let (_, w) = server.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(write_replies(w, rx, Duration::from_secs(10)));
+        let writer = tokio::spawn(write_replies(w, rx, Duration::from_secs(10), None));
+        let tx = Way::queued(tx);
         let file = FileSlice {
             fd,
             offset: 3,
@@ -928,6 +1139,115 @@ mod tests {
         let next = &wire[4 + len..];
         assert_eq!(&next[4..8], &8u32.to_be_bytes());
         assert_eq!(&next[28..], b"NEXT");
+    }
+
+    /// Reads `n` records from `client`: (xid, results) of each.
+    async fn records(client: &mut TcpStream, n: usize) -> Vec<(u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let mut mark = [0u8; 4];
+            client.read_exact(&mut mark).await.unwrap();
+            let mark = u32::from_be_bytes(mark);
+            assert_eq!(mark & 0x8000_0000, 0x8000_0000);
+            let mut rec = vec![0u8; (mark & 0x7fff_ffff) as usize];
+            client.read_exact(&mut rec).await.unwrap();
+            let xid = u32::from_be_bytes(rec[..4].try_into().unwrap());
+            out.push((xid, rec[24..].to_vec()));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn direct_replies_keep_their_order_with_queued_ones_and_a_partial_write_is_finished() {
+        let (data, fd, server, mut client) = setup(100_000).await;
+        reply_directly_from_this_thread();
+        // A small send buffer, so that a large reply is taken only in part.
+        let sock = socket2_sndbuf(&server, 4096);
+        assert!(sock);
+        let direct = Arc::new(Direct::of(&server).unwrap());
+        let (_, w) = server.into_split();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(write_replies(
+            w,
+            rx,
+            Duration::from_secs(10),
+            Some(Arc::clone(&direct)),
+        ));
+        let way = Way {
+            tx,
+            direct: Some(Arc::clone(&direct)),
+            permits: Arc::new(Semaphore::new(4)),
+            max_in_flight: 4,
+        };
+        // 1: small, written directly. 2: 3 MB, more than the socket takes now: partly written,
+        // the rest queued. 3: a file reply (always queued). 4: small, queued behind them.
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        send(&way, 1, Reply::Success(b"ONE!".to_vec()), Hold::none());
+        assert_eq!(
+            *direct.queued(),
+            Some(0),
+            "the first reply went straight out"
+        );
+        send(&way, 2, Reply::Success(big.clone()), Hold::none());
+        assert_eq!(
+            *direct.queued(),
+            Some(1),
+            "the rest of the big one is queued"
+        );
+        let file = FileSlice {
+            fd,
+            offset: 0,
+            len: 100_000,
+        };
+        send(
+            &way,
+            3,
+            Reply::SuccessFile(b"FILE".to_vec(), file),
+            Hold::none(),
+        );
+        send(&way, 4, Reply::Success(b"FOUR".to_vec()), Hold::none());
+        let got = records(&mut client, 4).await;
+        assert_eq!(
+            got.iter().map(|(x, _)| *x).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+        assert_eq!(got[0].1, b"ONE!");
+        assert_eq!(got[1].1, big);
+        assert_eq!(&got[2].1[..4], b"FILE");
+        assert_eq!(&got[2].1[4..], &data[..]);
+        assert_eq!(got[3].1, b"FOUR");
+        // Once the queue is drained, replies go straight out again.
+        for _ in 0..100 {
+            if *direct.queued() == Some(0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(*direct.queued(), Some(0));
+        send(&way, 5, Reply::Success(b"FIVE".to_vec()), Hold::none());
+        assert_eq!(*direct.queued(), Some(0));
+        assert_eq!(records(&mut client, 1).await[0], (5, b"FIVE".to_vec()));
+        // A closed direct path queues everything.
+        direct.close(false);
+        send(&way, 6, Reply::Success(b"SIX!".to_vec()), Hold::none());
+        assert_eq!(records(&mut client, 1).await[0], (6, b"SIX!".to_vec()));
+        drop(way);
+        writer.await.unwrap().unwrap();
+    }
+
+    /// Sets SO_SNDBUF on a stream.
+    fn socket2_sndbuf(s: &TcpStream, bytes: libc::c_int) -> bool {
+        use std::os::fd::AsRawFd;
+        // SAFETY: valid descriptor and option value.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&bytes as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ) == 0
+        }
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
 use crate::listeners::ListenerHealth;
-use crate::server::{Hold, Outgoing, Routed, Server, send};
+use crate::server::{Hold, Outgoing, Routed, Server, Way, send};
 use crate::throttle;
 
 /// Pause after a failed receive before the next.
@@ -62,14 +62,15 @@ impl Server {
             health.serving();
             buf.truncate(len);
             let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
+            let way = Way::queued(tx);
             match self.route(&buf, peer) {
                 Routed::Call(header, service) => {
-                    self.start_call(&service, header, buf, peer, &tx, Hold::none())
+                    self.start_call(&service, header, buf, peer, &way, Hold::none())
                 }
-                Routed::Answer(xid, reply) => send(&tx, xid, reply, Hold::none()),
+                Routed::Answer(xid, reply) => send(&way, xid, reply, Hold::none()),
                 Routed::Ignore | Routed::Close => continue,
             }
-            drop(tx);
+            drop(way);
             tokio::spawn(reply_datagram(Arc::clone(&socket), peer, rx, permit));
         }
     }
