@@ -164,6 +164,46 @@ fn metric_words(text: &str) -> std::collections::BTreeSet<String> {
 }
 
 #[tokio::test]
+async fn worker_gauges_count_the_threads_and_return_to_idle_after_a_workload() {
+    let s = Server::start().await;
+    let root = s.root_fh(VOL).await;
+    let mut c = s.client().await;
+    // Calls that take a worker thread (creates, writes, reads, removes), many at once from
+    // several connections.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let mut c = s.client().await;
+        let root = root.clone();
+        tasks.push(tokio::spawn(async move {
+            for j in 0..20 {
+                let (f, _) = create(&mut c, &root, &format!("w{i}-{j}"), 0o644).await;
+                write(&mut c, &f, 0, &[1u8; 100]).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    getattr(&mut c, &root).await.unwrap();
+    // A thread counts itself idle just after sending its reply.
+    let mut m = scrape(&s).await;
+    for _ in 0..100 {
+        if get(&m, "nfs_worker_threads_busy") == 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        m = scrape(&s).await;
+    }
+    assert_eq!(
+        get(&m, "nfs_worker_threads"),
+        nfs_server::executor::DEFAULT_THREADS as f64
+    );
+    // Every call was answered: no thread busy, nothing queued (and never below zero).
+    assert_eq!(get(&m, "nfs_worker_threads_busy"), 0.0, "{m:?}");
+    assert_eq!(get(&m, "nfs_worker_queued_calls"), 0.0, "{m:?}");
+}
+
+#[tokio::test]
 async fn documented_and_dashboard_metric_names_are_the_ones_exposed() {
     // A volume with a size, so the size gauge has a series too.
     let sized = VolumeOptions {

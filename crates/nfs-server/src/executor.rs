@@ -12,7 +12,9 @@
 //! the thread goes on.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+
+use prometheus_client::metrics::gauge::Gauge;
 
 /// One unit of work: a call to run and answer.
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -27,6 +29,8 @@ pub struct Executor {
 struct Queue {
     jobs: Mutex<Jobs>,
     ready: Condvar,
+    /// Busy threads and queued calls, once metrics are kept.
+    gauges: OnceLock<(Gauge, Gauge)>,
 }
 
 #[derive(Default)]
@@ -82,7 +86,15 @@ impl Executor {
         let mut jobs = self.queue.lock();
         jobs.waiting.push_back(Box::new(job));
         drop(jobs);
+        if let Some((_, queued)) = self.queue.gauges.get() {
+            queued.inc();
+        }
         self.queue.ready.notify_one();
+    }
+
+    /// Keeps `busy` (threads running a call) and `queued` (calls waiting) up to date.
+    pub fn observe(&self, busy: Gauge, queued: Gauge) {
+        let _ = self.queue.gauges.set((busy, queued));
     }
 
     /// Calls queued and not yet started.
@@ -121,8 +133,16 @@ fn work(queue: &Queue) {
                 jobs = queue.ready.wait(jobs).unwrap_or_else(|p| p.into_inner());
             }
         };
+        let gauges = queue.gauges.get();
+        if let Some((busy, queued)) = gauges {
+            queued.dec();
+            busy.inc();
+        }
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
             tracing::error!("a call panicked on an NFS worker thread (a bug); the thread goes on");
+        }
+        if let Some((busy, _)) = gauges {
+            busy.dec();
         }
     }
 }

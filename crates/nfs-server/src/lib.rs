@@ -121,6 +121,9 @@ pub fn services_with_metrics(
     metrics: Option<Arc<metrics::NfsMetrics>>,
 ) -> Vec<Arc<dyn RpcService>> {
     let store = &shared.store;
+    if let Some(m) = &metrics {
+        m.observe_workers(&shared.executor);
+    }
     let v3 = nfs3::Nfs3Service::new(
         Arc::clone(store),
         Arc::clone(&shared.executor),

@@ -5,6 +5,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -17,6 +18,9 @@ pub struct NfsMetrics {
     read_bytes: Family<VolumeLabels, Counter>,
     written_bytes: Family<VolumeLabels, Counter>,
     stale: Counter,
+    workers: Gauge,
+    workers_busy: Gauge,
+    workers_queued: Gauge,
 }
 
 impl NfsMetrics {
@@ -37,7 +41,29 @@ impl NfsMetrics {
             "File handles refused as stale or invalid (removed volume or file, forged handle)",
             m.stale.clone(),
         );
+        registry.register(
+            "nfs_worker_threads",
+            "Threads running NFS calls that may wait for the disk (--nfs-threads)",
+            m.workers.clone(),
+        );
+        registry.register(
+            "nfs_worker_threads_busy",
+            "Worker threads running a call now",
+            m.workers_busy.clone(),
+        );
+        registry.register(
+            "nfs_worker_queued_calls",
+            "Calls waiting for a free worker thread",
+            m.workers_queued.clone(),
+        );
         m
+    }
+
+    /// Reports `executor`'s threads, and from now on how many are busy and how many calls
+    /// wait for one.
+    pub fn observe_workers(&self, executor: &crate::executor::Executor) {
+        self.workers.set(executor.threads() as i64);
+        executor.observe(self.workers_busy.clone(), self.workers_queued.clone());
     }
 
     pub(crate) fn read(&self, volume: &str, n: u64) {
