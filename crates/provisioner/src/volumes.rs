@@ -33,8 +33,8 @@ pub fn provision(
 ) -> Result<(), StoreError> {
     // Refuse a reserved or unsafe name before anything is created in the export root.
     export_store::registry::validate_name(name)?;
-    // This runs on a blocking-pool thread that may have served an NFS call as a client's
-    // uid; the export root is root's.
+    // The export root is root's; make sure of the thread's identity (NFS calls run on the
+    // server's own threads, but a blocking-pool thread could still carry another).
     let dir = store.root().join(name);
     export_store::cred::become_root().map_err(io_err(&dir))?;
     match fs::create_dir(&dir) {
@@ -144,6 +144,34 @@ mod tests {
             "{err}"
         );
         assert!(!dir.path().join(crate::identity::IDENTITY_FILE).exists());
+    }
+
+    #[test]
+    fn class_options_reach_the_registry_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ExportStore::open_unmeasured(dir.path()).unwrap();
+        let mut params = crate::params::parse(
+            &[("async", "true"), ("squash", "all"), ("secure", "true")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+        .unwrap();
+        provision(&store, "pvc-a", &params, false, Some(1 << 30)).unwrap();
+        let opts = store.volume_by_name("pvc-a").unwrap().options().clone();
+        assert!(opts.asynchronous && opts.secure);
+        assert_eq!(opts.squash, export_store::Squash::All);
+        assert_eq!(opts.size, Some(1 << 30));
+        // And the default is durable.
+        params.asynchronous = false;
+        provision(&store, "pvc-b", &params, false, None).unwrap();
+        assert!(
+            !store
+                .volume_by_name("pvc-b")
+                .unwrap()
+                .options()
+                .asynchronous
+        );
     }
 
     #[test]
