@@ -403,11 +403,8 @@ pub fn write(
         _ if obj.volume.options().asynchronous => write_behind(&fd, offset, data.len() as u64),
         WriteStability::Unstable => write_behind(&fd, offset, data.len() as u64),
         WriteStability::DataSync => sys::fdatasync(fd.as_fd())?,
-        // Concurrent stable writes to one file share fsyncs (see crate::commit).
-        WriteStability::FileSync => match &obj.entry {
-            Some(entry) => entry.gate.sync(fd.as_fd())?,
-            None => sys::fsync(fd.as_fd())?,
-        },
+        // Concurrent stable writes to one file share fsyncs.
+        WriteStability::FileSync => shared_fsync(obj, fd.as_fd())?,
     }
     Ok((before, after, data.len()))
 }
@@ -516,9 +513,15 @@ fn durable_dir(dir: &Object) -> io::Result<()> {
     if dir.volume.options().asynchronous {
         return Ok(());
     }
-    match &dir.entry {
-        Some(entry) => entry.gate.sync(dir.fd.as_fd()),
-        None => durable_dir(dir),
+    shared_fsync(dir, dir.fd.as_fd())
+}
+
+/// Fsyncs `fd` (a descriptor of `obj`), sharing the fsync with concurrent changes to the same
+/// cached object (see [`crate::commit`]); an uncached object is fsynced alone.
+fn shared_fsync(obj: &Object, fd: BorrowedFd<'_>) -> io::Result<()> {
+    match &obj.entry {
+        Some(entry) => entry.gate.sync(fd),
+        None => sys::fsync(fd),
     }
 }
 
@@ -531,17 +534,12 @@ fn sync_object(obj: &Object) -> io::Result<()> {
     }
     let attr = getattr(obj)?;
     match attr.kind {
-        NodeKind::Directory => {
+        NodeKind::Regular | NodeKind::Directory => {
             cred::become_root()?;
-            durable_dir(obj)
-        }
-        NodeKind::Regular => {
-            cred::become_root()?;
+            // The object's own descriptor may be O_PATH (an uncached new object), which
+            // cannot be fsynced.
             let fd = sys::reopen(obj.fd.as_fd(), libc::O_RDONLY | libc::O_NONBLOCK)?;
-            match &obj.entry {
-                Some(entry) => entry.gate.sync(fd.as_fd()),
-                None => sys::fsync(fd.as_fd()),
-            }
+            shared_fsync(obj, fd.as_fd())
         }
         _ => {
             cred::become_root()?;

@@ -422,6 +422,26 @@ fn root_may_create_with_an_owner_and_a_size() {
 }
 
 #[test]
+fn root_may_make_a_directory_with_an_owner_and_times() {
+    // The initial attributes are applied through an uncached object of the new directory,
+    // which is then made durable on its own (no cached gate to share).
+    let fx = Fx::new();
+    let set = SetAttr {
+        mode: Some(0o750),
+        uid: Some(UID),
+        gid: Some(OTHER),
+        mtime: TimeSet::Client(1_000_000, 0),
+        ..SetAttr::default()
+    };
+    let (_, attr) = mkdir(&fx.store, &fx.root(), b"d", &root(), &set).unwrap();
+    let md = fx.meta("d");
+    assert!(md.is_dir());
+    assert_eq!((md.uid(), md.gid(), md.mtime()), (UID, OTHER, 1_000_000));
+    assert_eq!(fx.perm("d"), 0o750);
+    assert_eq!((attr.uid, attr.gid), (UID, OTHER));
+}
+
+#[test]
 fn a_user_cannot_create_with_a_foreign_owner_and_leaves_nothing_behind() {
     let fx = Fx::new();
     let dir = fx.root();
