@@ -452,18 +452,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         let nsm = Nsm::open(dir.path()).unwrap();
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                // As a worker thread that last served a user's call.
-                export_store::cred::become_identity(&export_store::Identity {
-                    uid: 1000,
-                    gid: 1000,
-                    groups: vec![1000],
-                })
-                .unwrap();
-                nsm.note(b"client", "10.0.0.9".parse().unwrap());
-            });
-        });
+        crate::statefile::on_a_user_thread(|| nsm.note(b"client", "10.0.0.9".parse().unwrap()));
         let again = Nsm::open(dir.path()).unwrap();
         assert_eq!(again.hosts().len(), 1);
     }

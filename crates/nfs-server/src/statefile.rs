@@ -122,6 +122,23 @@ fn write(path: &std::path::Path, content: &[u8]) {
     }
 }
 
+/// Runs `f` on a new thread switched to uid 1000, as a worker thread that last served a
+/// user's call (the state directory, 0700 root's, refuses that thread).
+#[cfg(test)]
+pub(crate) fn on_a_user_thread(f: impl FnOnce() + Send) {
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            export_store::cred::become_identity(&export_store::Identity {
+                uid: 1000,
+                gid: 1000,
+                groups: vec![1000],
+            })
+            .unwrap();
+            f();
+        });
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
@@ -134,20 +151,11 @@ mod tests {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         let path = dir.path().join("records");
         let writer = StateFiles::global();
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                // As a thread that last served a user's call: the 0700 directory refuses it.
-                export_store::cred::become_identity(&export_store::Identity {
-                    uid: 1000,
-                    gid: 1000,
-                    groups: vec![1000],
-                })
-                .unwrap();
-                for i in 0..50 {
-                    writer.submit(path.clone(), format!("{i}\n").into_bytes());
-                }
-                writer.write(path.clone(), b"last\n".to_vec());
-            });
+        on_a_user_thread(|| {
+            for i in 0..50 {
+                writer.submit(path.clone(), format!("{i}\n").into_bytes());
+            }
+            writer.write(path.clone(), b"last\n".to_vec());
         });
         assert_eq!(std::fs::read(&path).unwrap(), b"last\n");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();

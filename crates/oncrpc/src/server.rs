@@ -797,32 +797,24 @@ impl Direct {
     /// otherwise queues it (with what the socket took) behind the others.
     fn send(&self, tx: &mpsc::UnboundedSender<Outgoing>, mut out: Outgoing) {
         let mut queued = self.queued();
-        if let Some(n) = queued.as_mut() {
-            if *n == 0 && out.file.is_none() {
-                let body = out.body.as_deref().unwrap_or(&[]);
-                let total = out.head.len() + body.len();
-                out.sent = write_now(&self.fd, &out.head, body);
-                if out.sent == total {
-                    drop(queued);
-                    if let Some(body) = out.body.take() {
-                        crate::buffers::give(body);
-                    }
-                    return;
+        if *queued == Some(0) && out.file.is_none() {
+            let body = out.body.as_deref().unwrap_or(&[]);
+            let total = out.head.len() + body.len();
+            out.sent = write_now(&self.fd, &out.head, body);
+            if out.sent == total {
+                drop(queued);
+                if let Some(body) = out.body.take() {
+                    crate::buffers::give(body);
                 }
+                return;
             }
-            *n += 1;
         }
-        // Under the lock, so that nothing is written directly before it.
-        let _ = tx.send(out);
+        enqueue(&mut queued, tx, out);
     }
 
     /// Queues `out` behind the others (counted, so no direct write passes it).
     fn queue(&self, tx: &mpsc::UnboundedSender<Outgoing>, out: Outgoing) {
-        let mut queued = self.queued();
-        if let Some(n) = queued.as_mut() {
-            *n += 1;
-        }
-        let _ = tx.send(out);
+        enqueue(&mut self.queued(), tx, out);
     }
 
     /// The writer task has written (and flushed, unless more follow) one queued reply.
@@ -854,6 +846,15 @@ thread_local! {
 /// threads take the queue, where the writer task sends many in one write.
 pub fn reply_directly_from_this_thread() {
     DIRECT.set(true);
+}
+
+/// Counts `out` among the queued replies and queues it, under the lock `queued` comes from,
+/// so that nothing is written directly before it.
+fn enqueue(queued: &mut Option<usize>, tx: &mpsc::UnboundedSender<Outgoing>, out: Outgoing) {
+    if let Some(n) = queued.as_mut() {
+        *n += 1;
+    }
+    let _ = tx.send(out);
 }
 
 /// Ends a connection's direct path when the connection ends, however it ends.

@@ -215,11 +215,10 @@ impl Nfs4Service {
     pub fn call_blocking(&self, ctx: &CallContext, args: &[u8]) -> Reply {
         match ctx.proc_ {
             0 => Reply::Success(Vec::new()),
-            1 => {
-                let answer = self.inner.compound(ctx, args, args.len());
-                self.inner.state.records_durable();
-                answer.into_bytes()
-            }
+            1 => self
+                .inner
+                .durable_compound(ctx, args, args.len())
+                .into_bytes(),
             _ => Reply::ProcUnavail,
         }
     }
@@ -296,12 +295,8 @@ impl RpcService for Nfs4Service {
             return reply.send(self.inner.compound(&ctx, args.bytes(), args.record_len()));
         }
         let inner = Arc::clone(&self.inner);
-        self.executor.run(move || {
-            let answer = inner.compound(&ctx, args.bytes(), args.record_len());
-            // A COMPOUND that confirmed a client is answered once its record is on disk.
-            inner.state.records_durable();
-            reply.send(answer);
-        });
+        self.executor
+            .run(move || reply.send(inner.durable_compound(&ctx, args.bytes(), args.record_len())));
     }
 }
 
@@ -429,6 +424,14 @@ impl Drop for Compound<'_> {
 
 impl Inner {
     /// Runs a COMPOUND whose arguments are `args`, from an RPC call of `request_len` bytes.
+    /// [`Inner::compound`], answered once the client records it changed are on disk (a
+    /// COMPOUND that confirmed a client may then reclaim after a restart).
+    fn durable_compound(&self, ctx: &CallContext, args: &[u8], request_len: usize) -> Reply {
+        let answer = self.compound(ctx, args, request_len);
+        self.state.records_durable();
+        answer
+    }
+
     fn compound(&self, ctx: &CallContext, args: &[u8], request_len: usize) -> Reply {
         let span = tracing::debug_span!("nfs4", xid = ctx.xid);
         let _entered = span.enter();

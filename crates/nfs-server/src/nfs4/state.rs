@@ -846,17 +846,8 @@ mod tests {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         let s = state(dir.path());
         let path = dir.path().join("nfs4-clients");
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                // As a worker thread that last served a user's call.
-                export_store::cred::become_identity(&export_store::Identity {
-                    uid: 1000,
-                    gid: 1000,
-                    groups: vec![1000],
-                })
-                .unwrap();
-                client(&s, b"alpha");
-            });
+        crate::statefile::on_a_user_thread(|| {
+            client(&s, b"alpha");
         });
         assert_eq!(std::fs::read_to_string(path).unwrap().lines().count(), 1);
     }
