@@ -58,6 +58,8 @@ pub struct ServeConfig {
     pub limits: oncrpc::Limits,
     /// Threads running NFS calls (see `nfs_server::executor`).
     pub nfs_threads: usize,
+    /// Labels every metric carries (a shard's `shard="<pod>"`).
+    pub metric_labels: Vec<(String, String)>,
 }
 
 /// Where NLM and NSM listen and how they reach clients. The default suits tests: free ports.
@@ -151,7 +153,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let portmap_addr = portmap.as_ref().map(|l| l.local_addr()).transpose()?;
     let http_addr = http.as_ref().map(|l| l.local_addr()).transpose()?;
     let health = http::Health::new();
-    let mut registry = Registry::default();
+    let mut registry = Registry::with_labels(
+        config
+            .metric_labels
+            .iter()
+            .map(|(k, v)| (k.clone().into(), v.clone().into())),
+    );
     let exported = Gauge::<i64>::default();
     registry.register(
         "nfs_volumes_exported",

@@ -211,6 +211,13 @@ struct ClusterArgs {
     /// kubeconfig file (default: in-cluster config or $KUBECONFIG).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// This server is one of several shards (`serve --shards`): `status` lists them all.
+    #[arg(long, env = "SHARDS", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    shards: bool,
+    /// Namespace of the shards' Leases (default: $POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: Option<String>,
 }
 
 /// The Kubernetes provisioner that runs inside `serve`.
@@ -244,6 +251,16 @@ struct KubeArgs {
     /// recreate an empty directory so pods can mount again (its data is lost either way).
     #[arg(long, default_value = "report", value_parser = ["report", "recreate"])]
     on_missing_volume: String,
+    /// Run as one of several shards (the chart's replicaCount > 1): this pod ($POD_NAME)
+    /// holds its own Lease, takes the claims the placer gives it, and writes the ClusterIP
+    /// of the Service named like the pod into its PVs.
+    #[arg(long, env = "SHARDS", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    shards: bool,
+    /// Bytes this shard offers for placement (default: the size of the export root's file
+    /// system), e.g. 500Gi.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    shard_capacity: Option<u64>,
 }
 
 /// Flags of the old Go provisioner, accepted so that an existing chart's `extraArgs` keep
@@ -434,6 +451,10 @@ fn main() -> anyhow::Result<()> {
                     },
                     limits: limits.into(),
                     nfs_threads: nfs_threads as usize,
+                    metric_labels: match (kube.shards, shard_name()) {
+                        (true, Some(pod)) => vec![("shard".into(), pod)],
+                        _ => Vec::new(),
+                    },
                 },
                 kube,
             )
@@ -593,6 +614,21 @@ fn cluster_config(name: &str) -> provisioner::controller::Config {
         pod_ip: env("POD_IP"),
         pod_name: env("POD_NAME"),
         ..provisioner::controller::Config::new(name)
+    }
+}
+
+/// `config` as shard `shard`: its address is the ClusterIP of the Service named like its pod.
+fn shard_config(
+    config: provisioner::controller::Config,
+    shard: Option<String>,
+) -> provisioner::controller::Config {
+    match shard {
+        Some(pod) => provisioner::controller::Config {
+            service_name: Some(pod.clone()),
+            shard: Some(pod),
+            ..config
+        },
+        None => config,
     }
 }
 
@@ -801,6 +837,12 @@ async fn connect_cli(kubeconfig: Option<&Path>) -> anyhow::Result<provisioner::C
         })
 }
 
+/// This pod's shard name: `$POD_NAME`, else `$HOSTNAME` (a StatefulSet pod's hostname is its
+/// name).
+fn shard_name() -> Option<String> {
+    env("POD_NAME").or_else(|| env("HOSTNAME"))
+}
+
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
@@ -846,7 +888,20 @@ async fn start_provisioner(
     )
     .await;
     let namespace = env("POD_NAMESPACE");
-    let election = match (&namespace, args.leader_elect) {
+    let shard = match (args.shards, shard_name(), &namespace) {
+        (false, _, _) => None,
+        (true, Some(pod), Some(_)) => Some(pod),
+        (true, _, _) => {
+            tracing::error!(
+                "--shards needs POD_NAME and POD_NAMESPACE (the chart sets both): the \
+                 provisioner is off, serving NFS only"
+            );
+            health.set_ready();
+            return;
+        }
+    };
+    // A shard's Lease is how the others see it: shards always campaign.
+    let election = match (&namespace, args.leader_elect || shard.is_some()) {
         (Some(ns), true) => Some(provisioner::Election {
             namespace: ns.clone(),
             holder: format!(
@@ -876,7 +931,8 @@ async fn start_provisioner(
         metrics: Arc::new(provisioner::metrics::ProvisionerMetrics::register(
             &mut running.registry.lock().unwrap_or_else(|e| e.into_inner()),
         )),
-        ..cluster_config(&args.provisioner)
+        shard_capacity: args.shard_capacity,
+        ..shard_config(cluster_config(&args.provisioner), shard)
     };
     tracing::info!(provisioner = %config.name, %identity, "starting the provisioner");
     tokio::spawn(provisioner::run_then(
@@ -901,14 +957,21 @@ fn status(cluster: &ClusterArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let store = Arc::new(store);
-    let (rows, mut problems, address_known) = runtime.block_on(async {
+    let (rows, mut problems, address_known, shards) = runtime.block_on(async {
         let client = connect_cli(kubeconfig).await?;
         let rows = provisioner::status(client.clone(), &store, name, identity.as_deref()).await?;
+        let shards = match (&cluster.namespace, cluster.shards) {
+            (Some(ns), true) => provisioner::shards::list(&client, ns, name).await?,
+            _ => Vec::new(),
+        };
         // The address new PVs would get, to spot PVs naming an old one.
         let ctx = provisioner::controller::Context::new(
             client.clone(),
             Arc::clone(&store),
-            cluster_config(name),
+            shard_config(
+                cluster_config(name),
+                cluster.shards.then(shard_name).flatten(),
+            ),
             identity.clone().unwrap_or_default(),
             tokio::sync::watch::channel(true).1,
         );
@@ -919,9 +982,14 @@ fn status(cluster: &ClusterArgs) -> anyhow::Result<()> {
             name,
             identity.as_deref(),
             address.as_deref(),
+            &shards
+                .iter()
+                .filter(|s| Some(&s.identity) != identity.as_ref())
+                .map(|s| s.identity.clone())
+                .collect::<Vec<_>>(),
         )
         .await?;
-        anyhow::Ok((rows, problems, address.is_some()))
+        anyhow::Ok((rows, problems, address.is_some(), shards))
     })?;
     if let Ok(
         export_store::durability::Verdict::Ephemeral(why)
@@ -935,6 +1003,24 @@ fn status(cluster: &ClusterArgs) -> anyhow::Result<()> {
                 fix: "move it to persistent storage (Helm: persistence.enabled=true)".into(),
             },
         );
+    }
+    if !shards.is_empty() {
+        print_shards(&shards);
+    }
+    for s in shards.iter().filter(|s| !s.live) {
+        problems.push(provisioner::recovery::Problem {
+            what: format!(
+                "shard {} is down (its Lease was last renewed {} s ago): its {} volume(s) do \
+                 not answer until it is back; new claims go to the other shards",
+                s.name, s.silent_for, s.volumes
+            ),
+            fix: format!(
+                "kubectl -n {} describe pod {} (a pod waiting for its volume to attach to a new \
+                 node cannot start; see docs/shards.md)",
+                cluster.namespace.as_deref().unwrap_or("NAMESPACE"),
+                s.name
+            ),
+        });
     }
     println!(
         "volume sizes: enforced by {} (bytes allocated on disk, per volume)\n",
@@ -977,6 +1063,31 @@ fn status(cluster: &ClusterArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The `status` table of shards.
+fn print_shards(shards: &[provisioner::shards::Shard]) {
+    println!(
+        "{:<40} {:<6} {:<16} {:>7} {:>10} {:>10} {:>10}",
+        "SHARD", "STATE", "ADDRESS", "VOLUMES", "ALLOCATED", "USED", "CAPACITY"
+    );
+    for s in shards {
+        println!(
+            "{:<40} {:<6} {:<16} {:>7} {:>10} {:>10} {:>10}",
+            s.name,
+            if s.live { "live" } else { "DOWN" },
+            if s.address.is_empty() {
+                "-"
+            } else {
+                &s.address
+            },
+            s.volumes,
+            size_text(Some(s.allocated)),
+            size_text(Some(s.used)),
+            size_text(Some(s.capacity)),
+        );
+    }
+    println!();
 }
 
 const PROGRAM: &str = "nfs-server-provisioner";
@@ -1108,6 +1219,8 @@ mod tests {
             export_root: export_root.into(),
             provisioner: provisioner.into(),
             kubeconfig: kubeconfig.map(PathBuf::from),
+            shards: false,
+            namespace: None,
         }
     }
 

@@ -329,6 +329,7 @@ async fn server_without_portmapper_has_no_portmap_listener() {
         locking: Default::default(),
         limits: Default::default(),
         nfs_threads: nfs_server::executor::DEFAULT_THREADS,
+        metric_labels: Vec::new(),
     })
     .await
     .unwrap();

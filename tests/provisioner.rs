@@ -570,6 +570,7 @@ async fn readyz_turns_true_only_once_existing_volumes_are_exported_again() {
         locking: Default::default(),
         limits: Default::default(),
         nfs_threads: nfs_server::executor::DEFAULT_THREADS,
+        metric_labels: Vec::new(),
     })
     .await
     .unwrap();

@@ -73,6 +73,7 @@ fn config(root: &Path) -> ServeConfig {
         locking: Default::default(),
         limits: Default::default(),
         nfs_threads: nfs_server::executor::DEFAULT_THREADS,
+        metric_labels: Vec::new(),
     }
 }
 

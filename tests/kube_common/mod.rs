@@ -158,6 +158,7 @@ pub async fn serve_nfs(s: &Setup) -> nfs_server_provisioner::Running {
         locking: Default::default(),
         limits: Default::default(),
         nfs_threads: nfs_server::executor::DEFAULT_THREADS,
+        metric_labels: Vec::new(),
     })
     .await
     .unwrap()

@@ -6,11 +6,14 @@
 //! Volumes are written and read back with libnfs at the address and path their PV names (the
 //! Service's ClusterIP is added to the loopback interface for the run).
 //!
+//! Shards (`replicaCount: 3`) run as three processes on 127.0.0.2-4 (see `shards`).
+//!
 //! Without `KUBEBUILDER_ASSETS` the suite says it is skipped and passes.
 
 mod cluster;
 mod scenarios;
 mod server;
+mod shards;
 mod support;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,7 +25,7 @@ fn step(what: &str) {
 }
 
 /// The volume's record in the export root's registry.
-fn registry_entry(root: &Path, volume: &str) -> Option<Value> {
+pub(crate) fn registry_entry(root: &Path, volume: &str) -> Option<Value> {
     let text = std::fs::read_to_string(root.join(".nfs-server-provisioner/registry.json")).ok()?;
     let v: Value = serde_json::from_str(&text).ok()?;
     v["volumes"]
@@ -69,6 +69,7 @@ pub async fn run_all(assets: &Path) {
     let new_ip = new_server_address(&ctx, &a, &data).await;
     addresses.push(new_ip);
     leader_election(&ctx, &spec, &mut a, &roots).await;
+    crate::shards::shards(&cp, &admin, &roots).await;
 
     step("kubectl describe shows the Events");
     if let Some(out) = describe(&cp.admin_kubeconfig, APPS, "pvc", "bogus") {
@@ -98,7 +99,7 @@ pub async fn run_all(assets: &Path) {
 
 /// The API server refused nothing the server sent (422 invalid, 409 conflict, 403 forbidden),
 /// and every Event was recorded. Its warnings are shown for the record.
-fn assert_no_refusals(server: &Server) {
+pub(crate) fn assert_no_refusals(server: &Server) {
     let warnings = server.warnings();
     eprintln!(
         "[real-api] {}: {} warning(s)\n{}",

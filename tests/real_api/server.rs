@@ -261,6 +261,11 @@ impl Server {
 
 /// `helm install`s the chart as `release` in `ns` with the old (1.x) chart's values.
 pub fn install_chart(helm: &Path, cp: &ControlPlane, ns: &str, release: &str) {
+    install_chart_with(helm, cp, ns, release, &[]);
+}
+
+/// [`install_chart`] with `--set` values on top.
+pub fn install_chart_with(helm: &Path, cp: &ControlPlane, ns: &str, release: &str, sets: &[&str]) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
         .find(|d| d.join("deploy/helm/nfs-server-provisioner").is_dir())
@@ -270,6 +275,7 @@ pub fn install_chart(helm: &Path, cp: &ControlPlane, ns: &str, release: &str) {
         .arg(repo.join("deploy/helm/nfs-server-provisioner"))
         .args(["--namespace", ns, "--create-namespace", "--values"])
         .arg(repo.join("tests/chart/old-chart-defaults.yaml"))
+        .args(sets.iter().flat_map(|s| ["--set", s]))
         .arg("--kubeconfig")
         .arg(&cp.admin_kubeconfig)
         .output()

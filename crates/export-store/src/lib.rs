@@ -34,3 +34,16 @@ pub use ops::{Attr, CreateHow, DirEntry, NodeKind, NodeSpec, SetAttr, TimeSet, W
 pub use quota::Quota;
 pub use registry::{Registry, RegistryError, VolumeOptions, VolumeRecord};
 pub use store::{ExportStore, Object, StoreError, Volume};
+
+/// The size in bytes of the file system holding `path` (what a shard offers for placement).
+pub fn capacity(path: &std::path::Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statvfs is plain data; `c` is a valid C string and `s` is written by the call.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(u64::from(s.f_blocks).saturating_mul(u64::from(s.f_frsize)))
+}

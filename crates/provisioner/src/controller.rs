@@ -56,6 +56,13 @@ pub struct Config {
     pub address_check: Duration,
     /// Where reconciles are counted (registered by the process, or private).
     pub metrics: Arc<ProvisionerMetrics>,
+    /// This server's shard name (its pod name) when it is one of several shards
+    /// (`--shards`, see [`crate::shards`]); `None` for a single server.
+    pub shard: Option<String>,
+    /// How often a pending claim placed elsewhere is looked at again (a lease duration).
+    pub shard_recheck: Duration,
+    /// Bytes this shard offers for placement (default: its export root's file system size).
+    pub shard_capacity: Option<u64>,
 }
 
 impl Config {
@@ -74,6 +81,9 @@ impl Config {
             on_missing: crate::recovery::OnMissing::Report,
             address_check: Duration::from_secs(5),
             metrics: Arc::default(),
+            shard: None,
+            shard_recheck: Duration::from_secs(15),
+            shard_capacity: None,
         }
     }
 }
@@ -99,6 +109,8 @@ pub enum Error {
     MaxExports(usize),
     #[error("worker failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("invalid StorageClass parameter \"shard\": {0:?} names no shard (shards: {1})")]
+    NoShard(String, String),
 }
 
 /// What every reconcile needs.
@@ -124,6 +136,8 @@ pub struct Context {
     /// connection: a burst of claims would otherwise open (and TLS-handshake) a connection
     /// per claim; a few connections carry the burst as fast (the API server is the limit).
     pv_writes: tokio::sync::Semaphore,
+    /// The other shards and this shard's recent placements (shard mode only).
+    pub shards: crate::shards::ShardState,
 }
 
 /// PV creates in flight at once (see [`Context`]).
@@ -183,6 +197,7 @@ impl Context {
             caches: Mutex::new(None),
             address: Mutex::new(None),
             pv_writes: tokio::sync::Semaphore::new(PV_WRITES),
+            shards: Default::default(),
         }
     }
 
@@ -385,6 +400,24 @@ pub async fn reconcile_claim(
             return Err(e.into());
         }
     };
+    if ctx.config.shard.is_some() {
+        let bytes = pv::claim_bytes(&pvc)?;
+        match crate::shards::place(&pvc, bytes, params.shard.as_deref(), &ctx).await {
+            Ok(crate::shards::Placement::Mine) => {}
+            Ok(crate::shards::Placement::Elsewhere(again)) => return Ok(Action::requeue(again)),
+            Err(e) => {
+                ctx.recorder
+                    .record(
+                        pvc.as_ref(),
+                        Kind::Warning,
+                        "ProvisioningFailed",
+                        &e.to_string(),
+                    )
+                    .await;
+                return Err(e);
+            }
+        }
+    }
     let claim = format!("{}/{}", pvc.namespace().unwrap_or_default(), pvc.name_any());
     // Normal Events are published beside the work, not before it.
     ctx.recorder.record_detached(
@@ -487,8 +520,18 @@ async fn provision(
                 .await?
         }
     };
-    let still_there =
-        current.is_some_and(|c| c.uid() == pvc.uid() && c.metadata.deletion_timestamp.is_none());
+    // A shard keeps a claim unless the watched copy shows it placed elsewhere (a copy
+    // without the annotation may predate this shard's own placement).
+    let placed_elsewhere = |c: &PersistentVolumeClaim| {
+        ctx.config.shard.as_ref().is_some_and(|me| {
+            c.annotations()
+                .get(crate::shards::ANN_SHARD)
+                .is_some_and(|s| s != me)
+        })
+    };
+    let still_there = current.is_some_and(|c| {
+        c.uid() == pvc.uid() && c.metadata.deletion_timestamp.is_none() && !placed_elsewhere(&c)
+    });
     if !still_there {
         let store = Arc::clone(&ctx.store);
         let vol = name.to_owned();
@@ -511,7 +554,23 @@ async fn provision(
     drop(permit);
     match created {
         Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            // Another shard's PV for the same claim (it was placed again while this shard
+            // was away): the volume made here was never handed out.
+            let existing = pvs.get_opt(name).await?;
+            let theirs = existing
+                .is_some_and(|v| v.annotations().get(ANN_PROVISIONER_ID) != Some(&ctx.identity));
+            if ctx.config.shard.is_some() && theirs {
+                let store = Arc::clone(&ctx.store);
+                let vol = name.to_owned();
+                tokio::task::spawn_blocking(move || volumes::abandon(&store, &vol)).await??;
+                ctx.provisional
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(name);
+                return Ok(false);
+            }
+        }
         Err(e) => return Err(e.into()),
     }
     steps.pv = t.elapsed();
@@ -578,6 +637,14 @@ pub async fn reconcile_volume(
         return Ok(Action::await_change());
     }
     let name = pv.name_any();
+    // Another shard's PV for a claim this shard also made a volume for (it was placed
+    // again while this shard was away): the local one was never handed out.
+    if ctx.sibling_volume(&pv) && ctx.store.volume_by_name(&name).is_some() {
+        let store = Arc::clone(&ctx.store);
+        let vol = name.clone();
+        tokio::task::spawn_blocking(move || volumes::abandon(&store, &vol)).await??;
+        info!(volume = %name, "another shard holds this volume; the local copy was removed");
+    }
     let phase = pv
         .status
         .as_ref()
@@ -598,6 +665,9 @@ pub async fn reconcile_volume(
             .get(ANN_PROVISIONER_ID)
             .cloned()
             .unwrap_or_default();
+        if id != ctx.identity && ctx.sibling_volume(&pv) {
+            return Ok(Action::await_change());
+        }
         if id != ctx.identity {
             let first = ctx
                 .warned_foreign

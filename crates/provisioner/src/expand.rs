@@ -51,7 +51,9 @@ pub async fn reconcile(
             None => return Ok(Action::await_change()),
         },
     };
+    // Only the server (shard) whose identity the PV carries resizes it.
     if pv.annotations().get(ANN_PROVISIONED_BY) != Some(&ctx.config.name)
+        || pv.annotations().get(pv::ANN_PROVISIONER_ID) != Some(&ctx.identity)
         || pv
             .spec
             .as_ref()

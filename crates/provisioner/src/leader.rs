@@ -5,6 +5,7 @@
 //! over. Conflicting updates (two candidates at once) are settled by the API server's
 //! resourceVersion check: the loser sees 409 and stays a follower.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -46,6 +47,8 @@ pub fn lease_name(provisioner: &str) -> String {
 }
 
 /// Campaigns forever for `lease` in `namespace` as `holder`, publishing leadership on `tx`.
+/// While it holds the Lease, the Lease carries the annotations `announce` holds at each
+/// renewal (a shard's address and load, see [`crate::shards`]).
 pub async fn campaign(
     client: Client,
     namespace: String,
@@ -53,10 +56,15 @@ pub async fn campaign(
     holder: String,
     timing: Timing,
     tx: watch::Sender<bool>,
+    announce: Option<watch::Receiver<BTreeMap<String, String>>>,
 ) {
     let api: Api<Lease> = Api::namespaced(client, &namespace);
     loop {
-        let leading = match try_acquire(&api, &lease, &holder, timing).await {
+        let annotations = announce
+            .as_ref()
+            .map(|a| a.borrow().clone())
+            .unwrap_or_default();
+        let leading = match try_acquire(&api, &lease, &holder, timing, annotations).await {
             Ok(l) => l,
             Err(e) => {
                 warn!(error = %e, "leader election: cannot reach the Lease; pausing provisioning");
@@ -79,6 +87,7 @@ async fn try_acquire(
     lease: &str,
     holder: &str,
     timing: Timing,
+    annotations: BTreeMap<String, String>,
 ) -> kube::Result<bool> {
     let now = MicroTime(Timestamp::now());
     let secs = timing.duration.as_secs() as i32;
@@ -86,6 +95,7 @@ async fn try_acquire(
         let fresh = Lease {
             metadata: ObjectMeta {
                 name: Some(lease.to_owned()),
+                annotations: (!annotations.is_empty()).then_some(annotations),
                 ..ObjectMeta::default()
             },
             spec: Some(LeaseSpec {
@@ -120,6 +130,13 @@ async fn try_acquire(
     }
     spec.renew_time = Some(now);
     spec.lease_duration_seconds = Some(secs);
+    if !annotations.is_empty() {
+        current
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .extend(annotations);
+    }
     match api.replace(lease, &PostParams::default(), &current).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),

@@ -11,6 +11,7 @@
 //! - [`volumes`]: directory + export creation and deletion;
 //! - [`events`]: Events on claims and volumes;
 //! - [`leader`]: Lease-based leader election;
+//! - [`shards`]: several servers behind one StorageClass, and which one takes a claim;
 //! - [`controller`]: the reconcile loops;
 //! - [`recovery`]: repairs after lost identity, lost data, orphans and a new server address.
 
@@ -24,6 +25,7 @@ pub mod params;
 pub mod pv;
 pub mod quantity;
 pub mod recovery;
+pub mod shards;
 pub mod volumes;
 
 /// The Kubernetes client [`connect`] returns.
@@ -89,20 +91,32 @@ pub async fn run_then(
     registered: impl FnOnce(),
 ) {
     let (tx, rx) = watch::channel(election.is_none());
+    // A shard campaigns for its own Lease, which also announces it to the other shards.
+    let (announce_tx, announce_rx) = watch::channel(Default::default());
+    let mut renew = leader::Timing::default().renew;
     if let Some(e) = election {
+        renew = e.timing.renew;
+        let (lease, announce) = match &config.shard {
+            Some(shard) => (shards::lease_name(&config.name, shard), Some(announce_rx)),
+            None => (leader::lease_name(&config.name), None),
+        };
         tokio::spawn(leader::campaign(
             client.clone(),
             e.namespace,
-            leader::lease_name(&config.name),
+            lease,
             e.holder,
             e.timing,
             tx,
+            announce,
         ));
     }
     // Without election the channel keeps its initial `true`: this process always leads.
     let ctx = Arc::new(controller::Context::new(
         client, store, config, identity, rx,
     ));
+    if ctx.config.shard.is_some() {
+        tokio::spawn(shards::keep_in_touch(Arc::clone(&ctx), announce_tx, renew));
+    }
     let (metrics, mut leading) = (Arc::clone(&ctx.config.metrics), ctx.leader.clone());
     tokio::spawn(async move {
         loop {

@@ -1,6 +1,6 @@
 //! What the provisioner counts: reconciles by controller and result, how long provisioning
 //! and deleting take, reconciles in progress, whether this process leads, and the volumes
-//! it will not or cannot serve (another identity, missing directory).
+//! it will not or cannot serve (another identity, missing directory), and the shards it sees.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -29,6 +29,8 @@ pub struct ProvisionerMetrics {
     pub leader: Gauge,
     pub foreign_volumes: Gauge,
     pub missing_volumes: Gauge,
+    pub shards: Gauge,
+    pub shards_live: Gauge,
 }
 
 impl Default for ProvisionerMetrics {
@@ -41,6 +43,8 @@ impl Default for ProvisionerMetrics {
             leader: Gauge::default(),
             foreign_volumes: Gauge::default(),
             missing_volumes: Gauge::default(),
+            shards: Gauge::default(),
+            shards_live: Gauge::default(),
         }
     }
 }
@@ -82,6 +86,16 @@ impl ProvisionerMetrics {
             "provisioner_missing_volumes",
             "PVs of ours whose directory was missing at the last start",
             m.missing_volumes.clone(),
+        );
+        registry.register(
+            "provisioner_shards",
+            "Shards whose Lease this shard sees, live or not (0 without --shards)",
+            m.shards.clone(),
+        );
+        registry.register(
+            "provisioner_shards_live",
+            "Shards whose Lease was renewed within its duration (0 without --shards)",
+            m.shards_live.clone(),
         );
         m
     }

@@ -1,5 +1,5 @@
 //! StorageClass parameters: the old provisioner's (`gid`, `rootSquash`, `mountOptions`) and
-//! ours (`onDelete`, `squash`, `anonUID`, `anonGID`, `clients`, `secure`, `async`). Keys are case-insensitive; an unknown
+//! ours (`onDelete`, `squash`, `anonUID`, `anonGID`, `clients`, `secure`, `async`, `shard`). Keys are case-insensitive; an unknown
 //! key or a bad value is an error that names the key, shown to the user as a
 //! `ProvisioningFailed` Event.
 
@@ -66,6 +66,8 @@ pub struct Params {
     /// Replies to changes before they reach the disk (knfsd's `async`; see
     /// `export_store::VolumeOptions::asynchronous`).
     pub asynchronous: bool,
+    /// With shards: the shard (pod name or ordinal) every claim of the class goes to.
+    pub shard: Option<String>,
 }
 
 impl Params {
@@ -82,7 +84,7 @@ impl Params {
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ParamError {
     #[error(
-        "invalid StorageClass parameter {0:?}: unknown key (valid: gid, rootSquash, mountOptions, onDelete, squash, anonUID, anonGID, clients, secure, async)"
+        "invalid StorageClass parameter {0:?}: unknown key (valid: gid, rootSquash, mountOptions, onDelete, squash, anonUID, anonGID, clients, secure, async, shard)"
     )]
     Unknown(String),
     #[error("invalid StorageClass parameter {key:?}: {value:?} {why}")]
@@ -130,6 +132,12 @@ pub fn parse(parameters: &BTreeMap<String, String>) -> Result<Params, ParamError
             "rootsquash" => root_squash = Some(boolean(key, value)?),
             "secure" => p.secure = boolean(key, value)?,
             "async" => p.asynchronous = boolean(key, value)?,
+            "shard" => {
+                if value.trim().is_empty() {
+                    return Err(bad(key, value, "is not a shard (a pod name or an ordinal)"));
+                }
+                p.shard = Some(value.trim().to_owned());
+            }
             "clients" => {
                 p.clients = export_store::access::parse_clients(value).map_err(|_| {
                     bad(

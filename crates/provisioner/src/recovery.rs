@@ -692,13 +692,15 @@ pub struct Problem {
     pub fix: String,
 }
 
-/// Everything wrong that this module knows how to fix (or explain).
+/// Everything wrong that this module knows how to fix (or explain). PVs carrying one of
+/// `siblings` (the other shards' identities) are theirs, not a problem.
 pub async fn problems(
     client: &Client,
     store: &ExportStore,
     provisioner: &str,
     identity: Option<&str>,
     address: Option<&str>,
+    siblings: &[String],
 ) -> Result<Vec<Problem>, RecoveryError> {
     let all = all_volumes(client).await?;
     let mine = ours(&all, provisioner);
@@ -721,7 +723,10 @@ pub async fn problems(
             ),
         }),
         Some(id) => {
-            for (other, n) in ids.iter().filter(|(k, _)| k.as_str() != id) {
+            for (other, n) in ids
+                .iter()
+                .filter(|(k, _)| k.as_str() != id && !siblings.contains(k))
+            {
                 out.push(Problem {
                     what: format!(
                         "{n} PersistentVolume(s) carry identity {other}, not this server's {id}: never touched"
