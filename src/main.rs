@@ -617,14 +617,20 @@ fn cluster_config(name: &str) -> provisioner::controller::Config {
     }
 }
 
-/// `config` as shard `shard`: its address is the ClusterIP of the Service named like its pod.
+/// `config` as shard `shard`. Its address is the ClusterIP of the Service named like its pod;
+/// shard 0 keeps the release's Service ($SERVICE_NAME, which the chart then points at pod 0
+/// alone), so the volumes a single server made keep their address when it becomes shard 0.
 fn shard_config(
     config: provisioner::controller::Config,
     shard: Option<String>,
 ) -> provisioner::controller::Config {
     match shard {
         Some(pod) => provisioner::controller::Config {
-            service_name: Some(pod.clone()),
+            service_name: if provisioner::shards::ordinal(&pod) == Some(0) {
+                config.service_name.clone().or_else(|| Some(pod.clone()))
+            } else {
+                Some(pod.clone())
+            },
             shard: Some(pod),
             ..config
         },
@@ -1222,6 +1228,24 @@ mod tests {
             shards: false,
             namespace: None,
         }
+    }
+
+    #[test]
+    fn shards_take_the_service_named_like_their_pod_and_shard_0_the_releases() {
+        let base = provisioner::controller::Config {
+            service_name: Some("rel".into()),
+            ..provisioner::controller::Config::new("p")
+        };
+        let single = shard_config(base.clone(), None);
+        assert_eq!(
+            (single.service_name.as_deref(), single.shard),
+            (Some("rel"), None)
+        );
+        let zero = shard_config(base.clone(), Some("rel-0".into()));
+        assert_eq!(zero.service_name.as_deref(), Some("rel"));
+        assert_eq!(zero.shard.as_deref(), Some("rel-0"));
+        let two = shard_config(base, Some("rel-2".into()));
+        assert_eq!(two.service_name.as_deref(), Some("rel-2"));
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! GETATTR, ACCESS, LOOKUP and REMOVE over ONE connection with `--depths` calls in flight, sent
 //! by the pipelining client in `pipeline.rs`.
 //!
+//! With `--aggregate`, every target is measured at the same time instead (see `aggregate.rs`).
+//!
 //! With `pid=` in a target, the server's VmRSS/VmHWM (from /proc/PID/status) are sampled before
 //! any server is touched (idle) and after all runs (peak = VmHWM), and its CPU time
 //! (/proc/PID/stat) is recorded for every run.
@@ -24,6 +26,7 @@
 //! the project's targets are met. Only loopback addresses are accepted; every call has a timeout,
 //! so the program always ends.
 
+mod aggregate;
 mod client;
 mod meta;
 mod pipeline;
@@ -80,6 +83,10 @@ struct Args {
     /// NFSv3.
     #[arg(long)]
     v4: bool,
+    /// Every target at once (shards): sequential write, then read, of `--size-mib` per target
+    /// with `--streams` connections each; prints the aggregate rate (see `aggregate.rs`).
+    #[arg(long, conflicts_with_all = ["meta", "v4"])]
+    aggregate: bool,
 }
 
 #[derive(Debug)]
@@ -380,6 +387,21 @@ async fn main() -> Result<()> {
         return meta::run(&targets, &cfg).await;
     }
     let size = usize::try_from(args.size_mib << 20).context("--size-mib too large")?;
+    if args.aggregate {
+        let mut chunk = args.chunk_kib.saturating_mul(1024);
+        for t in &targets {
+            chunk = chunk.min(probe(t, chunk, false).await?.0);
+        }
+        let data = Arc::new(random_data(size));
+        println!(
+            "aggregate: {} targets at once, {} MiB each, {} connections each, {} runs, median shown",
+            targets.len(),
+            args.size_mib,
+            args.streams,
+            args.repeat
+        );
+        return aggregate::run(&targets, &data, chunk, args.streams, args.repeat).await;
+    }
 
     // Idle memory of every server before any of them is touched.
     let mut results = Vec::new();
