@@ -45,5 +45,6 @@ pub fn capacity(path: &std::path::Path) -> std::io::Result<u64> {
     if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    #[allow(clippy::useless_conversion)] // c_ulong is u32 on 32-bit targets
     Ok(u64::from(s.f_blocks).saturating_mul(u64::from(s.f_frsize)))
 }
