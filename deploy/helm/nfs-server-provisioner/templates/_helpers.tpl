@@ -47,6 +47,65 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
+{{/*
+The number of shards, or nothing for a single server. With replicaCount > 1 each pod is a
+shard (README.md, "Shards"): its own claim from the volumeClaimTemplate (or its own emptyDir),
+identity and Service. With persistence.existingClaim every pod would mount the same claim, so
+the pods are not shards but replicas of one server, as before shards existed (NOTES.txt says so).
+*/}}
+{{- define "nfs-server-provisioner.shards" -}}
+{{- $n := int .Values.replicaCount }}
+{{- if and (gt $n 1) (not (and .Values.persistence.enabled .Values.persistence.existingClaim)) }}
+{{- $n }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Service ports, for the main Service and for each shard's own. Called with
+(dict "root" $ "nodePorts" BOOL): the service.*NodePort values only when nodePorts is true.
+*/}}
+{{- define "nfs-server-provisioner.servicePorts" -}}
+{{- $service := .root.Values.service }}
+{{- $nodePorts := .nodePorts -}}
+- name: nfs
+  port: {{ $service.nfsPort }}
+  targetPort: nfs
+  protocol: TCP
+  {{- if and $nodePorts $service.nfsNodePort }}
+  nodePort: {{ $service.nfsNodePort }}
+  {{- end }}
+- name: mountd
+  port: {{ $service.mountdPort }}
+  targetPort: mountd
+  protocol: TCP
+  {{- if and $nodePorts $service.mountdNodePort }}
+  nodePort: {{ $service.mountdNodePort }}
+  {{- end }}
+- name: rpcbind
+  port: {{ $service.rpcbindPort }}
+  targetPort: rpcbind
+  protocol: TCP
+  {{- if and $nodePorts $service.rpcbindNodePort }}
+  nodePort: {{ $service.rpcbindNodePort }}
+  {{- end }}
+{{- range $name, $key := dict "nlockmgr" "nlockmgr" "statd" "statd" }}
+{{- range $proto := list "TCP" "UDP" }}
+- name: {{ $name }}{{ if eq $proto "UDP" }}-udp{{ end }}
+  port: {{ index $service (printf "%sPort" $key) }}
+  targetPort: {{ $name }}{{ if eq $proto "UDP" }}-udp{{ end }}
+  protocol: {{ $proto }}
+  {{- $nodePort := index $service (printf "%sNodePort" $key) }}
+  {{- if and $nodePorts $nodePort }}
+  nodePort: {{ $nodePort }}
+  {{- end }}
+{{- end }}
+{{- end }}
+- name: http
+  port: {{ .root.Values.metrics.servicePort }}
+  targetPort: http
+  protocol: TCP
+{{- end }}
+
 {{- define "nfs-server-provisioner.serviceAccountName" -}}
 {{- if .Values.rbac.create }}
 {{- include "nfs-server-provisioner.fullname" . }}
@@ -113,4 +172,57 @@ Capabilities the server needs, and nothing more:
 {{- $_ := unset $ours "allowPrivilegeEscalation" }}
 {{- end }}
 {{- toYaml (merge $user $ours) }}
+{{- end }}
+
+{{/*
+Scale-down guard (templates/scale-down-guard.yaml). On an upgrade that lowers replicaCount
+below the replicas of the live StatefulSet, when that StatefulSet runs shards (SHARDS=true),
+it fails if a shard being removed (ordinal >= the new replicaCount) still owns
+PersistentVolumes: those of our provisioner, not being deleted, whose
+nfs-server-provisioner/server-pod names it (no annotation: the -0 pod, as the binary counts
+them). Their volumes would lose their server. Renders nothing otherwise.
+*/}}
+{{- define "nfs-server-provisioner.scaleDownGuard" -}}
+{{- if .Release.IsUpgrade }}
+{{- $fullname := include "nfs-server-provisioner.fullname" . }}
+{{- $want := int .Values.replicaCount }}
+{{- $sts := lookup "apps/v1" "StatefulSet" .Release.Namespace $fullname | default dict }}
+{{- $have := int (dig "spec" "replicas" 1 $sts) }}
+{{- $sharded := false }}
+{{- range $c := dig "spec" "template" "spec" "containers" list $sts }}
+{{- range $e := get $c "env" | default list }}
+{{- if and (eq (get $e "name") "SHARDS") (eq (get $e "value" | toString) "true") }}
+{{- $sharded = true }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and $sharded (lt $want $have) }}
+{{- $provisioner := include "nfs-server-provisioner.provisionerName" . }}
+{{- $prefix := printf "%s-" $fullname }}
+{{- $owned := dict }}
+{{- $total := 0 }}
+{{- $keep := $want }}
+{{- $pvs := lookup "v1" "PersistentVolume" "" "" | default dict }}
+{{- range $pv := dig "items" list $pvs }}
+{{- $ann := dig "metadata" "annotations" dict $pv }}
+{{- $pod := get $ann "nfs-server-provisioner/server-pod" | default (printf "%s0" $prefix) }}
+{{- $ordinal := trimPrefix $prefix $pod }}
+{{- if and (eq (get $ann "pv.kubernetes.io/provisioned-by") $provisioner) (not (dig "metadata" "deletionTimestamp" "" $pv)) (hasPrefix $prefix $pod) (regexMatch "^[0-9]+$" $ordinal) }}
+{{- if ge (atoi $ordinal) $want }}
+{{- $_ := set $owned $pod (add1 (get $owned $pod | default 0)) }}
+{{- $total = add1 $total }}
+{{- $keep = max $keep (add1 (atoi $ordinal)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $owned }}
+{{- $list := list }}
+{{- range $pod := keys $owned | sortAlpha }}
+{{- $n := int (get $owned $pod) }}
+{{- $list = append $list (printf "%s (%d %s)" $pod $n (ternary "volume" "volumes" (eq $n 1))) }}
+{{- end }}
+{{- fail (printf "replicaCount %d would remove shards that still own PersistentVolumes: %s; %d in all would lose their server. Scale-down is refused while a removed shard owns volumes: keep replicaCount: %d or more (the StatefulSet runs %d now). To remove those shards, drain them first (delete or migrate their claims, as the chart's README.md, section \"Shards\", describes), then upgrade with replicaCount: %d again." $want (join ", " $list) (int $total) (int $keep) $have $want) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
