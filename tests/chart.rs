@@ -1,7 +1,10 @@
 //! The Helm chart (deploy/helm/nfs-server-provisioner), rendered by real helm 3 and helm 4:
 //! lint, the objects rendered for the default values, for the walk-through's values.yaml, for
 //! the 1.x chart's own defaults and for a values file that sets every key, and the plain
-//! manifests in deploy/kubernetes kept equal to the chart's output.
+//! manifests in deploy/kubernetes kept equal to the chart's output. The renders of the default
+//! values and of every fixture are kept byte for byte (tests/chart/golden). Shards
+//! (`replicaCount` > 1): their Services, environment and RBAC, and the scale-down guard, whose
+//! `lookup` is answered by a small stand-in API (`helm template --dry-run=server`).
 //!
 //! helm comes from `scripts/fetch-helm.sh` (or `$HELM3`/`$HELM4`); CI sets `$REQUIRE_HELM`
 //! so a missing helm fails instead of skipping.
@@ -952,4 +955,616 @@ fn defaults_that_differ_from_the_old_chart_are_marked() {
         }
     }
     assert!(unmarked.is_empty(), "{unmarked:#?}");
+}
+
+/// A values file with `content`, kept as long as the returned directory.
+fn values_file(content: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("values.yaml");
+    std::fs::write(&file, content).unwrap();
+    let file = file.to_str().unwrap().to_owned();
+    (dir, file)
+}
+
+/// The verbs of the rule of `rules` for `resource`.
+fn verbs(rules: &[k8s_openapi::api::rbac::v1::PolicyRule], resource: &str) -> Vec<String> {
+    let found: Vec<_> = rules
+        .iter()
+        .filter(|r| r.resources.as_ref().is_some_and(|res| res == &[resource]))
+        .collect();
+    assert_eq!(found.len(), 1, "one rule for {resource}: {rules:?}");
+    found[0].verbs.clone()
+}
+
+#[test]
+fn three_replicas_render_three_shards_each_with_its_own_service() {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+    // Node ports, external IPs and a fixed ClusterIP belong to the release's Service alone.
+    let (_dir, values) = values_file(
+        "replicaCount: 3\n\
+         service:\n  type: NodePort\n  nfsNodePort: 32049\n  clusterIP: 10.96.0.50\n  externalIPs: [192.0.2.10]\n",
+    );
+    for (major, helm) in helms() {
+        let single = Manifests::parse(&template(&helm, "nfs", "default", &[]));
+        let m = Manifests::parse(&template(&helm, "nfs", "default", &[&values]));
+        let name = "nfs-nfs-server-provisioner";
+        let shards: Vec<String> = (0..3).map(|i| format!("{name}-{i}")).collect();
+        let mut want = single.objects();
+        want.extend(shards.iter().map(|s| ("Service".to_owned(), s.clone())));
+        want.sort();
+        assert_eq!(m.objects(), want, "helm {major}");
+
+        let sts: StatefulSet = m.one("StatefulSet");
+        assert_eq!(sts.spec.replicas, Some(3));
+        // The volumeClaimTemplate gives every pod its own claim of /export.
+        assert_eq!(sts.spec.volume_claim_templates.as_ref().unwrap().len(), 1);
+        let env = container(&sts).env.unwrap();
+        let shards_env: Vec<_> = env.iter().filter(|e| e.name == "SHARDS").collect();
+        assert_eq!(shards_env.len(), 1, "helm {major}: {env:?}");
+        assert_eq!(shards_env[0].value.as_deref(), Some("true"));
+        for var in ["POD_NAME", "POD_NAMESPACE", "SERVICE_NAME"] {
+            assert!(env.iter().any(|e| e.name == var), "{var} missing");
+        }
+        let one: StatefulSet = single.one("StatefulSet");
+        assert!(
+            !container(&one)
+                .env
+                .unwrap()
+                .iter()
+                .any(|e| e.name == "SHARDS")
+        );
+
+        let services: Vec<Service> = m
+            .find("Service")
+            .into_iter()
+            .map(|s| serde_json::from_value(s.clone()).unwrap())
+            .collect();
+        let main = services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name))
+            .unwrap();
+        let main_spec = main.spec.clone().unwrap();
+        assert_eq!(main_spec.type_.as_deref(), Some("NodePort"));
+        let pod_selector = sts.spec.selector.match_labels.clone().unwrap();
+        for pod in &shards {
+            let svc = services
+                .iter()
+                .find(|s| s.metadata.name.as_ref() == Some(pod))
+                .unwrap_or_else(|| panic!("no Service {pod}"));
+            assert_eq!(svc.metadata.namespace.as_deref(), Some("default"));
+            let labels = svc.metadata.labels.clone().unwrap();
+            assert_eq!(labels["nfs-server-provisioner/shard"], *pod);
+            for (k, v) in main.metadata.labels.clone().unwrap() {
+                assert_eq!(labels[&k], v, "{pod}: chart label {k}");
+            }
+            let spec = svc.spec.clone().unwrap();
+            assert_eq!(spec.type_.as_deref(), Some("ClusterIP"), "{pod}");
+            assert_eq!(spec.cluster_ip, None, "{pod}");
+            assert_eq!(spec.external_ips, None, "{pod}");
+            // The release's ports, without node ports.
+            let without_node_ports: Vec<_> = service_ports(main)
+                .into_iter()
+                .map(|(n, p, proto, _)| (n, p, proto, None))
+                .collect();
+            assert_eq!(service_ports(svc), without_node_ports, "{pod}");
+            for port in spec.ports.clone().unwrap() {
+                let target = port.target_port.unwrap();
+                let main_port = main_spec
+                    .ports
+                    .as_ref()
+                    .unwrap()
+                    .iter()
+                    .find(|p| p.name == port.name)
+                    .unwrap();
+                assert_eq!(Some(target), main_port.target_port, "{pod}");
+            }
+            // The pods' selector plus the pod's own name: exactly that shard.
+            let mut selector = pod_selector.clone();
+            selector.insert("statefulset.kubernetes.io/pod-name".into(), pod.clone());
+            assert_eq!(spec.selector.unwrap(), selector, "{pod}");
+        }
+
+        // RBAC: the single server's rules plus leases list and claims patch, nothing else.
+        let cr: ClusterRole = m.one("ClusterRole");
+        let cr_one: ClusterRole = single.one("ClusterRole");
+        let role: Role = m.one("Role");
+        let role_one: Role = single.one("Role");
+        let (rules, rules_one) = (cr.rules.unwrap(), cr_one.rules.unwrap());
+        assert_eq!(
+            verbs(&rules, "persistentvolumeclaims"),
+            owned(&["get", "list", "watch", "patch"])
+        );
+        assert_eq!(
+            verbs(&rules_one, "persistentvolumeclaims"),
+            owned(&["get", "list", "watch"])
+        );
+        let (ns_rules, ns_rules_one) = (role.rules.unwrap(), role_one.rules.unwrap());
+        assert_eq!(
+            verbs(&ns_rules, "leases"),
+            owned(&["get", "list", "create", "update"])
+        );
+        assert_eq!(
+            verbs(&ns_rules_one, "leases"),
+            owned(&["get", "create", "update"])
+        );
+        let strip = |rules: &[k8s_openapi::api::rbac::v1::PolicyRule]| {
+            rules
+                .iter()
+                .cloned()
+                .map(|mut r| {
+                    r.verbs.retain(|v| {
+                        !(v == "list" && r.resources == Some(owned(&["leases"]))
+                            || v == "patch"
+                                && r.resources == Some(owned(&["persistentvolumeclaims"])))
+                    });
+                    r
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(strip(&rules), strip(&rules_one));
+        assert_eq!(strip(&ns_rules), strip(&ns_rules_one));
+    }
+}
+
+#[test]
+fn shards_pass_lint_and_need_a_claim_of_their_own() {
+    for (major, helm) in helms() {
+        for values in [
+            "replicaCount: 3\n",
+            "replicaCount: 3\npersistence: {enabled: false}\n",
+            "replicaCount: 3\nmetrics: {serviceMonitor: {enabled: true}}\nnetworkPolicy: {enabled: true, from: [10.0.0.0/8]}\n",
+        ] {
+            let (_dir, file) = values_file(values);
+            let out = run_helm(
+                &helm,
+                &["lint", "--strict", manifests::CHART, "-f", file.as_str()],
+            );
+            assert!(out.contains("0 chart(s) failed"), "helm {major}: {out}");
+        }
+        // Each emptyDir is a pod's own: shards.
+        let (_dir, file) = values_file("replicaCount: 2\npersistence: {enabled: false}\n");
+        let m = Manifests::parse(&template(&helm, "nfs", "default", &[&file]));
+        assert_eq!(m.find("Service").len(), 3, "helm {major}");
+        // One existing claim for every pod: replicas of one server, as before shards.
+        let (_dir, file) =
+            values_file("replicaCount: 3\npersistence: {enabled: true, existingClaim: export}\n");
+        let m = Manifests::parse(&template(&helm, "nfs", "default", &[&file]));
+        assert_eq!(m.find("Service").len(), 1, "helm {major}");
+        let sts: StatefulSet = m.one("StatefulSet");
+        assert_eq!(sts.spec.replicas, Some(3));
+        assert!(
+            !container(&sts)
+                .env
+                .unwrap()
+                .iter()
+                .any(|e| e.name == "SHARDS")
+        );
+        // A shard's pod and Service names must fit in 63 characters.
+        let long = "f".repeat(62);
+        let (_dir, file) = values_file(&format!("replicaCount: 3\nfullnameOverride: {long}\n"));
+        let err = manifests::try_run_helm(
+            &helm,
+            &["template", "nfs", manifests::CHART, "-f", file.as_str()],
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("longer than 63 characters"),
+            "helm {major}: {err}"
+        );
+    }
+}
+
+/// What each release's ServiceMonitor and NetworkPolicy select, with shards: every pod, each
+/// scraped through one Service only.
+#[test]
+fn with_shards_the_service_monitor_and_network_policy_still_cover_every_pod() {
+    let (_dir, file) = values_file(
+        "replicaCount: 3\nmetrics: {serviceMonitor: {enabled: true}}\nnetworkPolicy: {enabled: true, from: [10.0.0.0/8]}\n",
+    );
+    for (major, helm) in helms() {
+        let m = Manifests::parse(&template(&helm, "nfs", "default", &[&file]));
+        let sts: StatefulSet = m.one("StatefulSet");
+        let pod_labels = sts.spec.template.metadata.clone().unwrap().labels.unwrap();
+        let pods: Vec<std::collections::BTreeMap<String, String>> = (0..3)
+            .map(|i| {
+                let mut l = pod_labels.clone();
+                l.insert(
+                    "statefulset.kubernetes.io/pod-name".into(),
+                    format!("nfs-nfs-server-provisioner-{i}"),
+                );
+                l
+            })
+            .collect();
+        let matches = |selector: &serde_json::Value,
+                       labels: &std::collections::BTreeMap<String, String>| {
+            let by_labels = selector["matchLabels"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str());
+            let by_expressions = selector["matchExpressions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|e| {
+                    let key = e["key"].as_str().unwrap();
+                    match e["operator"].as_str().unwrap() {
+                        "Exists" => labels.contains_key(key),
+                        "DoesNotExist" => !labels.contains_key(key),
+                        op => panic!("operator {op} not handled"),
+                    }
+                });
+            by_labels && by_expressions
+        };
+        // The NetworkPolicy selects every shard's pod.
+        let np = m.find("NetworkPolicy")[0].clone();
+        for pod in &pods {
+            assert!(
+                matches(&np["spec"]["podSelector"], pod),
+                "helm {major}: {pod:?}"
+            );
+        }
+        // The ServiceMonitor picks Services whose endpoints are each pod exactly once.
+        let sm = m.find("ServiceMonitor")[0].clone();
+        let scraped: Vec<Service> = m
+            .find("Service")
+            .into_iter()
+            .filter(|s| {
+                let labels: std::collections::BTreeMap<String, String> =
+                    serde_json::from_value(s["metadata"]["labels"].clone()).unwrap();
+                matches(&sm["spec"]["selector"], &labels)
+            })
+            .map(|s| serde_json::from_value(s.clone()).unwrap())
+            .collect();
+        for pod in &pods {
+            let behind = scraped
+                .iter()
+                .filter(|s| {
+                    s.spec
+                        .as_ref()
+                        .unwrap()
+                        .selector
+                        .as_ref()
+                        .unwrap()
+                        .iter()
+                        .all(|(k, v)| pod.get(k) == Some(v))
+                })
+                .count();
+            assert_eq!(behind, 1, "helm {major}: {pod:?} is scraped {behind} times");
+        }
+    }
+}
+
+/// Just enough of a Kubernetes API for helm's `lookup` (and for helm 4's server-side dry run,
+/// which also maps every kind the chart renders): discovery of those kinds, and GET and list of
+/// the objects given; anything else is 404. Read-only; serves until the test process ends.
+struct LookupApi {
+    _dir: tempfile::TempDir,
+    kubeconfig: String,
+}
+
+/// (group, plural, kind, namespaced) of each kind the API knows, all at version v1.
+const LOOKUP_KINDS: [(&str, &str, &str, bool); 10] = [
+    ("", "persistentvolumes", "PersistentVolume", false),
+    ("", "services", "Service", true),
+    ("", "serviceaccounts", "ServiceAccount", true),
+    ("apps", "statefulsets", "StatefulSet", true),
+    (
+        "rbac.authorization.k8s.io",
+        "clusterroles",
+        "ClusterRole",
+        false,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "clusterrolebindings",
+        "ClusterRoleBinding",
+        false,
+    ),
+    ("rbac.authorization.k8s.io", "roles", "Role", true),
+    (
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        "RoleBinding",
+        true,
+    ),
+    (
+        "scheduling.k8s.io",
+        "priorityclasses",
+        "PriorityClass",
+        false,
+    ),
+    ("storage.k8s.io", "storageclasses", "StorageClass", false),
+];
+
+impl LookupApi {
+    fn start(objects: Vec<serde_json::Value>) -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let objects = std::sync::Arc::new(objects);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let objects = std::sync::Arc::clone(&objects);
+                std::thread::spawn(move || {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let request = String::from_utf8_lossy(&request);
+                    let target = request.split(' ').nth(1).unwrap_or("/");
+                    let path = target.split('?').next().unwrap();
+                    let (status, body) = match Self::answer(&objects, path) {
+                        Some(body) => ("200 OK", body),
+                        None => (
+                            "404 Not Found",
+                            serde_json::json!({"kind": "Status", "apiVersion": "v1",
+                                "status": "Failure", "reason": "NotFound", "code": 404}),
+                        ),
+                    };
+                    let body = body.to_string();
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                });
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\n\
+                 clusters: [{{name: c, cluster: {{server: \"http://127.0.0.1:{port}\"}}}}]\n\
+                 users: [{{name: u, user: {{}}}}]\n\
+                 contexts: [{{name: c, context: {{cluster: c, user: u}}}}]\n\
+                 current-context: c\n"
+            ),
+        )
+        .unwrap();
+        LookupApi {
+            kubeconfig: kubeconfig.to_str().unwrap().to_owned(),
+            _dir: dir,
+        }
+    }
+
+    fn answer(objects: &[serde_json::Value], path: &str) -> Option<serde_json::Value> {
+        use serde_json::json;
+        let group_version = |g: &str| {
+            if g.is_empty() {
+                "v1".to_owned()
+            } else {
+                format!("{g}/v1")
+            }
+        };
+        let mut groups: Vec<&str> = LOOKUP_KINDS.iter().map(|k| k.0).collect();
+        groups.dedup();
+        match path {
+            "/version" => {
+                return Some(json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0"}));
+            }
+            "/api" => return Some(json!({"kind": "APIVersions", "versions": ["v1"]})),
+            "/apis" => {
+                let list: Vec<_> = groups
+                    .iter()
+                    .filter(|g| !g.is_empty())
+                    .map(|g| {
+                        let gv = json!({"groupVersion": group_version(g), "version": "v1"});
+                        json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+                    })
+                    .collect();
+                return Some(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": list}));
+            }
+            _ => {}
+        }
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let (group, rest) = match segments.as_slice() {
+            ["api", "v1", rest @ ..] => ("", rest),
+            ["apis", g, "v1", rest @ ..] if groups.contains(g) => (*g, rest),
+            _ => return None,
+        };
+        if rest.is_empty() {
+            let resources: Vec<_> = LOOKUP_KINDS
+                .iter()
+                .filter(|k| k.0 == group)
+                .map(|(_, plural, kind, namespaced)| {
+                    json!({"name": plural, "singularName": kind.to_lowercase(),
+                           "namespaced": namespaced, "kind": kind,
+                           "verbs": ["get", "list"]})
+                })
+                .collect();
+            return Some(json!({"kind": "APIResourceList", "apiVersion": "v1",
+                               "groupVersion": group_version(group), "resources": resources}));
+        }
+        let (namespace, rest) = match rest {
+            ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(*ns), rest),
+            _ => (None, rest),
+        };
+        let (plural, name) = match rest {
+            [plural] => (*plural, None),
+            [plural, name] => (*plural, Some(*name)),
+            _ => return None,
+        };
+        let kind = LOOKUP_KINDS
+            .iter()
+            .find(|k| k.0 == group && k.1 == plural)?
+            .2;
+        let mut found = objects.iter().filter(|o| {
+            o["kind"] == kind
+                && namespace.is_none_or(|ns| o["metadata"]["namespace"] == ns)
+                && name.is_none_or(|n| o["metadata"]["name"] == n)
+        });
+        match name {
+            Some(_) => found.next().cloned(),
+            None => Some(
+                json!({"kind": format!("{kind}List"), "apiVersion": group_version(group),
+                                "metadata": {"resourceVersion": "1"},
+                                "items": found.cloned().collect::<Vec<_>>()}),
+            ),
+        }
+    }
+}
+
+/// `helm template --dry-run=server` against `api` (so `lookup` sees it), as an upgrade
+/// (`--is-upgrade`) or an install, with `values` on top of the defaults.
+fn template_against(
+    helm: &std::path::Path,
+    api: &LookupApi,
+    upgrade: bool,
+    values: &str,
+) -> Result<String, String> {
+    let (_dir, file) = values_file(values);
+    let mut args = vec![
+        "template",
+        "nfs",
+        manifests::CHART,
+        "--namespace",
+        "default",
+        "--kubeconfig",
+        api.kubeconfig.as_str(),
+        "--dry-run=server",
+        "--disable-openapi-validation",
+        "-f",
+        file.as_str(),
+    ];
+    if upgrade {
+        args.push("--is-upgrade");
+    }
+    manifests::try_run_helm(helm, &args)
+}
+
+/// The live StatefulSet of release "nfs" (helm's, as helm 4 checks): `replicas` pods, shards
+/// or not.
+fn live_statefulset(replicas: u32, shards: bool) -> serde_json::Value {
+    let mut env = vec![serde_json::json!({"name": "POD_NAME"})];
+    if shards {
+        env.push(serde_json::json!({"name": "SHARDS", "value": "true"}));
+    }
+    serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "nfs-nfs-server-provisioner", "namespace": "default",
+                     "labels": {"app.kubernetes.io/managed-by": "Helm"},
+                     "annotations": {"meta.helm.sh/release-name": "nfs",
+                                     "meta.helm.sh/release-namespace": "default"}},
+        "spec": {"replicas": replicas,
+                 "template": {"spec": {"containers": [{"name": "nfs-server-provisioner", "env": env}]}}},
+    })
+}
+
+/// A PV of `provisioner` held by shard `pod` (no annotation when `None`).
+fn pv(name: &str, provisioner: &str, pod: Option<&str>, deleting: bool) -> serde_json::Value {
+    let mut meta = serde_json::json!({"name": name, "annotations": {
+        "pv.kubernetes.io/provisioned-by": provisioner,
+    }});
+    if let Some(pod) = pod {
+        meta["annotations"]["nfs-server-provisioner/server-pod"] = pod.into();
+    }
+    if deleting {
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z".into();
+    }
+    serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": meta})
+}
+
+/// The scale-down guard, with `lookup` answered by a stand-in API: an upgrade to fewer shards
+/// is refused while a shard being removed owns PVs, with a message naming the shards, their
+/// volume counts, the replicaCount to keep and the README section; anything else renders
+/// exactly what `helm template` renders without a cluster.
+#[test]
+fn scale_down_is_refused_while_a_removed_shard_owns_volumes() {
+    let ours = "cluster.local/nfs-nfs-server-provisioner";
+    let shard = |i: u32| format!("nfs-nfs-server-provisioner-{i}");
+    let (s0, s1, s2) = (shard(0), shard(1), shard(2));
+    let volumes = vec![
+        pv("pvc-a", ours, Some(&s2), false),
+        pv("pvc-b", ours, Some(&s2), false),
+        pv("pvc-c", ours, Some(&s1), false),
+        pv("pvc-d", ours, Some(&s0), false),
+        // From before PVs named their pod: shard 0's, as the binary counts them.
+        pv("pvc-e", ours, None, false),
+        // Not counted: being deleted, or another provisioner's.
+        pv("pvc-f", ours, Some(&s2), true),
+        pv("pvc-g", "cluster.local/other", Some(&s1), false),
+    ];
+    let with = |sts: serde_json::Value, pvs: &[serde_json::Value]| {
+        let mut objects = vec![sts];
+        objects.extend_from_slice(pvs);
+        LookupApi::start(objects)
+    };
+    let sharded = with(live_statefulset(3, true), &volumes);
+    for (major, helm) in helms() {
+        let offline = |values: &str| {
+            let (_dir, file) = values_file(values);
+            template(&helm, "nfs", "default", &[&file])
+        };
+        // Down to one server: shards 1 and 2 still own volumes.
+        let err = template_against(&helm, &sharded, true, "replicaCount: 1\n").unwrap_err();
+        for part in [
+            format!(
+                "replicaCount 1 would remove shards that still own PersistentVolumes: {s1} (1 volume), {s2} (2 volumes); 3 in all"
+            ),
+            "keep replicaCount: 3 or more (the StatefulSet runs 3 now)".to_owned(),
+            "README.md, section \"Shards\"".to_owned(),
+            "then upgrade with replicaCount: 1 again".to_owned(),
+        ] {
+            assert!(err.contains(&part), "helm {major}: {part:?} not in\n{err}");
+        }
+        // Down to two: shard 2 alone.
+        let err = template_against(&helm, &sharded, true, "replicaCount: 2\n").unwrap_err();
+        assert!(
+            err.contains(&format!("PersistentVolumes: {s2} (2 volumes); 2 in all")),
+            "{err}"
+        );
+        assert!(!err.contains(&s1), "{err}");
+        // Down to zero: shard 0's volumes count too (with and without the annotation).
+        let err = template_against(&helm, &sharded, true, "replicaCount: 0\n").unwrap_err();
+        assert!(err.contains(&format!("{s0} (2 volumes)")), "{err}");
+        // The same number of shards, more, or an install: no refusal, and lookup changes
+        // nothing in the render.
+        for (upgrade, values) in [
+            (true, "replicaCount: 3\n"),
+            (true, "replicaCount: 4\n"),
+            (false, "replicaCount: 1\n"),
+        ] {
+            assert_eq!(
+                template_against(&helm, &sharded, upgrade, values)
+                    .unwrap_or_else(|e| panic!("helm {major}: {values}: {e}")),
+                offline(values),
+                "helm {major}: {values}"
+            );
+        }
+        // The default values against a live cluster: the golden render.
+        let golden = std::fs::read_to_string(format!(
+            "{}/tests/chart/golden/default.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let single = with(live_statefulset(1, false), &volumes);
+        assert_eq!(
+            template_against(&helm, &single, true, "{}\n").unwrap(),
+            golden,
+            "helm {major}"
+        );
+        // A single server going to zero replicas, and replicas that are not shards (one
+        // existing claim): not shards, no guard.
+        template_against(&helm, &single, true, "replicaCount: 0\n").unwrap();
+        let replicas = with(live_statefulset(3, false), &volumes);
+        template_against(&helm, &replicas, true, "replicaCount: 1\n").unwrap();
+        // Removed shards without volumes: allowed.
+        let drained = with(
+            live_statefulset(3, true),
+            &[
+                pv("pvc-d", ours, Some(&s0), false),
+                pv("pvc-f", ours, Some(&s2), true),
+            ],
+        );
+        template_against(&helm, &drained, true, "replicaCount: 1\n").unwrap();
+    }
 }

@@ -106,8 +106,8 @@ pub fn helms() -> Vec<(u8, PathBuf)> {
         .collect()
 }
 
-/// Runs helm; panics with its output on failure.
-pub fn run_helm(helm: &Path, args: &[&str]) -> String {
+/// Runs helm: its stdout when it succeeds, else its stdout and stderr together.
+pub fn try_run_helm(helm: &Path, args: &[&str]) -> Result<String, String> {
     let out = Command::new(helm)
         .args(args)
         .env(
@@ -125,13 +125,20 @@ pub fn run_helm(helm: &Path, args: &[&str]) -> String {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{} {args:?} failed:\n{stdout}\n{}",
-        helm.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Runs helm; panics with its output on failure.
+pub fn run_helm(helm: &Path, args: &[&str]) -> String {
+    try_run_helm(helm, args)
+        .unwrap_or_else(|out| panic!("{} {args:?} failed:\n{out}", helm.display()))
 }
 
 /// `helm template RELEASE CHART -n NAMESPACE [-f values]...`.
