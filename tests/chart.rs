@@ -1026,6 +1026,20 @@ fn three_replicas_render_three_shards_each_with_its_own_service() {
         let main_spec = main.spec.clone().unwrap();
         assert_eq!(main_spec.type_.as_deref(), Some("NodePort"));
         let pod_selector = sts.spec.selector.match_labels.clone().unwrap();
+        // The release's Service is shard 0's address (the volumes made before shards name
+        // it): pod 0 alone behind it.
+        let mut zero = pod_selector.clone();
+        zero.insert(
+            "statefulset.kubernetes.io/pod-name".into(),
+            shards[0].clone(),
+        );
+        assert_eq!(main_spec.selector.clone().unwrap(), zero, "helm {major}");
+        let single_svc: Service = single.one("Service");
+        assert_eq!(
+            single_svc.spec.unwrap().selector.unwrap(),
+            pod_selector,
+            "one server: every pod"
+        );
         for pod in &shards {
             let svc = services
                 .iter()
@@ -1034,6 +1048,7 @@ fn three_replicas_render_three_shards_each_with_its_own_service() {
             assert_eq!(svc.metadata.namespace.as_deref(), Some("default"));
             let labels = svc.metadata.labels.clone().unwrap();
             assert_eq!(labels["nfs-server-provisioner/shard"], *pod);
+            assert_eq!(labels["nfs-server-provisioner/service"], name);
             for (k, v) in main.metadata.labels.clone().unwrap() {
                 assert_eq!(labels[&k], v, "{pod}: chart label {k}");
             }
@@ -1154,8 +1169,8 @@ fn shards_pass_lint_and_need_a_claim_of_their_own() {
     }
 }
 
-/// What each release's ServiceMonitor and NetworkPolicy select, with shards: every pod, each
-/// scraped through one Service only.
+/// What the ServiceMonitor and NetworkPolicy select, with shards: every pod, each scraped
+/// through one Service only, under the job name it has with one server.
 #[test]
 fn with_shards_the_service_monitor_and_network_policy_still_cover_every_pod() {
     let (_dir, file) = values_file(
@@ -1231,6 +1246,15 @@ fn with_shards_the_service_monitor_and_network_policy_still_cover_every_pod() {
                 })
                 .count();
             assert_eq!(behind, 1, "helm {major}: {pod:?} is scraped {behind} times");
+        }
+        // Under the job name of one server: the release's Service's name, which each shard's
+        // Service carries in the label the ServiceMonitor takes the job name from.
+        let job_label = sm["spec"]["jobLabel"].as_str().unwrap();
+        for svc in &scraped {
+            assert_eq!(
+                svc.metadata.labels.as_ref().unwrap()[job_label],
+                "nfs-nfs-server-provisioner"
+            );
         }
     }
 }
