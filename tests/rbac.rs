@@ -3,7 +3,8 @@
 //! re-registering at start, `status`) runs against the Kubernetes API stand-in, and every
 //! request it sent must be allowed by the ClusterRole and Role of the plain manifests
 //! (deploy/kubernetes, kept equal to the chart by tests/chart.rs); every verb those rules grant
-//! must have been used. Runs without helm.
+//! must have been used. Runs without helm; the shards' test renders the chart with
+//! `replicaCount: 3` and needs it.
 
 mod manifests;
 
@@ -312,5 +313,135 @@ async fn every_api_call_is_allowed_by_the_charts_rules_and_every_rule_is_used() 
                 );
             }
         }
+    }
+}
+
+/// Shards: three provisioners as the chart's pods run them with `replicaCount: 3` (each its
+/// own export root, identity, Lease and Service, shard 0 on the release's Service) place and
+/// provision claims; every request is allowed by the ClusterRole and Role the chart renders for
+/// three shards, and the two verbs only shards get (leases list, persistentvolumeclaims patch)
+/// are used. Needs helm (`scripts/fetch-helm.sh`) to render the chart with three shards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_api_calls_are_allowed_by_the_shard_rules_and_their_extra_verbs_are_used() {
+    let Some(helm) = manifests::helm(4).or_else(|| manifests::helm(3)) else {
+        return;
+    };
+    let values = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(values.path(), "replicaCount: 3\n").unwrap();
+    let m = Manifests::parse(&manifests::template(
+        &helm,
+        manifests::PLAIN_RELEASE,
+        PLAIN_NAMESPACE,
+        &[values.path().to_str().unwrap()],
+    ));
+    let cluster_rules = m.one::<ClusterRole>("ClusterRole").rules.unwrap();
+    let ns_rules = m.one::<Role>("Role").rules.unwrap();
+    let sts: StatefulSet = m.one("StatefulSet");
+    let fullname = sts.metadata.name.clone().unwrap();
+    let class: StorageClass = m.one("StorageClass");
+
+    let api = StandIn::start().await;
+    let mut sc = serde_json::to_value(&class).unwrap();
+    sc["parameters"] = json!({"onDelete": "delete"});
+    api.insert(sc).unwrap();
+    // The release's Service and each shard's, with their ClusterIPs.
+    let services = m.find("Service");
+    assert_eq!(services.len(), 4);
+    for (i, svc) in services.into_iter().enumerate() {
+        let mut svc = svc.clone();
+        svc["spec"]["clusterIP"] = json!(format!("10.96.0.{}", 30 + i));
+        api.insert(svc).unwrap();
+    }
+
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    let dirs = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    for i in 0..3 {
+        let pod = format!("{fullname}-{i}");
+        let dir = dirs.path().join(&pod);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Arc::new(ExportStore::open(&dir).unwrap());
+        let identity = provisioner::identity::load_or_create(&dir).unwrap();
+        // As `serve --shards` configures itself in the pod (SERVICE_NAME, POD_NAME).
+        let config = provisioner::controller::Config {
+            namespace: Some(PLAIN_NAMESPACE.into()),
+            service_name: Some(if i == 0 {
+                fullname.clone()
+            } else {
+                pod.clone()
+            }),
+            pod_name: Some(pod.clone()),
+            shard: Some(pod.clone()),
+            shard_recheck: Duration::from_millis(500),
+            retry_base: Duration::from_millis(200),
+            ..provisioner::controller::Config::new(&class.provisioner)
+        };
+        let election = provisioner::Election {
+            namespace: PLAIN_NAMESPACE.into(),
+            holder: format!("{pod}_x"),
+            timing: provisioner::leader::Timing {
+                duration: Duration::from_secs(3),
+                renew: Duration::from_millis(300),
+            },
+        };
+        tokio::spawn(provisioner::run(
+            client.clone(),
+            store,
+            config,
+            identity,
+            Some(election),
+        ));
+    }
+    // Claims, placed on the shards and provisioned.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut pvs = Vec::new();
+    for n in 0..3 {
+        let pvc = api
+            .insert(json!({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": format!("data-{n}"), "namespace": "apps", "annotations": {
+                    "volume.kubernetes.io/storage-provisioner": class.provisioner,
+                }},
+                "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "nfs",
+                         "resources": {"requests": {"storage": "1Gi"}}},
+                "status": {"phase": "Pending"},
+            }))
+            .unwrap();
+        pvs.push(format!("pvc-{}", pvc["metadata"]["uid"].as_str().unwrap()));
+    }
+    for pv in &pvs {
+        let created = api
+            .wait_for(WAIT, |a| a.get("persistentvolumes", None, pv))
+            .await
+            .unwrap_or_else(|| panic!("no PV {pv}: {:?}", api.event_reasons()));
+        let shard = created["metadata"]["annotations"]["nfs-server-provisioner/server-pod"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(shard.starts_with(&format!("{fullname}-")), "{created}");
+    }
+
+    let calls: BTreeSet<Call> = api
+        .request_log()
+        .iter()
+        .filter_map(|r| r.verb.map(|v| call(&v.to_string(), &r.path)))
+        .collect();
+    for c in &calls {
+        let in_ns = c.namespace.as_deref() == Some(PLAIN_NAMESPACE);
+        assert!(
+            cluster_rules.iter().any(|r| grants(r, c))
+                || ns_rules.iter().any(|r| in_ns && grants(r, c)),
+            "{c:?} is not allowed by the chart's RBAC rules for shards"
+        );
+    }
+    for (verb, group, resource) in [
+        ("list", "coordination.k8s.io", "leases"),
+        ("patch", "", "persistentvolumeclaims"),
+    ] {
+        assert!(
+            calls
+                .iter()
+                .any(|c| c.verb == verb && c.group == group && c.resource == resource),
+            "shards never {verb} {resource}: {calls:#?}"
+        );
     }
 }
