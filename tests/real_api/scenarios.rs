@@ -40,6 +40,11 @@ pub async fn run_all(assets: &Path) {
     step("control plane");
     let cp = ControlPlane::start(assets).await;
     let admin = cp.admin().await;
+    // REAL_API_ONLY=shards: only the shards scenario (a quicker loop while working on it).
+    if std::env::var("REAL_API_ONLY").as_deref() == Ok("shards") {
+        crate::shards::shards(&cp, &admin, &cp.dir.join("pods")).await;
+        return;
+    }
 
     step("helm install with the old chart's values");
     install_chart(&helm(), &cp, NS, RELEASE);

@@ -88,6 +88,8 @@ impl PodSpec {
 /// One running replica.
 pub struct Server {
     pub name: String,
+    /// The address it listens on (`--bind=` among its flags, else 127.0.0.1).
+    pub host: String,
     pub export_root: PathBuf,
     pub nfs_port: u16,
     pub mount_port: u16,
@@ -114,8 +116,14 @@ impl Server {
         extra: &[&str],
     ) -> Self {
         fs::create_dir_all(export_root).unwrap();
+        let host = extra
+            .iter()
+            .find_map(|a| a.strip_prefix("--bind="))
+            .unwrap_or("127.0.0.1")
+            .to_owned();
         let mut s = Server {
             name: name.into(),
+            host,
             export_root: export_root.into(),
             nfs_port: free_port(),
             mount_port: free_port(),
@@ -178,7 +186,7 @@ impl Server {
     pub async fn ready(&mut self) {
         let start = Instant::now();
         loop {
-            if http_get(self.http_port, "/readyz")
+            if http_get_at(&self.host, self.http_port, "/readyz")
                 .await
                 .is_some_and(|(c, _)| c == 200)
             {
@@ -294,12 +302,10 @@ impl Drop for Server {
     }
 }
 
-/// A plain HTTP/1.0 GET on loopback: (status, body).
-pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+/// A plain HTTP/1.0 GET of `host:port`: (status, body).
+pub async fn http_get_at(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
+    let mut s = tokio::net::TcpStream::connect((host, port)).await.ok()?;
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
         .await
         .ok()?;

@@ -17,7 +17,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::cluster::ControlPlane;
-use crate::server::{PodSpec, Server, http_get, install_chart_with};
+use crate::server::{PodSpec, Server, http_get_at, install_chart_with};
 use crate::support::*;
 
 const NS: &str = "shards";
@@ -73,15 +73,15 @@ fn answers(pv: &PersistentVolume, ports: (u16, u16)) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Writes a file named after the claim into each volume and reads it back, four at a time.
-fn write_read_all(volumes: &[(String, PersistentVolume, (u16, u16))]) {
+/// Writes `file`, naming the claim, into each volume and reads it back, four at a time.
+fn write_read_all(volumes: &[(String, PersistentVolume, (u16, u16))], file: &str) {
     std::thread::scope(|s| {
         for chunk in volumes.chunks(volumes.len().div_ceil(4).max(1)) {
             s.spawn(move || {
                 for (claim, pv, ports) in chunk {
                     let (server, path) = nfs_of(pv);
                     let content = format!("{claim} on {server}");
-                    let got = nfs_write_read(&server, &path, *ports, "owner.txt", &content);
+                    let got = nfs_write_read(&server, &path, *ports, file, &content);
                     assert_eq!(got, content, "volume of {claim}");
                 }
             });
@@ -182,7 +182,9 @@ pub async fn shards(cp: &ControlPlane, admin: &Client, roots: &Path) {
     wait_for("every shard sees three live shards", WAIT, || async {
         let mut all = true;
         for s in &servers {
-            let m = http_get(s.http_port, "/metrics").await.map(|r| r.1);
+            let m = http_get_at(&s.host, s.http_port, "/metrics")
+                .await
+                .map(|r| r.1);
             all &= m.is_some_and(|m| {
                 m.lines()
                     .any(|l| l.starts_with("provisioner_shards_live{") && l.ends_with(" 3"))
@@ -251,7 +253,7 @@ pub async fn shards(cp: &ControlPlane, admin: &Client, roots: &Path) {
         .iter()
         .map(|(c, pv)| (c.clone(), pv.clone(), ports[&shard_of(pv)]))
         .collect();
-    write_read_all(&all);
+    write_read_all(&all, "owner.txt");
     eprintln!(
         "[real-api] {} volumes written and read in {:?}",
         all.len(),
@@ -270,7 +272,7 @@ pub async fn shards(cp: &ControlPlane, admin: &Client, roots: &Path) {
     // The live shards' volumes all keep working.
     let others: Vec<_> = others.into_iter().cloned().collect();
     read_all(&others);
-    write_read_all(&others[..20]);
+    write_read_all(&others[..20], "while-0-down.txt");
 
     step("new claims while shard 0 is down go to the live shards");
     let late: Vec<String> = (0..6).map(|i| format!("late{i}")).collect();
@@ -302,7 +304,7 @@ pub async fn shards(cp: &ControlPlane, admin: &Client, roots: &Path) {
     servers[0].ready().await;
     let theirs: Vec<_> = theirs.into_iter().cloned().collect();
     read_all(&theirs);
-    write_read_all(&theirs[..10]);
+    write_read_all(&theirs[..10], "after-restart.txt");
 
     step("expansion by the owner");
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), APPS);
