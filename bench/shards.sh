@@ -4,8 +4,10 @@
 # release run on N pods), all written and then all read at the same time by nfs-bench
 # --aggregate (one client process, 8 connections per shard). Prints one table row per N.
 #
-# Usage: bench/shards.sh [SERVER_BINARY] [nfs-bench options...]   (default --size-mib 512 --repeat 3)
-# Needs root (a private network namespace). Export roots live under BENCH_TMP (default
+# Usage: bench/shards.sh [SERVER_BINARY] [nfs-bench options...]   (default --repeat 5)
+# The same total of BENCH_TOTAL_MIB (default 1536) is written and read at every N, split evenly
+# over the shards (1536, 768 + 768, 512 x 3), so the page cache and the disk's writeback see the
+# same amount of data whatever N is. Needs root (a private network namespace). Export roots live under BENCH_TMP (default
 # target/bench-tmp, a disk file system) and are removed afterwards. BENCH_SHARDS="1 2 3" picks
 # the shard counts.
 set -euo pipefail
@@ -27,7 +29,8 @@ server="$2"
 shift 2
 bench="$repo/target/release/nfs-bench"
 opts=("$@")
-[[ ${#opts[@]} -eq 0 ]] && opts=(--size-mib 512 --repeat 3)
+[[ ${#opts[@]} -eq 0 ]] && opts=(--repeat 5)
+total="${BENCH_TOTAL_MIB:-1536}"
 export NO_COLOR=1 RUST_BACKTRACE=0
 ip link set lo up
 mount -t tmpfs tmpfs /run
@@ -64,7 +67,7 @@ for n in ${BENCH_SHARDS:-1 2 3}; do
         targets+=(--target "name=shard$i,addr=$addr,nfs=2049,mount=20048,export=/export/bench")
     done
     echo "## $n shard(s)"
-    out="$("$bench" --aggregate "${targets[@]}" "${opts[@]}")"
+    out="$("$bench" --aggregate "${targets[@]}" --size-mib $((total / n)) "${opts[@]}")"
     echo "$out"
     rows+=("$(echo "$out" | tail -n 1)")
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

@@ -1,6 +1,6 @@
 //! `--aggregate`: every target at once. Each run writes `--size-mib` to every target at the same
 //! time (`--streams` connections each, UNSTABLE writes and one COMMIT per target), then reads it
-//! all back at the same time (every byte checked). The aggregate rate of a run is the bytes of
+//! all back at the same time (every byte checked); `sync` runs before each run. The aggregate rate of a run is the bytes of
 //! all targets over the slowest target's time; the median of `--repeat` runs is reported. Used by
 //! `bench/shards.sh` to measure 1, 2 and 3 shards side by side on one machine.
 
@@ -33,6 +33,8 @@ pub async fn run(
 ) -> Result<()> {
     let (mut writes, mut reads) = (Vec::new(), Vec::new());
     for i in 0..repeat {
+        // The previous run's dirty pages written back first, so no run pays for another's.
+        let _ = std::process::Command::new("sync").status();
         let w = try_join_all(
             targets
                 .iter()
