@@ -1013,7 +1013,8 @@ fn status(cluster: &ClusterArgs) -> anyhow::Result<()> {
     if !shards.is_empty() {
         print_shards(&shards);
     }
-    for s in shards.iter().filter(|s| !s.live) {
+    // A down shard that held no volumes (one scaled away after draining) is no problem.
+    for s in shards.iter().filter(|s| !s.live && s.volumes > 0) {
         problems.push(provisioner::recovery::Problem {
             what: format!(
                 "shard {} is down (its Lease was last renewed {} s ago): its {} volume(s) do \
