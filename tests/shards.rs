@@ -2,7 +2,8 @@
 //! its own export root, identity and Lease, behind one StorageClass. Claims spread evenly by
 //! free capacity, each PV names its shard's address, pod and identity; a class pinned to a
 //! shard sends its claims there; a pin that names no shard is a `ProvisioningFailed` Event
-//! naming the parameter. (Killing and restarting a shard is in the real-API suite.)
+//! naming the parameter; a claim placed on a shard that then goes silent is placed again on
+//! a live one. (Killing and restarting a real shard is in the real-API suite.)
 
 mod kube_common;
 
@@ -167,4 +168,66 @@ async fn claims_spread_over_shards_by_free_capacity_and_pins_hold() {
     for st in &stores {
         assert!(st.volume_by_name(&format!("pvc-{uid}")).is_none());
     }
+}
+
+/// A claim placed on a shard that goes down before making its PV is placed again on a live
+/// shard: here a shard that announces itself (with the most free capacity, so the placer picks
+/// it) and then stops renewing its Lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_placed_on_a_shard_that_went_down_is_placed_again() {
+    let s = setup(json!({})).await;
+    let stores: Vec<_> = futures::future::join_all((0..2).map(|i| start_shard(&s, i))).await;
+    s.api
+        .wait_for(WAIT, |_| (leases(&s).len() == 2).then_some(()))
+        .await
+        .expect("two shard Leases");
+    let renewed = |at: k8s_openapi::jiff::Timestamp| {
+        json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "ghost", "namespace": NS, "annotations": {
+                "nfs-server-provisioner/provisioner": NAME,
+                "nfs-server-provisioner/shard": "nfs-7",
+                "nfs-server-provisioner/identity": "ghost-id",
+                "nfs-server-provisioner/capacity-bytes": (u64::MAX / 2).to_string(),
+            }},
+            "spec": {"holderIdentity": "nfs-7_x", "leaseDurationSeconds": 3,
+                     "renewTime": at.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()},
+        })
+    };
+    s.api
+        .insert(renewed(k8s_openapi::jiff::Timestamp::now()))
+        .unwrap();
+    // Every shard has seen the ghost live (they list the Leases every 300 ms).
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let uid = add_claim(&s, "orphan", json!({}));
+    let placed = s
+        .api
+        .wait_for(WAIT, |a| {
+            a.get("persistentvolumeclaims", Some("apps"), "orphan")
+                .and_then(|c| {
+                    c["metadata"]["annotations"]["nfs-server-provisioner/shard"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+        })
+        .await
+        .expect("the claim is placed");
+    assert_eq!(placed, "nfs-7", "the emptiest shard is chosen");
+    // The ghost never renews: after its Lease duration the claim goes to a live shard.
+    let pv = wait_pv(&s, &uid).await;
+    let pod = pv["metadata"]["annotations"]["nfs-server-provisioner/server-pod"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(pod == "nfs-0" || pod == "nfs-1", "{pod}");
+    let claim = s
+        .api
+        .get("persistentvolumeclaims", Some("apps"), "orphan")
+        .unwrap();
+    assert_eq!(
+        claim["metadata"]["annotations"]["nfs-server-provisioner/shard"],
+        pod
+    );
+    let held: usize = stores.iter().map(|st| st.volumes().len()).sum();
+    assert_eq!(held, 1, "one volume, on the shard that took the claim");
 }
