@@ -633,7 +633,8 @@ fn created(
     name: &CStr,
     dir_before: Option<u64>,
 ) -> io::Result<Created> {
-    let st = sys::fstatat(dir.fd.as_fd(), name)?;
+    let fd = sys::openat(dir.fd.as_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+    let st = sys::fstatat(fd.as_fd(), c"")?;
     if let Some(before) = dir_before {
         let grown = quota::growth(before, dir_used(dir));
         dir.volume
@@ -641,7 +642,9 @@ fn created(
             .charge(grown + quota::growth(0, quota::allocated(&st)));
     }
     durable_dir(dir)?;
-    let handle = store.handle_of(&dir.volume, dir.fd.as_fd(), name)?;
+    let handle = store.handle_of(&dir.volume, fd.as_fd(), c"")?;
+    // What follows a create (GETATTR, SETATTR, WRITE) finds the new file open.
+    store.remember(&handle, fd, &st);
     Ok((handle, Attr::from_stat(&st, dir.volume.id() as u64)))
 }
 

@@ -238,6 +238,33 @@ fn guarded_create_applies_the_mode_and_refuses_an_existing_name() {
 }
 
 #[test]
+fn a_created_file_is_cached_at_once_and_forgotten_when_removed() {
+    let fx = Fx::new();
+    let (file, attr) = create(
+        &fx.store,
+        &fx.root(),
+        b"f",
+        &user(UID),
+        CreateHow::Guarded(mode(0o600)),
+    )
+    .unwrap();
+    assert!(
+        fx.store.is_cached(&file),
+        "a new file is open for what follows"
+    );
+    // The cached descriptor is the new file's.
+    let obj = fx.store.resolve(&file, 0).unwrap();
+    assert_eq!(getattr(&obj).unwrap().fileid, attr.fileid);
+    drop(obj);
+    // A directory is not (opening it for reading may need rights its creator lacks).
+    let (dir, _) = mkdir(&fx.store, &fx.root(), b"d", &root(), &mode(0o700)).unwrap();
+    assert!(!fx.store.is_cached(&dir));
+    remove(&fx.store, &fx.root(), b"f", &root(), false).unwrap();
+    assert!(!fx.store.is_cached(&file), "a removed inode is forgotten");
+    assert_eq!(code(fx.store.resolve(&file, 0)), libc::ESTALE);
+}
+
+#[test]
 fn unchecked_create_of_an_existing_file_keeps_its_content_and_applies_only_the_size() {
     let fx = Fx::new();
     fx.file("f", b"hello world", 0o600, 0, 0);

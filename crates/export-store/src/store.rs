@@ -131,12 +131,100 @@ impl Object {
     }
 }
 
-/// Resolved handles are cached so a busy file costs no `open_by_handle_at` per request.
-/// Entries idle for [`CACHE_IDLE`] are closed (an open descriptor keeps a deleted file's
-/// space allocated), as are entries of an inode that was just removed.
-const CACHE_MAX: usize = 1024;
+/// Resolved handles are cached so a busy file costs no `open_by_handle_at` per request, and
+/// quick calls (GETATTR, ACCESS, ...) on them run inline. Files this server creates are cached
+/// at once. Entries idle for [`CACHE_IDLE`] are closed (an open descriptor keeps the space of a
+/// file deleted beside the server allocated), as are entries of an inode removed or replaced
+/// through the server, at once.
+///
+/// At most a quarter of the descriptor limit (`RLIMIT_NOFILE`, which `serve` raises), between
+/// [`CACHE_MIN`] and [`CACHE_MAX`] entries: each holds one descriptor, plus one for I/O on a
+/// regular file in use, and pins one inode in the kernel.
+const CACHE_MIN: usize = 1024;
+const CACHE_MAX: usize = 16384;
 /// How long an unused cache entry is kept.
-pub const CACHE_IDLE: Duration = Duration::from_secs(2);
+pub const CACHE_IDLE: Duration = Duration::from_secs(10);
+
+/// The entries, and the handles of each inode (so a REMOVE forgets its inode without a scan).
+#[derive(Default)]
+struct HandleCache {
+    map: HashMap<Vec<u8>, Arc<CacheEntry>>,
+    by_ino: HashMap<u64, Vec<Vec<u8>>>,
+}
+
+impl HandleCache {
+    fn get(&self, handle: &[u8]) -> Option<&Arc<CacheEntry>> {
+        self.map.get(handle)
+    }
+
+    fn contains_key(&self, handle: &[u8]) -> bool {
+        self.map.contains_key(handle)
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn unindex(&mut self, ino: u64, handle: &[u8]) {
+        if let Some(list) = self.by_ino.get_mut(&ino) {
+            list.retain(|h| h != handle);
+            if list.is_empty() {
+                self.by_ino.remove(&ino);
+            }
+        }
+    }
+
+    fn insert(&mut self, handle: Vec<u8>, entry: Arc<CacheEntry>) {
+        let ino = entry.ino;
+        if let Some(old) = self.map.insert(handle.clone(), entry) {
+            self.unindex(old.ino, &handle);
+        }
+        self.by_ino.entry(ino).or_default().push(handle);
+    }
+
+    fn remove(&mut self, handle: &[u8]) {
+        if let Some(old) = self.map.remove(handle) {
+            self.unindex(old.ino, handle);
+        }
+    }
+
+    fn retain(&mut self, keep: impl FnMut(&Vec<u8>, &mut Arc<CacheEntry>) -> bool) {
+        let before = self.map.len();
+        self.map.retain(keep);
+        if self.map.len() != before {
+            self.by_ino.clear();
+            for (h, e) in &self.map {
+                self.by_ino.entry(e.ino).or_default().push(h.clone());
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.by_ino.clear();
+    }
+
+    fn forget_inode(&mut self, ino: u64) {
+        for h in self.by_ino.remove(&ino).unwrap_or_default() {
+            self.map.remove(&h);
+        }
+    }
+}
+
+/// Cache entries this process may hold (see [`CACHE_MAX`]).
+fn cache_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        0
+    };
+    (soft / 4).clamp(CACHE_MIN, CACHE_MAX)
+}
 
 #[derive(Debug)]
 pub(crate) struct CacheEntry {
@@ -163,7 +251,9 @@ pub struct ExportStore {
     key: HandleKey,
     volumes: RwLock<Arc<VolumeMap>>,
     registry_stamp: Mutex<Option<(i64, i64, u64, u64)>>,
-    cache: Mutex<HashMap<Vec<u8>, Arc<CacheEntry>>>,
+    cache: Mutex<HandleCache>,
+    /// Most entries in `cache` (see [`cache_limit`]).
+    cache_max: usize,
     epoch: Instant,
     /// Whether opening a volume measures its usage (see [`ExportStore::open_unmeasured`]).
     measure: bool,
@@ -245,7 +335,8 @@ impl ExportStore {
             key,
             volumes: RwLock::new(Arc::new(HashMap::new())),
             registry_stamp: Mutex::new(None),
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(HandleCache::default()),
+            cache_max: cache_limit(),
             epoch: Instant::now(),
             measure,
             quiet,
@@ -620,16 +711,43 @@ impl ExportStore {
             gate: crate::commit::Gate::default(),
             last_used: AtomicU64::new(self.now_ms()),
         });
+        self.cache_insert(handle.to_vec(), Arc::clone(&entry));
+        Ok(entry)
+    }
+
+    fn cache_insert(&self, handle: Vec<u8>, entry: Arc<CacheEntry>) {
         let mut cache = self.cache_lock();
-        if cache.len() >= CACHE_MAX {
+        if cache.len() >= self.cache_max {
             let now = self.now_ms();
-            cache.retain(|_, e| now - e.last_used.load(Ordering::Relaxed) < 100);
-            if cache.len() >= CACHE_MAX {
+            cache.retain(|_, e| now.saturating_sub(e.last_used.load(Ordering::Relaxed)) < 100);
+            if cache.len() >= self.cache_max {
                 cache.clear();
             }
         }
-        cache.insert(handle.to_vec(), Arc::clone(&entry));
-        Ok(entry)
+        cache.insert(handle, entry);
+    }
+
+    /// Caches `fd`, a descriptor (`O_PATH`) of the non-directory `st` that this server just
+    /// made, under its new `handle`: the calls that follow a create (GETATTR, SETATTR, WRITE)
+    /// find it without `open_by_handle_at`.
+    pub fn remember(&self, handle: &[u8], fd: OwnedFd, st: &libc::stat) {
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            return;
+        }
+        let Ok(fh) = FileHandle::decode(handle, &self.key) else {
+            return;
+        };
+        let entry = Arc::new(CacheEntry {
+            generation: fh.generation,
+            fd: Arc::new(fd),
+            is_dir: false,
+            ino: st.st_ino,
+            io: Mutex::new(None),
+            alloc: Mutex::new(()),
+            gate: crate::commit::Gate::default(),
+            last_used: AtomicU64::new(self.now_ms()),
+        });
+        self.cache_insert(handle.to_vec(), entry);
     }
 
     /// Whether `handle` resolves without opening anything (its descriptor is cached).
@@ -637,7 +755,7 @@ impl ExportStore {
         self.cache_lock().contains_key(handle)
     }
 
-    fn cache_lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Arc<CacheEntry>>> {
+    fn cache_lock(&self) -> std::sync::MutexGuard<'_, HandleCache> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -656,7 +774,7 @@ impl ExportStore {
     /// Drops cached descriptors of inode `ino`, which was just unlinked or replaced, so its
     /// space is freed when the last name goes.
     pub fn forget_inode(&self, ino: u64) {
-        self.cache_lock().retain(|_, e| e.ino != ino);
+        self.cache_lock().forget_inode(ino);
     }
 
     /// Mints the handle of `name` inside directory `dir` of `volume` (`name` empty: `dir`).
