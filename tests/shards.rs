@@ -48,6 +48,17 @@ async fn start_shard(s: &Setup, i: usize) -> Arc<ExportStore> {
     store
 }
 
+/// StorageClass `name` of our provisioner with parameter `shard: <shard>`.
+fn pinned_class(s: &Setup, name: &str, shard: &str) {
+    s.api
+        .insert(json!({
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": name}, "provisioner": NAME,
+            "reclaimPolicy": "Delete", "parameters": {"shard": shard},
+        }))
+        .unwrap();
+}
+
 /// Shard Leases the stand-in holds, by shard name.
 fn leases(s: &Setup) -> BTreeMap<String, serde_json::Value> {
     s.api
@@ -122,13 +133,7 @@ async fn claims_spread_over_shards_by_free_capacity_and_pins_hold() {
     assert_eq!(total, 30);
 
     // A class pinned to shard 2 (by ordinal).
-    s.api
-        .insert(json!({
-            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-            "metadata": {"name": "pinned"}, "provisioner": NAME,
-            "reclaimPolicy": "Delete", "parameters": {"shard": "2"},
-        }))
-        .unwrap();
+    pinned_class(&s, "pinned", "2");
     for i in 0..3 {
         let uid = add_claim(&s, &format!("p{i}"), json!({"storageClassName": "pinned"}));
         let pv = wait_pv(&s, &uid).await;
@@ -138,13 +143,7 @@ async fn claims_spread_over_shards_by_free_capacity_and_pins_hold() {
         );
     }
     // A pin that names no shard: an Event naming the parameter, no volume anywhere.
-    s.api
-        .insert(json!({
-            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-            "metadata": {"name": "nowhere"}, "provisioner": NAME,
-            "reclaimPolicy": "Delete", "parameters": {"shard": "nfs-9"},
-        }))
-        .unwrap();
+    pinned_class(&s, "nowhere", "nfs-9");
     let uid = add_claim(&s, "lost", json!({"storageClassName": "nowhere"}));
     let note = s
         .api

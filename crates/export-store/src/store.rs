@@ -701,18 +701,23 @@ impl ExportStore {
         if is_dir {
             fd = open(libc::O_RDONLY | libc::O_DIRECTORY)?;
         }
-        let entry = Arc::new(CacheEntry {
-            generation: fh.generation,
+        let entry = self.new_entry(fh.generation, fd, is_dir, st.st_ino);
+        self.cache_insert(handle.to_vec(), Arc::clone(&entry));
+        Ok(entry)
+    }
+
+    /// A cache entry for `fd`, just used.
+    fn new_entry(&self, generation: u32, fd: OwnedFd, is_dir: bool, ino: u64) -> Arc<CacheEntry> {
+        Arc::new(CacheEntry {
+            generation,
             fd: Arc::new(fd),
             is_dir,
-            ino: st.st_ino,
+            ino,
             io: Mutex::new(None),
             alloc: Mutex::new(()),
             gate: crate::commit::Gate::default(),
             last_used: AtomicU64::new(self.now_ms()),
-        });
-        self.cache_insert(handle.to_vec(), Arc::clone(&entry));
-        Ok(entry)
+        })
     }
 
     fn cache_insert(&self, handle: Vec<u8>, entry: Arc<CacheEntry>) {
@@ -737,16 +742,7 @@ impl ExportStore {
         let Ok(fh) = FileHandle::decode(handle, &self.key) else {
             return;
         };
-        let entry = Arc::new(CacheEntry {
-            generation: fh.generation,
-            fd: Arc::new(fd),
-            is_dir: false,
-            ino: st.st_ino,
-            io: Mutex::new(None),
-            alloc: Mutex::new(()),
-            gate: crate::commit::Gate::default(),
-            last_used: AtomicU64::new(self.now_ms()),
-        });
+        let entry = self.new_entry(fh.generation, fd, false, st.st_ino);
         self.cache_insert(handle.to_vec(), entry);
     }
 

@@ -345,6 +345,13 @@ pub fn plan_claim<'a>(pvc: &'a PersistentVolumeClaim, provisioner: &str) -> Clai
     }
 }
 
+/// A `ProvisioningFailed` Warning on the claim.
+async fn provisioning_failed(ctx: &Context, pvc: &PersistentVolumeClaim, message: &str) {
+    ctx.recorder
+        .record(pvc, Kind::Warning, "ProvisioningFailed", message)
+        .await;
+}
+
 /// Reconciles one claim: provisions it if it is ours and unbound.
 pub async fn reconcile_claim(
     pvc: Arc<PersistentVolumeClaim>,
@@ -376,27 +383,13 @@ pub async fn reconcile_claim(
     }
     if let Err(e) = pv::check_claim(&pvc) {
         // As the old provisioner: reported, not retried until the claim changes.
-        ctx.recorder
-            .record(
-                pvc.as_ref(),
-                Kind::Warning,
-                "ProvisioningFailed",
-                &e.to_string(),
-            )
-            .await;
+        provisioning_failed(&ctx, &pvc, &e.to_string()).await;
         return Ok(Action::await_change());
     }
     let params = match params::parse(&class.parameters.clone().unwrap_or_default()) {
         Ok(p) => p,
         Err(e) => {
-            ctx.recorder
-                .record(
-                    pvc.as_ref(),
-                    Kind::Warning,
-                    "ProvisioningFailed",
-                    &e.to_string(),
-                )
-                .await;
+            provisioning_failed(&ctx, &pvc, &e.to_string()).await;
             return Err(e.into());
         }
     };
@@ -406,14 +399,7 @@ pub async fn reconcile_claim(
             Ok(crate::shards::Placement::Mine) => {}
             Ok(crate::shards::Placement::Elsewhere(again)) => return Ok(Action::requeue(again)),
             Err(e) => {
-                ctx.recorder
-                    .record(
-                        pvc.as_ref(),
-                        Kind::Warning,
-                        "ProvisioningFailed",
-                        &e.to_string(),
-                    )
-                    .await;
+                provisioning_failed(&ctx, &pvc, &e.to_string()).await;
                 return Err(e);
             }
         }
@@ -454,14 +440,12 @@ pub async fn reconcile_claim(
         }
         Ok(false) => info!(%claim, "claim went away while provisioning; cleaned up"),
         Err(e) => {
-            ctx.recorder
-                .record(
-                    pvc.as_ref(),
-                    Kind::Warning,
-                    "ProvisioningFailed",
-                    &format!("failed to provision volume with StorageClass \"{class_name}\": {e}"),
-                )
-                .await
+            provisioning_failed(
+                &ctx,
+                &pvc,
+                &format!("failed to provision volume with StorageClass \"{class_name}\": {e}"),
+            )
+            .await
         }
     }
     result.map(|_| Action::await_change())
