@@ -26,6 +26,12 @@
 #
 # Small calls, many in flight on one connection (a pipelining client):
 #   bench/run.sh target/release/nfs-server-provisioner --meta [--depths 1,16,64] [--files 10000]
+# BENCH_PIN decides where the processes run (one call in flight is one wake-up of the server and
+# one of the client per call, and on a VM whether they share a CPU changes the round trip more
+# than anything a server does; left to the scheduler, each run lands either way at random):
+#   BENCH_PIN=same   both servers and nfs-bench on CPU 0 (no cross-CPU wake-ups)
+#   BENCH_PIN=split  both servers on CPU 0, nfs-bench on CPU 1 (every wake-up crosses CPUs)
+# Unset: no pinning. The header line says which.
 # Everything after the server binary goes to nfs-bench unchanged (`--repeat 6` is the default:
 # the order of the two servers alternates between repetitions).
 set -euo pipefail
@@ -67,6 +73,15 @@ export NO_COLOR=1 RUST_BACKTRACE=0
 ip link set lo up
 ip addr add 127.0.0.2/8 dev lo
 mount -t tmpfs tmpfs /run
+
+server_cpu=()
+client_cpu=()
+case "${BENCH_PIN:-}" in
+    "") ;;
+    same) server_cpu=(taskset -c 0); client_cpu=(taskset -c 0) ;;
+    split) server_cpu=(taskset -c 0); client_cpu=(taskset -c 1) ;;
+    *) echo "BENCH_PIN must be same or split" >&2; exit 2 ;;
+esac
 
 pids=()
 status=1
@@ -180,7 +195,7 @@ EOF
 rpcbind -f -w >"$tmp/rpcbind.log" 2>&1 &
 pids+=("$!")
 for _ in $(seq 50); do port_open 111 && break; sleep 0.1; done
-ganesha.nfsd -F -f "$tmp/ganesha.conf" -L "$tmp/ganesha.log" -p "$tmp/ganesha.pid" &
+${server_cpu[@]+"${server_cpu[@]}"} ganesha.nfsd -F -f "$tmp/ganesha.conf" -L "$tmp/ganesha.log" -p "$tmp/ganesha.pid" &
 ganesha_pid=$!
 pids+=("$ganesha_pid")
 wait_ports "$ganesha_pid" 20490 20480
@@ -189,7 +204,7 @@ targets=()
 if [[ "$server" != "none" ]]; then
     mkdir -p "$tmp/ours"
     "$server" volume add bench --export-root "$tmp/ours" ${BENCH_VOLUME_ARGS:-} >"$tmp/ours.log" 2>&1
-    "$server" serve --export-root "$tmp/ours" --bind 127.0.0.1 --nfs-port 2049 --mount-port 20048 \
+    ${server_cpu[@]+"${server_cpu[@]}"} "$server" serve --export-root "$tmp/ours" --bind 127.0.0.1 --nfs-port 2049 --mount-port 20048 \
         --portmap-port 0 --nlm-port 0 --statd-port 0 ${BENCH_SERVE_ARGS:-} >>"$tmp/ours.log" 2>&1 &
     ours_pid=$!
     pids+=("$ours_pid")
@@ -203,8 +218,9 @@ sleep 3
 set +e
 {
     echo "# nfs-bench $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, kernel $(uname -r)," \
-        "export fs $export_fs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-    "$bench" "${targets[@]}" "$@"
+        "export fs $export_fs, load average $(cut -d' ' -f1-3 /proc/loadavg)," \
+        "CPU placement: ${BENCH_PIN:-scheduler}"
+    ${client_cpu[@]+"${client_cpu[@]}"} "$bench" "${targets[@]}" "$@"
 } | tee "$repo/target/bench-last.txt"
 status=${PIPESTATUS[0]}
 set -e
