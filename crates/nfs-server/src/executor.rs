@@ -6,13 +6,18 @@
 //! identity so consecutive calls from one user cost no system calls. Threads that wait for
 //! the disk (a shared directory fsync, a stable write) wait here, not on the async reactor.
 //!
+//! An idle thread waits on its own; a new call wakes the thread that went idle last. With
+//! few calls in flight one or two warm threads then do all the work, instead of each call
+//! waking the coldest of 64 (a condition variable wakes waiters in arrival order).
+//!
 //! The queue holds only calls that have been read and admitted by the RPC layer, whose
 //! per-connection limit on calls in flight and connection limit bound it; it needs no bound
 //! of its own. A job that panics is caught: its call is answered by the RPC layer's guard and
 //! the thread goes on.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::Thread;
 
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -28,7 +33,6 @@ pub struct Executor {
 #[derive(Default)]
 struct Queue {
     jobs: Mutex<Jobs>,
-    ready: Condvar,
     /// Busy threads and queued calls, once metrics are kept.
     gauges: OnceLock<(Gauge, Gauge)>,
 }
@@ -36,6 +40,8 @@ struct Queue {
 #[derive(Default)]
 struct Jobs {
     waiting: VecDeque<Job>,
+    /// Threads waiting for a call, the one that went idle last at the end.
+    idle: Vec<Thread>,
     closed: bool,
 }
 
@@ -85,11 +91,14 @@ impl Executor {
     pub fn run(&self, job: impl FnOnce() + Send + 'static) {
         let mut jobs = self.queue.lock();
         jobs.waiting.push_back(Box::new(job));
+        let wake = jobs.idle.pop();
         drop(jobs);
         if let Some((_, queued)) = self.queue.gauges.get() {
             queued.inc();
         }
-        self.queue.ready.notify_one();
+        if let Some(thread) = wake {
+            thread.unpark();
+        }
     }
 
     /// Keeps `busy` (threads running a call) and `queued` (calls waiting) up to date.
@@ -106,8 +115,13 @@ impl Executor {
 impl Drop for Executor {
     /// The threads finish the queued calls and end.
     fn drop(&mut self) {
-        self.queue.lock().closed = true;
-        self.queue.ready.notify_all();
+        let mut jobs = self.queue.lock();
+        jobs.closed = true;
+        let idle = std::mem::take(&mut jobs.idle);
+        drop(jobs);
+        for thread in idle {
+            thread.unpark();
+        }
     }
 }
 
@@ -120,6 +134,7 @@ impl Queue {
 fn work(queue: &Queue) {
     export_store::cred::serve_on_this_thread();
     oncrpc::server::reply_directly_from_this_thread();
+    let me = std::thread::current();
     loop {
         let job = {
             let mut jobs = queue.lock();
@@ -130,7 +145,15 @@ fn work(queue: &Queue) {
                 if jobs.closed {
                     return;
                 }
-                jobs = queue.ready.wait(jobs).unwrap_or_else(|p| p.into_inner());
+                jobs.idle.push(me.clone());
+                drop(jobs);
+                std::thread::park();
+                jobs = queue.lock();
+                // Woken without being taken off the list (a spurious wake-up): leave it, so
+                // that a call never wakes a thread that is not waiting.
+                if let Some(i) = jobs.idle.iter().rposition(|t| t.id() == me.id()) {
+                    jobs.idle.remove(i);
+                }
             }
         };
         let gauges = queue.gauges.get();
@@ -175,6 +198,27 @@ mod tests {
             assert!(name.starts_with("nfs-worker-"), "{name}");
             assert!(serving);
         }
+    }
+
+    #[test]
+    fn one_call_at_a_time_keeps_running_on_the_thread_that_went_idle_last() {
+        let ex = Executor::new(8);
+        let (tx, rx) = mpsc::channel();
+        let mut names = Vec::new();
+        for _ in 0..20 {
+            // Every thread is waiting (and the last call's thread has gone back to waiting).
+            while ex.queue.lock().idle.len() < ex.threads() {
+                std::thread::yield_now();
+            }
+            let tx = tx.clone();
+            ex.run(move || {
+                let name = std::thread::current().name().unwrap_or("").to_string();
+                tx.send(name).unwrap();
+            });
+            names.push(rx.recv().unwrap());
+        }
+        // The first call takes the last thread to start waiting; every later one the same.
+        assert!(names.iter().all(|n| *n == names[0]), "{names:?}");
     }
 
     #[test]
