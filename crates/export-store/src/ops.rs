@@ -227,13 +227,18 @@ pub fn lookup(
 
 /// ACCESS: which of the requested bits (RFC 1813 ACCESS3_*) the caller would be granted.
 pub fn access(obj: &Object, id: &Identity, requested: u32) -> io::Result<(u32, Attr)> {
+    Ok(access_given(obj, id, requested, getattr(obj)?))
+}
+
+/// [`access`] with the object's current attributes already read (by
+/// [`crate::ExportStore::resolve_attr`] in the same call).
+pub fn access_given(obj: &Object, id: &Identity, requested: u32, attr: Attr) -> (u32, Attr) {
     const READ: u32 = 1;
     const LOOKUP: u32 = 2;
     const MODIFY: u32 = 4;
     const EXTEND: u32 = 8;
     const DELETE: u32 = 16;
     const EXECUTE: u32 = 32;
-    let attr = getattr(obj)?;
     let bits = if id.is_root() {
         7
     } else if attr.uid == id.uid {
@@ -264,7 +269,7 @@ pub fn access(obj: &Object, id: &Identity, requested: u32) -> io::Result<(u32, A
     if x {
         granted |= if dir { LOOKUP } else { EXECUTE };
     }
-    Ok((granted & requested, attr))
+    (granted & requested, attr)
 }
 
 /// READLINK.

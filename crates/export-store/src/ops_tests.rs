@@ -1612,3 +1612,23 @@ fn create_says_whether_it_made_the_file() {
     .unwrap();
     assert!(!again);
 }
+
+#[test]
+fn resolve_attr_reads_the_attributes_now_and_a_removed_file_is_stale() {
+    let fx = Fx::new();
+    let f = fx.create_file("f", &root());
+    let handle = fx.store.handle_of(&fx.vol, f.fd.as_fd(), c"").unwrap();
+    let (obj, attr) = fx.store.resolve_attr(&handle, libc::O_PATH).unwrap();
+    assert_eq!(attr, getattr(&obj).unwrap());
+    // Changed beside the server between two calls: the next call sees the change (nothing
+    // is kept from one resolve to the next), and ACCESS judges by it.
+    fs::set_permissions(fx.path("f"), fs::Permissions::from_mode(0o600)).unwrap();
+    let (obj, attr) = fx.store.resolve_attr(&handle, libc::O_PATH).unwrap();
+    assert_eq!(attr.mode, 0o600);
+    assert_eq!(access_given(&obj, &user(UID), A_ALL, attr).0, 0);
+    fs::remove_file(fx.path("f")).unwrap();
+    assert_eq!(
+        code(fx.store.resolve_attr(&handle, libc::O_PATH)),
+        libc::ESTALE
+    );
+}

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
+use crate::Attr;
 use crate::cred;
 use crate::handle::{FileHandle, HandleError, HandleKey};
 use crate::projquota::ProjectQuotas;
@@ -635,6 +636,19 @@ impl ExportStore {
     /// Errors: `EBADHANDLE` for handles that are not ours, `ESTALE` for ones that no longer
     /// name anything, `ENOTDIR` when a directory was required.
     pub fn resolve(&self, handle: &[u8], flags: libc::c_int) -> io::Result<Object> {
+        self.resolve_stat(handle, flags).map(|(obj, _)| obj)
+    }
+
+    /// [`ExportStore::resolve`], with the object's attributes as read while resolving it:
+    /// a call that answers with them (GETATTR, ACCESS, LOOKUP's directory) needs no second
+    /// `fstat`. Taken in this call, so as fresh as one taken a moment later.
+    pub fn resolve_attr(&self, handle: &[u8], flags: libc::c_int) -> io::Result<(Object, Attr)> {
+        let (obj, st) = self.resolve_stat(handle, flags)?;
+        let attr = Attr::from_stat(&st, obj.volume.id() as u64);
+        Ok((obj, attr))
+    }
+
+    fn resolve_stat(&self, handle: &[u8], flags: libc::c_int) -> io::Result<(Object, libc::stat)> {
         let fh = FileHandle::decode(handle, &self.key).map_err(|e| match e {
             HandleError::Bad => io::Error::from_raw_os_error(EBADHANDLE),
             HandleError::Stale => io::Error::from_raw_os_error(libc::ESTALE),
@@ -650,7 +664,7 @@ impl ExportStore {
         }
         let want_dir = flags & libc::O_DIRECTORY != 0;
         let cached = self.cache_lock().get(handle).cloned();
-        let entry = match cached {
+        let (entry, st) = match cached {
             Some(entry) if entry.generation == fh.generation => {
                 // A removed file's descriptor still works; NFS says such handles are stale.
                 let st = sys::fstatat(entry.fd.as_fd(), c"")?;
@@ -658,7 +672,7 @@ impl ExportStore {
                     self.cache_lock().remove(handle);
                     return Err(stale());
                 }
-                entry
+                (entry, st)
             }
             _ => self.open_entry(&volume, &fh, handle)?,
         };
@@ -666,11 +680,12 @@ impl ExportStore {
             return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
         }
         entry.last_used.store(self.now_ms(), Ordering::Relaxed);
-        Ok(Object {
+        let obj = Object {
             volume,
             fd: Arc::clone(&entry.fd),
             entry: Some(entry),
-        })
+        };
+        Ok((obj, st))
     }
 
     fn open_entry(
@@ -678,7 +693,7 @@ impl ExportStore {
         volume: &Volume,
         fh: &FileHandle,
         handle: &[u8],
-    ) -> io::Result<Arc<CacheEntry>> {
+    ) -> io::Result<(Arc<CacheEntry>, libc::stat)> {
         cred::become_root()?;
         let open = |flags| {
             sys::open_by_handle(volume.root_fd(), fh.kernel_type, &fh.kernel_bytes, flags)
@@ -703,7 +718,7 @@ impl ExportStore {
         }
         let entry = self.new_entry(fh.generation, fd, is_dir, st.st_ino);
         self.cache_insert(handle.to_vec(), Arc::clone(&entry));
-        Ok(entry)
+        Ok((entry, st))
     }
 
     /// A cache entry for `fd`, just used.

@@ -271,7 +271,16 @@ impl Inner {
     }
 
     fn resolve_bytes(&self, fh: &[u8], flags: libc::c_int) -> io::Result<Object> {
-        let r = self.store.resolve(fh, flags);
+        self.counted(self.store.resolve(fh, flags))
+    }
+
+    /// [`Inner::resolve`] with the attributes read while resolving (no second `fstat`).
+    fn resolve_attr(&self, fh: &nfs_fh3, flags: libc::c_int) -> io::Result<(Object, Attr)> {
+        self.counted(self.store.resolve_attr(&fh.data, flags))
+    }
+
+    /// Counts a stale or bad handle.
+    fn counted<T>(&self, r: io::Result<T>) -> io::Result<T> {
         if let (Err(e), Some(m)) = (&r, &self.metrics)
             && matches!(
                 e.raw_os_error(),
@@ -348,8 +357,9 @@ impl Inner {
 
     fn getattr(&self, a: &[u8]) -> Reply {
         let args = args!(GETATTR3args, a);
-        let obj = tri!(self.resolve(&args.object, libc::O_PATH), |st| err(st, Void));
-        let attr = tri!(ops::getattr(&obj), |st| err(st, Void));
+        let (_obj, attr) = tri!(self.resolve_attr(&args.object, libc::O_PATH), |st| err(
+            st, Void
+        ));
         ok(GETATTR3res::Ok(GETATTR3resok {
             obj_attributes: fattr(&attr),
         }))
@@ -398,11 +408,11 @@ impl Inner {
                 },
             ))
         };
-        let dir = tri!(self.resolve(&args.what.dir, libc::O_PATH), |st| fail(
+        let (dir, dir_attr) = tri!(self.resolve_attr(&args.what.dir, libc::O_PATH), |st| fail(
             st, None
         ));
         let id = self.identity(ctx, &dir);
-        let dir_attr = ops::getattr(&dir).ok();
+        let dir_attr = Some(dir_attr);
         let (handle, attr) = tri!(
             ops::lookup(&self.store, &dir, args.what.name.as_ref(), &id),
             |st| fail(st, dir_attr.as_ref())
@@ -419,9 +429,9 @@ impl Inner {
     fn access(&self, ctx: &CallContext, a: &[u8]) -> Reply {
         let args = args!(ACCESS3args, a);
         let fail = |st| ACCESS3res::Err((st, ACCESS3resfail::default()));
-        let obj = tri!(self.resolve(&args.object, libc::O_PATH), fail);
+        let (obj, attr) = tri!(self.resolve_attr(&args.object, libc::O_PATH), fail);
         let id = self.identity(ctx, &obj);
-        let (granted, attr) = tri!(ops::access(&obj, &id, args.access), fail);
+        let (granted, attr) = ops::access_given(&obj, &id, args.access, attr);
         ok(ACCESS3res::Ok(ACCESS3resok {
             obj_attributes: post_op(Some(&attr)),
             access: granted,
