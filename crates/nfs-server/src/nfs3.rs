@@ -553,11 +553,11 @@ impl Inner {
         dir_fh: &nfs_fh3,
         make: impl FnOnce(&Object, &Identity) -> io::Result<ops::Created>,
     ) -> (Result<ops::Created, nfsstat3>, wcc_data) {
-        let dir = match self.resolve(dir_fh, DIR_FLAGS) {
-            Ok(dir) => dir,
+        // The directory's attributes before the change: those read while resolving it.
+        let (dir, before) = match self.resolve_attr(dir_fh, DIR_FLAGS) {
+            Ok((dir, attr)) => (dir, Some(attr)),
             Err(e) => return (Err(status(&e)), wcc(None, None)),
         };
-        let before = ops::getattr(&dir).ok();
         let id = self.identity(ctx, &dir);
         let r = make(&dir, &id);
         let dir_wcc = wcc(before.as_ref(), ops::getattr(&dir).ok().as_ref());
@@ -649,10 +649,10 @@ impl Inner {
                 },
             ))
         };
-        let dir = tri!(self.resolve(&args.object.dir, DIR_FLAGS), |st| fail(
+        let (dir, before) = tri!(self.resolve_attr(&args.object.dir, DIR_FLAGS), |st| fail(
             st, None, None
         ));
-        let before = ops::getattr(&dir).ok();
+        let before = Some(before);
         let id = self.identity(ctx, &dir);
         let r = ops::remove(&self.store, &dir, args.object.name.as_ref(), &id, dir_only);
         let after = ops::getattr(&dir).ok();
