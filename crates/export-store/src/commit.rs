@@ -71,7 +71,7 @@ impl Gate {
 
     /// Makes every change made to the object before this call durable: runs `fsync` on `fd`
     /// (beside others still running), or waits for a running one that covers it, or, when
-    /// [`OVERLAP`] run already, for a place and the next one.
+    /// as many run as the gate allows ([`OVERLAP`] by default), for a place and the next one.
     pub fn sync(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
         self.sync_with(|| crate::sys::fsync(fd))
     }
@@ -205,20 +205,33 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_change_made_while_an_fsync_runs_gets_its_own_at_once_instead_of_waiting() {
-        let gate = Arc::new(Gate::default());
+    /// Starts a successful fsync on `gate` that is held until the sender sends, and returns
+    /// once it runs.
+    fn held_fsync(
+        gate: &Arc<Gate>,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        std::thread::JoinHandle<io::Result<()>>,
+    ) {
         let (release, held) = std::sync::mpsc::channel::<()>();
-        let g = Arc::clone(&gate);
-        let slow = std::thread::spawn(move || {
+        let g = Arc::clone(gate);
+        let running_before = gate.lock().running;
+        let thread = std::thread::spawn(move || {
             g.sync_with(|| {
                 held.recv().unwrap();
                 Ok(())
             })
         });
-        while gate.lock().running == 0 {
+        while gate.lock().running == running_before {
             std::thread::yield_now();
         }
+        (release, thread)
+    }
+
+    #[test]
+    fn a_change_made_while_an_fsync_runs_gets_its_own_at_once_instead_of_waiting() {
+        let gate = Arc::new(Gate::default());
+        let (release, slow) = held_fsync(&gate);
         // Returns while the first is still held: it was not serialised behind it.
         gate.sync_with(|| Ok(())).unwrap();
         assert_eq!(gate.lock().running, 1);
@@ -231,18 +244,8 @@ mod tests {
     #[test]
     fn a_failed_fsync_fails_every_change_it_covered_and_the_next_one_is_tried_again() {
         let gate = Arc::new(Gate::default());
-        let (release, wait) = std::sync::mpsc::channel::<()>();
-        let g = Arc::clone(&gate);
         // A first fsync that succeeds but is held until both others have asked.
-        let first = std::thread::spawn(move || {
-            g.sync_with(|| {
-                wait.recv().unwrap();
-                Ok(())
-            })
-        });
-        while gate.lock().running == 0 {
-            std::thread::yield_now();
-        }
+        let (release, first) = held_fsync(&gate);
         // Two changes made while it runs: the fsync that covers them fails (whichever of
         // them runs it, and the other either waits for it or fails its own).
         let failing: Vec<_> = (0..2)
