@@ -8,14 +8,19 @@
 //!
 //! An idle thread waits on its own; a new call wakes the thread that went idle last. With
 //! few calls in flight one or two warm threads then do all the work, instead of each call
-//! waking the coldest of 64 (a condition variable wakes waiters in arrival order).
+//! waking the coldest of 64 (a condition variable wakes waiters in arrival order). A lone
+//! call that arrives while the only busy thread is sending its reply wakes nobody: that
+//! thread takes it next (with one call in flight, the client's next call often arrives
+//! before the thread that answered the last one is back at the queue).
 //!
 //! The queue holds only calls that have been read and admitted by the RPC layer, whose
 //! per-connection limit on calls in flight and connection limit bound it; it needs no bound
 //! of its own. A job that panics is caught: its call is answered by the RPC layer's guard and
 //! the thread goes on.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::Thread;
 
@@ -33,6 +38,9 @@ pub struct Executor {
 #[derive(Default)]
 struct Queue {
     jobs: Mutex<Jobs>,
+    /// Threads whose call is done (its reply being sent, or sent) and that have not yet come
+    /// back to the queue.
+    finishing: AtomicUsize,
     /// Busy threads and queued calls, once metrics are kept.
     gauges: OnceLock<(Gauge, Gauge)>,
 }
@@ -42,6 +50,8 @@ struct Jobs {
     waiting: VecDeque<Job>,
     /// Threads waiting for a call, the one that went idle last at the end.
     idle: Vec<Thread>,
+    /// Threads that took a call and have not come back for the next.
+    running: usize,
     closed: bool,
 }
 
@@ -91,7 +101,14 @@ impl Executor {
     pub fn run(&self, job: impl FnOnce() + Send + 'static) {
         let mut jobs = self.queue.lock();
         jobs.waiting.push_back(Box::new(job));
-        let wake = jobs.idle.pop();
+        // One call, with every running thread done with its own and about to look at the
+        // queue: it is left to them, without a wake-up. With one call in flight on a busy CPU
+        // that saves a second thread's switch in and out. Not when some thread is still at
+        // work (waiting for the disk, say) or more calls wait: a finishing thread may be
+        // preempted before it looks, and the calls would wait for it beside idle threads.
+        let coming = self.queue.finishing.load(Ordering::SeqCst);
+        let leave = jobs.waiting.len() == 1 && coming > 0 && jobs.running <= coming;
+        let wake = if leave { None } else { jobs.idle.pop() };
         drop(jobs);
         if let Some((_, queued)) = self.queue.gauges.get() {
             queued.inc();
@@ -99,6 +116,24 @@ impl Executor {
         if let Some(thread) = wake {
             thread.unpark();
         }
+    }
+
+    /// Queues a call that makes its reply with `call` and sends it with `send`. Between the
+    /// two the thread counts as finishing: sending may wake the client, which on a busy CPU
+    /// runs first and sends its next call before this thread is back at the queue; that call
+    /// is then left to this thread, warm and about to look, instead of waking another.
+    pub fn run_then_send<R: 'static>(
+        &self,
+        call: impl FnOnce() -> R + Send + 'static,
+        send: impl FnOnce(R) + Send + 'static,
+    ) {
+        let queue = Arc::clone(&self.queue);
+        self.run(move || {
+            let reply = call();
+            queue.finishing.fetch_add(1, Ordering::SeqCst);
+            SAID_FINISHING.set(true);
+            send(reply);
+        });
     }
 
     /// Keeps `busy` (threads running a call) and `queued` (calls waiting) up to date.
@@ -131,15 +166,26 @@ impl Queue {
     }
 }
 
+thread_local! {
+    /// On a worker: whether the running call has already counted itself as finishing.
+    static SAID_FINISHING: Cell<bool> = const { Cell::new(false) };
+}
+
 fn work(queue: &Queue) {
     export_store::cred::serve_on_this_thread();
     oncrpc::server::reply_directly_from_this_thread();
     let me = std::thread::current();
+    let mut finished = false;
     loop {
         let job = {
             let mut jobs = queue.lock();
+            if finished {
+                queue.finishing.fetch_sub(1, Ordering::SeqCst);
+                jobs.running -= 1;
+            }
             loop {
                 if let Some(job) = jobs.waiting.pop_front() {
+                    jobs.running += 1;
                     break job;
                 }
                 if jobs.closed {
@@ -167,6 +213,10 @@ fn work(queue: &Queue) {
         if let Some((busy, _)) = gauges {
             busy.dec();
         }
+        if !SAID_FINISHING.replace(false) {
+            queue.finishing.fetch_add(1, Ordering::SeqCst);
+        }
+        finished = true;
     }
 }
 
@@ -219,6 +269,64 @@ mod tests {
         }
         // The first call takes the last thread to start waiting; every later one the same.
         assert!(names.iter().all(|n| *n == names[0]), "{names:?}");
+    }
+
+    /// A call that arrives while the only running call sends its reply (which woke the
+    /// client, who answered at once) is left to that thread. One that arrives while the
+    /// running call is still working, or while another call is, wakes another thread.
+    #[test]
+    fn a_lone_call_arriving_as_the_only_busy_thread_finishes_is_left_to_it() {
+        let ex = Executor::new(4);
+        let name = || std::thread::current().name().unwrap_or("").to_string();
+        for case in ["finishing", "working", "finishing beside a busy call"] {
+            while ex.queue.lock().idle.len() < ex.threads() {
+                std::thread::yield_now();
+            }
+            let (release, held) = mpsc::channel::<()>();
+            if case == "finishing beside a busy call" {
+                ex.run(move || {
+                    let _ = held.recv();
+                });
+                while ex.queue.lock().running < 1 {
+                    std::thread::yield_now();
+                }
+            }
+            let (tx, rx) = mpsc::channel();
+            let next = Arc::clone(&ex);
+            // Long enough for a woken thread to run it on a busy machine.
+            let wait =
+                std::time::Duration::from_millis(if case == "finishing" { 300 } else { 10_000 });
+            let send_then_next_call = move || {
+                let (tx2, rx2) = mpsc::channel();
+                next.run(move || tx2.send(name()).unwrap());
+                // This call has not returned: the next runs elsewhere, or after it.
+                let meanwhile = rx2.recv_timeout(wait).ok();
+                tx.send((name(), meanwhile, rx2)).unwrap();
+            };
+            if case == "working" {
+                ex.run(send_then_next_call);
+            } else {
+                ex.run_then_send(|| (), move |()| send_then_next_call());
+            }
+            let (first, meanwhile, rx2) = rx.recv().unwrap();
+            if case == "finishing" {
+                assert_eq!(meanwhile, None, "{case}: no other thread was woken for it");
+                let second = rx2
+                    .recv_timeout(std::time::Duration::from_secs(10))
+                    .unwrap();
+                assert_eq!(second, first, "{case}");
+            } else {
+                let second = meanwhile.expect("another thread ran it while the first worked");
+                assert_ne!(second, first, "{case}");
+            }
+            drop(release);
+        }
+        // Back at the queue, every thread has taken itself off both counts.
+        while ex.queue.lock().idle.len() < ex.threads() {
+            std::thread::yield_now();
+        }
+        assert_eq!(ex.queue.finishing.load(Ordering::SeqCst), 0);
+        assert_eq!(ex.queue.lock().running, 0);
     }
 
     #[test]

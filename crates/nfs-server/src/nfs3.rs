@@ -106,8 +106,10 @@ impl RpcService for Nfs3Service {
         }
         let inner = Arc::clone(&self.inner);
         // File-system work runs on a worker thread, which sends the reply itself.
-        self.executor
-            .run(move || reply.send(inner.dispatch(&ctx, args.bytes())));
+        self.executor.run_then_send(
+            move || inner.dispatch(&ctx, args.bytes()),
+            move |r| reply.send(r),
+        );
     }
 }
 

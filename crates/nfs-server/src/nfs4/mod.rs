@@ -295,8 +295,10 @@ impl RpcService for Nfs4Service {
             return reply.send(self.inner.compound(&ctx, args.bytes(), args.record_len()));
         }
         let inner = Arc::clone(&self.inner);
-        self.executor
-            .run(move || reply.send(inner.durable_compound(&ctx, args.bytes(), args.record_len())));
+        self.executor.run_then_send(
+            move || inner.durable_compound(&ctx, args.bytes(), args.record_len()),
+            move |r| reply.send(r),
+        );
     }
 }
 
